@@ -24,7 +24,9 @@ def coupling_masks(dim: int, num_layers: int) -> Tensor:
     the official masks. In general the last ``dim // 2`` coordinates are kept by even layers.
     """
     if dim < 2:
-        raise ValueError(f"RealNVP needs dim >= 2 (a coupling layer splits the coordinates), got {dim}")
+        raise ValueError(
+            f"RealNVP needs dim >= 2 (a coupling layer splits the coordinates), got {dim}"
+        )
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     first = torch.zeros(dim)
@@ -138,7 +140,9 @@ class RealNVP(nn.Module):
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; loc, diag(scale^2)) summed over the last dim: (N, D) -> (N,)."""
         u = (z - self.prior_loc) / self.prior_scale
-        return (-0.5 * u.square() - torch.log(self.prior_scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return (-0.5 * u.square() - torch.log(self.prior_scale) - 0.5 * math.log(2 * math.pi)).sum(
+            -1
+        )
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log G_phi(x): (N, D) -> (N,)."""
@@ -149,6 +153,10 @@ class RealNVP(nn.Module):
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw (num_samples, D) samples: z ~ prior, x = inverse(z)."""
         eps = torch.randn(
-            num_samples, self.dim, generator=generator, device=self.prior_loc.device, dtype=self.prior_loc.dtype
+            num_samples,
+            self.dim,
+            generator=generator,
+            device=self.prior_loc.device,
+            dtype=self.prior_loc.dtype,
         )
         return self.inverse(self.prior_loc + self.prior_scale * eps)

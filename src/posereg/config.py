@@ -1,0 +1,344 @@
+"""Typed dataclass configs for posereg runs: strict construction from YAML (safe_load) and ``--set a.b=value`` overrides.
+
+Every key is checked against the dataclass field it names and every value against the
+field's type annotation; errors name the full dotted key, what was given and what was
+expected. Supported annotations: bool, int, float, str, None, ``X | None``, ``Literal``,
+``tuple[T, ...]``/``tuple[T1, T2]``, ``list[T]``, ``dict[str, T]``, ``typing.Any`` and nested
+dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from posereg.data.dataset import TransformConfig
+
+__all__ = [
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "load_yaml",
+    "save_yaml",
+    "Config",
+    "DataConfig",
+    "SynthDataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "load_config",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the schema."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check (and minimally convert) ``value`` against annotation ``tp``; ConfigError otherwise."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: must not be null (expected {_type_name(tp)})")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is list:
+        (arg,) = get_args(tp) or (Any,)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, arg = get_args(tp) or (str, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(arg, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    raise TypeError(f"{key}: unsupported annotation {tp!r} in the config schema")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError.
+
+    Missing keys take the field defaults.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in fields:
+            raise ConfigError(f"unknown config key {prefix}{k}; valid keys here: {', '.join(fields)}")
+        kwargs[k] = _coerce(hints[k], v, f"{prefix}{k}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing config keys: {', '.join(prefix + m for m in missing)}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (tuples as lists) of a dataclass config, ready for yaml.safe_dump."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML, then type-checked.
+
+    Example:
+        >>> from dataclasses import dataclass, field
+        >>> @dataclass
+        ... class Optim:
+        ...     lr: float = 1e-3
+        >>> @dataclass
+        ... class Cfg:
+        ...     optim: Optim = field(default_factory=Optim)
+        >>> apply_overrides(Cfg(), ["optim.lr=0.01"]).optim.lr
+        0.01
+    """
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for i, k in enumerate(keys):
+            if not isinstance(node, dict) or k not in node:
+                where = ".".join(keys[:i]) or "the top level"
+                valid = ", ".join(node) if isinstance(node, dict) else "(not a section)"
+                raise ConfigError(f"unknown config key {dotted}: no {k!r} in {where}; valid: {valid}")
+            if i == len(keys) - 1:
+                node[k] = yaml.safe_load(raw) if raw.strip() else ""
+            else:
+                node = node[k]
+    return from_dict(type(cfg), data)
+
+
+def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    """Load a YAML config file (yaml.safe_load) into dataclass ``cls``, then apply overrides."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        cfg = from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- the run schema
+# Lower-case keys, one section per concern. YAML files in configs/ set these; anything not
+# set takes the defaults below, which follow the official COCO recipe (METHOD.md).
+
+
+@dataclasses.dataclass
+class SynthDataConfig:
+    """Generate the dataset with posereg.synth when it is missing (the main job's data).
+
+    The train and val splits are written to ``root`` (``root/annotations/
+    person_keypoints_{train,val}.json``, ``root/images/{train,val}/``) and reused while these
+    settings are unchanged; ``data.train_ann`` etc. should point there.
+
+    Arguments:
+        root: dataset folder.
+        preset: difficulty preset of the generator (``easy``, ``medium``, ``hard``).
+        num_train, num_val: images per split.
+        seed: generator seed (the split name is mixed into the random stream).
+        workers: generator processes (None: all cores).
+        options: further posereg.synth.SynthConfig fields (e.g. ``image_size``,
+            ``people_per_image``, ``noise``), applied on top of the preset.
+    """
+
+    root: str = "data/synth"
+    preset: str = "medium"
+    num_train: int = 4000
+    num_val: int = 500
+    seed: int = 0
+    workers: int | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how a crop is made.
+
+    Paths are relative to the working directory. ``format`` picks the loader: ``coco`` (any
+    COCO person_keypoints json: COCO, the synthetic sets) or ``mpii``.
+    """
+
+    format: Literal["coco", "mpii"] = "coco"
+    train_ann: str = "data/coco/annotations/person_keypoints_train2017.json"
+    train_images: str = "data/coco/train2017"
+    val_ann: str = "data/coco/annotations/person_keypoints_val2017.json"
+    val_images: str = "data/coco/val2017"
+    detections: str | None = None  # COCO results json of person boxes for evaluation
+    det_score_threshold: float = 0.0
+    skeleton: str = "coco17"
+    input_size: tuple[int, int] = (256, 192)  # (h, w)
+    transform: TransformConfig = dataclasses.field(default_factory=lambda: TransformConfig(augment=True))
+    workers: int = 2
+    on_bad_image: Literal["raise", "skip"] = "raise"
+    synth: SynthDataConfig | None = None
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Backbone, head and loss (see posereg.models.create_pose_model and posereg.losses)."""
+
+    backbone: str = "resnet50"
+    width: float = 1.0
+    pretrained: bool | str = False  # True: torchvision/timm weights (online); str: a local file
+    init_from: str | None = None  # a posereg checkpoint whose backbone initialises this one
+    norm_mu: bool = True
+    loss: str = "rle"
+    loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (per-step; warm-up is linear from 0)."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = dataclasses.field(default_factory=lambda: [170, 200])  # epochs
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    grad_clip: float | None = None  # max global grad norm
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The loop: length, batch, precision, logging, checkpoints."""
+
+    epochs: int = 270
+    batch_size: int = 32  # per process
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    log_every: int = 20  # steps
+    eval_every: int = 10  # epochs (the last epoch is always evaluated)
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+    max_bad_steps: int = 10  # consecutive non-finite losses before training stops
+    progress: bool = True
+    threads: int | None = None  # torch CPU threads (None: PyTorch's default)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation: flip test, batch size, instance score rule (posereg.metrics)."""
+
+    flip_test: bool = True
+    batch_size: int = 64
+    score_rule: str = "official"
+    use_detections: bool = False  # evaluate on data.detections boxes (with OKS-NMS)
+    nms_threshold: float = 0.9
+    num_vis: int = 16  # validation crops drawn in the run report
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole run. ``posereg train CONFIG --set a.b=value`` overrides any field."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a run config from YAML with ``--set`` overrides (see :func:`load_yaml`)."""
+    return load_yaml(Config, path, overrides)

@@ -1,0 +1,162 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True`` so a file cannot run code.
+
+A checkpoint is a dict of tensors and plain Python values:
+``{"format", "model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step",
+"step_in_epoch", "best", "metrics", "config"}``. ``model`` is the PoseRegressor state_dict
+(the flow under ``criterion.flow.*``); ``config`` is the resolved run config as a dict.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "load_model_state",
+]
+
+CHECKPOINT_FORMAT = "posereg-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for what was asked (wrong file, other model)."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    A run killed while saving leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a posereg checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: missing file, not a torch file, or not a posereg checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, code-carrying pickles
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError(
+            f"{path}: not a posereg checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}); "
+            "official RLE checkpoints are imported with `posereg convert --from official`"
+        )
+    return state
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state_dict strictly, with a message naming what differs.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or tensors of other shapes (a checkpoint of
+            another backbone, keypoint count or loss).
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+        raise CheckpointError(
+            f"{source} was saved from another model/config: {'; '.join(parts)}. "
+            "Use the config the checkpoint was trained with (`posereg info CK` prints it)."
+        )
+    model.load_state_dict(state_dict)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors and plain values (weights_only-safe)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def describe_checkpoint(path: str | Path) -> str:
+    """A human-readable summary of a checkpoint: run, progress, metrics, model and its size."""
+    import yaml
+
+    state = load_checkpoint(path)
+    model = state["model"]
+    n_total = sum(t.numel() for t in model.values() if t.is_floating_point())
+    n_flow = sum(t.numel() for k, t in model.items() if k.startswith("criterion.") and t.is_floating_point())
+    cfg = state.get("config", {})
+    lines = [
+        f"checkpoint: {path}",
+        f"run: {cfg.get('name', '?')}  epoch {state.get('epoch')}  step {state.get('step')}",
+        f"parameters: {n_total:,} ({n_total - n_flow:,} used at inference; {n_flow:,} in the training-only flow)",
+    ]
+    if state.get("converted_from"):
+        lines.append(f"converted from: {state['converted_from']}")
+    metrics = state.get("metrics") or {}
+    if metrics:
+        lines.append("metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    lines.append("model config:")
+    lines.append(yaml.safe_dump({"model": cfg.get("model", {}), "data": {k: cfg.get("data", {}).get(k) for k in ("skeleton", "input_size")}}, sort_keys=False).rstrip())
+    return "\n".join(lines)

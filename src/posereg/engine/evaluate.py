@@ -1,0 +1,220 @@
+"""Evaluation of a regressor on a TopDownDataset: COCO AP (labels and clean truth), PCK, errors.
+
+Also the mean-pose baseline the main job is compared against: the training set's mean
+crop-normalized pose placed in every evaluation box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from posereg.config import Config
+from posereg.data.dataset import TopDownDataset
+from posereg.data.transforms import crop_to_image, flip_test_average
+from posereg.engine import distributed as D
+from posereg.metrics import COCOKeypointResult, evaluate_coco, make_coco_predictions, oks_nms_per_image, pck, pckh
+
+__all__ = ["EvalResult", "Predictions", "predict_dataset", "evaluate", "mean_pose", "evaluate_predictions"]
+
+
+@dataclass
+class Predictions:
+    """Image-space predictions for every instance of a dataset, in dataset order.
+
+    Attributes:
+        keypoints: (N, K, 2) image pixels.
+        sigma: (N, K, 2) sigma in image pixels (sigma_hat x crop size).
+        confidence: (N, K) 1 - mean_d sigma_hat (Eq. 9).
+        normalized: (N, K, 2) crop-normalized predictions.
+    """
+
+    keypoints: np.ndarray
+    sigma: np.ndarray
+    confidence: np.ndarray
+    normalized: np.ndarray
+
+
+@dataclass
+class EvalResult:
+    """Numbers of one evaluation; ``summary()`` flattens them for logs and metrics.json."""
+
+    coco: dict[str, COCOKeypointResult] = field(default_factory=dict)  # "labels", "clean"
+    pck: float = float("nan")  # PCK@0.1 of sqrt(area), against the clean truth when known
+    pckh: dict[str, float] = field(default_factory=dict)  # MPII-style, when the skeleton has a head
+    error: float = float("nan")  # mean keypoint error / sqrt(area)
+    truth: str = "labels"  # what `pck` and `error` were measured against
+    num_instances: int = 0
+    predictions: Predictions | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
+        if "labels" in self.coco:
+            out["AP"] = self.coco["labels"].AP
+            out["AP50"] = self.coco["labels"].AP50
+            out["AP75"] = self.coco["labels"].AP75
+            out["AR"] = self.coco["labels"].AR
+        if "clean" in self.coco:
+            out["AP_clean"] = self.coco["clean"].AP
+            out["AP50_clean"] = self.coco["clean"].AP50
+        out["PCK"] = self.pck
+        out["error"] = self.error
+        out.update({f"PCKh_{k}": v for k, v in self.pckh.items()})
+        return out
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    dataset: TopDownDataset,
+    device: torch.device,
+    batch_size: int = 64,
+    flip_test: bool = True,
+    workers: int = 0,
+    info: D.DistInfo | None = None,
+) -> Predictions:
+    """Run the regressor on every instance (sharded across ranks, gathered on all)."""
+    info = info or D.DistInfo()
+    was_training = model.training
+    model.eval()
+    sampler = D.EpochBatchSampler(
+        len(dataset), batch_size, rank=info.rank, world_size=info.world_size, shuffle=False, drop_last=False
+    )
+    from torch.utils.data import DataLoader
+
+    from posereg.data.dataset import collate
+
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
+    width = dataset.input_size[1]
+    parts: list[tuple[np.ndarray, ...]] = []
+    indices = [i for batch in sampler for i in batch]
+    for batch in loader:
+        images = batch.image.to(device)
+        out = model(images)
+        mu, sigma = out.mu.float(), out.sigma.float()
+        if flip_test:
+            out_f = model(images.flip(-1))
+            mu, sigma = flip_test_average(mu, out_f.mu.float(), dataset.skeleton, width, sigma, out_f.sigma.float())
+        mu_np, sigma_np = mu.cpu().numpy().astype(np.float64), sigma.cpu().numpy().astype(np.float64)
+        kp = crop_to_image(mu_np, batch.center, batch.scale)
+        parts.append((mu_np, kp, sigma_np * batch.scale[:, None, :], 1.0 - sigma_np.mean(-1)))
+    model.train(was_training)
+    local = [np.concatenate(x) for x in zip(*parts, strict=True)] if parts else None
+    gathered = D.all_gather_objects((indices, local), info)
+    k = dataset.skeleton.num_keypoints
+    normalized = np.zeros((len(dataset), k, 2))
+    keypoints, sig, conf = np.zeros((len(dataset), k, 2)), np.zeros((len(dataset), k, 2)), np.zeros((len(dataset), k))
+    for idx, arrays in gathered:  # type: ignore[misc]
+        if arrays is None:
+            continue
+        normalized[idx], keypoints[idx], sig[idx], conf[idx] = arrays
+    return Predictions(keypoints, sig, conf, normalized)
+
+
+def mean_pose(dataset: TopDownDataset) -> np.ndarray:
+    """The mean crop-normalized pose (K, 2) over labelled keypoints (the baseline's prediction)."""
+    kp = dataset.table.keypoints  # (N, K, 3)
+    rel = (kp[..., :2] - dataset.centers[:, None, :]) / dataset.scales[:, None, :]
+    labelled = kp[..., 2] > 0
+    counts = labelled.sum(0)
+    total = np.where(labelled[..., None], rel, 0.0).sum(0)
+    return np.where(counts[:, None] > 0, total / np.maximum(counts, 1)[:, None], 0.0)
+
+
+def evaluate_predictions(
+    preds: Predictions, dataset: TopDownDataset, cfg: Config, with_coco: bool = True
+) -> EvalResult:
+    """Metrics of image-space predictions on a dataset built from COCO-format or MPII files."""
+    table = dataset.table
+    result = EvalResult(num_instances=len(dataset), predictions=preds)
+    skel = dataset.skeleton
+    if with_coco and cfg.data.format == "coco":
+        det = cfg.eval.use_detections and cfg.data.detections
+        entries = make_coco_predictions(
+            table.image_ids[table.image_index],
+            preds.keypoints,
+            preds.confidence,
+            bbox_scores=table.bbox_scores if det else None,
+            areas=dataset.scales[:, 0] * dataset.scales[:, 1],
+            rule=cfg.eval.score_rule,
+        )
+        if det:
+            entries = oks_nms_per_image(entries, cfg.eval.nms_threshold, skel.sigmas)
+        gt = str(cfg.data.val_ann)
+        result.coco["labels"] = evaluate_coco(gt, entries, sigmas=skel.sigmas)
+        if table.keypoints_clean is not None:
+            result.coco["clean"] = evaluate_coco(gt, entries, sigmas=skel.sigmas, use_clean=True)
+    if not (cfg.eval.use_detections and cfg.data.detections):
+        truth = table.keypoints_clean if table.keypoints_clean is not None else table.keypoints
+        result.truth = "clean" if table.keypoints_clean is not None else "labels"
+        visible = truth[..., 2] > 0
+        ref = np.sqrt(np.maximum(table.areas, 1e-6))
+        err = np.linalg.norm(preds.keypoints - truth[..., :2], axis=-1) / ref[:, None]
+        result.error = float(err[visible].mean()) if visible.any() else float("nan")
+        result.pck = pck(preds.keypoints, truth[..., :2], visible, ref, 0.1).value
+        if "head_top" in skel.keypoint_names and "upper_neck" in skel.keypoint_names:
+            from posereg.metrics.pck import head_size_from_joints
+
+            head = head_size_from_joints(truth[..., :2])
+            ok = visible & (head > 0)[:, None]
+            r = pckh(preds.keypoints, truth[..., :2], ok, np.where(head > 0, head, 1.0), "joints")
+            result.pckh = {"0.5": r.pckh_05, "0.1": r.pckh_01, "AUC": r.auc}
+    return result
+
+
+def evaluate(
+    model: nn.Module, dataset: TopDownDataset, cfg: Config, device: torch.device, info: D.DistInfo | None = None
+) -> EvalResult:
+    """Predict on ``dataset`` and compute every metric that applies."""
+    preds = predict_dataset(
+        model, dataset, device, cfg.eval.batch_size, cfg.eval.flip_test, cfg.data.workers, info
+    )
+    return evaluate_predictions(preds, dataset, cfg)
+
+
+def run_evaluation(
+    cfg: Config, checkpoint: str, device: str | None = None, out: str | None = None
+) -> EvalResult:
+    """``posereg eval``: load a checkpoint, evaluate it on ``cfg``'s validation set.
+
+    Arguments:
+        cfg: the evaluation config (data and eval sections; the model section must describe the
+            checkpoint's model, which :func:`load_model_state` checks).
+        checkpoint: a posereg checkpoint.
+        device: where to run (default: CUDA when available).
+        out: optional path for the COCO-results predictions json.
+    """
+    import json
+    from dataclasses import replace
+
+    from posereg.engine.checkpoint import load_checkpoint, load_model_state
+    from posereg.engine.train import build_datasets, build_model
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(checkpoint)
+    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
+    model = build_model(cfg)
+    load_model_state(model, state["model"], checkpoint)
+    model.to(dev)
+    _, val = build_datasets(cfg, train_split=False)
+    result = evaluate(model, val, cfg, dev)
+    if out is not None and result.predictions is not None:
+        table = val.table
+        entries = make_coco_predictions(
+            table.image_ids[table.image_index],
+            result.predictions.keypoints,
+            result.predictions.confidence,
+            bbox_scores=table.bbox_scores if cfg.eval.use_detections else None,
+            rule=cfg.eval.score_rule,
+        )
+        for entry, sig in zip(entries, result.predictions.sigma, strict=True):
+            entry["sigma"] = sig.round(3).tolist()
+        from pathlib import Path
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(entries))
+    return result

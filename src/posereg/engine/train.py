@@ -1,0 +1,422 @@
+"""The training loop, top to bottom: data, model, optimizer, resume, epochs, checkpoints, report.
+
+``train(cfg)`` runs on one process or, under torchrun, on each rank of a data-parallel job.
+Everything a run produces goes into ``cfg.out_dir / cfg.name``: ``config.yaml`` (resolved),
+``last.pt`` and ``best.pt``, ``train_log.csv``, ``val_log.csv``, ``tb/`` (TensorBoard),
+and the report (``metrics.json``, ``curves.png``, ``val_predictions.png``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from posereg.config import Config, save_yaml, to_dict
+from posereg.data.dataset import TopDownDataset, collate
+from posereg.engine import distributed as D
+from posereg.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from posereg.engine.evaluate import EvalResult, evaluate
+from posereg.models import create_pose_model
+from posereg.skeletons import get_skeleton
+
+__all__ = ["train", "TrainResult", "build_model", "build_datasets", "NonFiniteLossError"]
+
+logger = logging.getLogger("posereg.train")
+
+#: Test hook: when set to N, the process sends itself SIGKILL right after optimizer step N.
+FAULT_KILL_ENV = "POSEREG_FAULT_KILL_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run returns (the same numbers are in ``metrics.json``)."""
+
+    run_dir: Path
+    steps: int
+    epochs: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    bad_steps: int = 0
+    images_per_second: float = 0.0
+
+
+# --------------------------------------------------------------------------- building blocks
+def build_model(cfg: Config) -> nn.Module:
+    """The PoseRegressor a config describes (backbone + regression head + loss with its flow)."""
+    skeleton = get_skeleton(cfg.data.skeleton)
+    return create_pose_model(
+        backbone=cfg.model.backbone,
+        num_keypoints=skeleton.num_keypoints,
+        dim=2,
+        loss=cfg.model.loss,
+        loss_options=dict(cfg.model.loss_options),
+        pretrained=cfg.model.pretrained,
+        width=cfg.model.width,
+        norm_mu=cfg.model.norm_mu,
+    )
+
+
+def build_datasets(cfg: Config, train_split: bool = True) -> tuple[TopDownDataset | None, TopDownDataset]:
+    """(train, val) datasets; the synthetic set is generated first when configured and missing."""
+    from dataclasses import replace
+
+    d = cfg.data
+    if d.synth is not None:
+        from posereg.engine.synthdata import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(cfg)
+    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image)
+    val_transform = replace(d.transform, augment=False)
+    if d.format == "mpii":
+        train = (
+            TopDownDataset.from_mpii(d.train_ann, d.train_images, transform=d.transform, **common)
+            if train_split
+            else None
+        )
+        val = TopDownDataset.from_mpii(d.val_ann, d.val_images, transform=val_transform, **common)
+        return train, val
+    train = (
+        TopDownDataset.from_coco(
+            d.train_ann, d.train_images, skeleton=d.skeleton, transform=d.transform, **common
+        )
+        if train_split
+        else None
+    )
+    use_dets = cfg.eval.use_detections and d.detections
+    val = TopDownDataset.from_coco(
+        d.val_ann,
+        d.val_images,
+        skeleton=d.skeleton,
+        transform=val_transform,
+        detections=d.detections if use_dets else None,
+        det_score_threshold=d.det_score_threshold,
+        skip_unlabelled=not use_dets,
+        **common,
+    )
+    return train, val
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step``: warm-up, then the schedule."""
+    o = cfg.optim
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.schedule == "multistep":
+        epoch = step // max(steps_per_epoch, 1)
+        return o.gamma ** sum(epoch >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        total = max(cfg.train.epochs * steps_per_epoch - o.warmup_steps, 1)
+        t = min(max(step - o.warmup_steps, 0) / total, 1.0)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
+
+
+class _TrainStep(nn.Module):
+    """Forward + loss in one module, so DistributedDataParallel sees the flow's parameters used."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(images)
+        # the likelihood is computed in float32 even under autocast
+        loss = self.model.criterion(out.mu.float(), out.sigma.float(), target, weight)
+        return loss, out.sigma.detach()
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if cfg.train.amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _loader(dataset, sampler, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+class _CSVLog:
+    def __init__(self, path: Path, columns: list[str], enabled: bool) -> None:
+        self.path, self.columns, self.enabled = path, columns, enabled
+        if enabled and not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(columns)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+
+
+# --------------------------------------------------------------------------- the loop
+def train(cfg: Config, resume: str | Path | None = None, device: str | None = None) -> TrainResult:
+    """Train (or resume) a run; returns its final metrics.
+
+    Arguments:
+        cfg: the resolved config. Ignored for the model/data when ``resume`` is given: the
+            run directory's own config is used, so a resumed run continues the same run.
+        resume: a run directory (or its ``last.pt``) to continue exactly where it stopped.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
+    """
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = D.setup(dev)
+    if dev.type == "cuda" and info.distributed:
+        dev = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(dev)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    ckpt = None
+    if resume is not None:
+        resume_path = Path(resume)
+        ckpt_path = resume_path / "last.pt" if resume_path.is_dir() else resume_path
+        ckpt = load_checkpoint(ckpt_path)
+        from posereg.config import from_dict
+
+        cfg = from_dict(Config, ckpt["config"])
+        run_dir = ckpt_path.parent
+    else:
+        run_dir = Path(cfg.out_dir) / cfg.name
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run_dir / "config.yaml")
+
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed % 2**32)
+    train_set, val_set = build_datasets(cfg)
+    assert train_set is not None
+    model = build_model(cfg).to(dev)
+    if cfg.model.init_from and ckpt is None:
+        from posereg.models.backbones import init_from_checkpoint
+
+        init_from_checkpoint(model.backbone, cfg.model.init_from)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    batches_per_epoch = D.EpochBatchSampler(
+        len(train_set), cfg.train.batch_size, world_size=info.world_size
+    ).num_batches()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(cfg, s, batches_per_epoch)
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.train.amp == "fp16" and dev.type == "cuda")
+
+    epoch, step, step_in_epoch, best = 0, 0, 0, -math.inf
+    if ckpt is not None:
+        load_model_state(model, ckpt["model"], str(ckpt_path))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        epoch, step, step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
+        best = ckpt["best"]
+        logger.info("resumed %s at epoch %d, step %d (%d into the epoch)", run_dir, epoch, step, step_in_epoch)
+
+    step_module: nn.Module = _TrainStep(model)
+    if info.distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+
+    train_log = _CSVLog(run_dir / "train_log.csv", ["step", "epoch", "loss", "lr", "images_per_s", "mean_sigma"], info.is_main)
+    val_log = _CSVLog(run_dir / "val_log.csv", ["epoch", "step", "AP", "AP_clean", "PCK", "error"], info.is_main)
+    tb = _tensorboard(run_dir, info.is_main)
+    kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
+
+    def checkpoint(name: str, metrics: dict[str, Any] | None = None) -> None:
+        if info.is_main:
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                    "epoch": epoch,
+                    "step": step,
+                    "step_in_epoch": step_in_epoch,
+                    "best": best,
+                    "metrics": metrics or {},
+                    "config": to_dict(cfg),
+                },
+                run_dir / name,
+            )
+
+    bad_total, bad_run = 0, 0
+    images_seen, t_train = 0, 0.0
+    metrics: dict[str, Any] = {}
+    result_eval: EvalResult | None = None
+    max_steps = cfg.train.max_steps
+    done = max_steps is not None and step >= max_steps
+
+    while epoch < cfg.train.epochs and not done:
+        train_set.set_epoch(cfg.train.seed, epoch)
+        sampler = D.EpochBatchSampler(
+            len(train_set), cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
+            rank=info.rank, world_size=info.world_size, start_batch=step_in_epoch,
+        )  # fmt: skip
+        loader = _loader(train_set, sampler, cfg.data.workers, dev)
+        model.train()
+        progress = _progress(len(sampler), f"epoch {epoch + 1}/{cfg.train.epochs}", cfg.train.progress and info.is_main)
+        t0 = time.perf_counter()
+        for batch in loader:
+            images = batch.image.to(dev, non_blocking=True)
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            target = batch.target.to(dev, non_blocking=True)
+            weight = batch.target_weight.to(dev, non_blocking=True)
+            with _autocast(cfg, dev):
+                loss, sigma = step_module(images, target, weight)
+            optimizer.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(loss))
+            if info.distributed:  # every rank must agree to skip, or DDP would hang
+                flag = torch.tensor([float(finite)], device=dev)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = bool(flag.item())
+            if not finite:
+                bad_total += 1
+                bad_run += 1
+                logger.warning(
+                    "non-finite loss at step %d (epoch %d); skipped. image ids: %s",
+                    step, epoch, batch.image_id.tolist(),
+                )  # fmt: skip
+                if bad_run >= cfg.train.max_bad_steps:
+                    raise NonFiniteLossError(
+                        f"{bad_run} consecutive non-finite losses (last at step {step}, image ids "
+                        f"{batch.image_id.tolist()}); lower optim.lr, enable optim.grad_clip or check the data"
+                    )
+                step_in_epoch += 1
+                continue
+            bad_run = 0
+            scaler.scale(loss).backward()
+            if cfg.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            step_in_epoch += 1
+            images_seen += len(batch) * info.world_size
+            elapsed = time.perf_counter() - t0
+            rate = len(batch) * info.world_size * progress.n_done(1) / max(elapsed, 1e-9)
+            if step % cfg.train.log_every == 0 or step_in_epoch == 1:
+                row = {
+                    "step": step, "epoch": epoch, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
+                    "images_per_s": rate, "mean_sigma": float(sigma.mean()),
+                }  # fmt: skip
+                train_log.write(row)
+                if tb is not None:
+                    for k in ("loss", "lr", "images_per_s", "mean_sigma"):
+                        tb.add_scalar(f"train/{k}", row[k], step)
+            progress.update(loss=float(loss), lr=scheduler.get_last_lr()[0], rate=rate)
+            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                checkpoint("last.pt")
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if max_steps is not None and step >= max_steps:
+                done = True
+                break
+        t_train += time.perf_counter() - t0
+        progress.close()
+        if not done:
+            epoch, step_in_epoch = epoch + 1, 0
+        last_epoch = epoch >= cfg.train.epochs or done
+        if last_epoch or (cfg.train.eval_every and epoch % cfg.train.eval_every == 0):
+            result_eval = evaluate(model, val_set, cfg, dev, info)
+            metrics = result_eval.summary()
+            val_log.write({"epoch": epoch, "step": step, **metrics})
+            if tb is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, int | float):
+                        tb.add_scalar(f"val/{k}", v, step)
+            score = float(metrics.get("AP", -math.inf))
+            if score > best:
+                best = score
+                checkpoint("best.pt", metrics)
+        checkpoint("last.pt", metrics)
+
+    if tb is not None:
+        tb.close()
+    rate = images_seen / max(t_train, 1e-9)
+    result = TrainResult(run_dir, step, epoch, metrics, bad_total, rate)
+    if info.is_main:
+        if result_eval is None:
+            result_eval = evaluate(model, val_set, cfg, dev, info)
+            metrics = result.metrics = result_eval.summary()
+        from posereg.engine.report import write_report
+
+        write_report(run_dir, cfg, result, result_eval, val_set, model)
+    D.barrier()
+    return result
+
+
+# --------------------------------------------------------------------------- logging helpers
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: CSV logs only
+        logger.info("tensorboard is not installed; logging to CSV only")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+class _progress:
+    """tqdm bar with loss, learning rate, images/s and ETA (a no-op when disabled)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.count = 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+
+    def n_done(self, extra: int = 0) -> int:
+        return self.count + extra
+
+    def update(self, loss: float, lr: float, rate: float) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))

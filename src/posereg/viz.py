@@ -1,0 +1,79 @@
+"""Drawing: skeletons with per-keypoint confidence and sigma ellipses (OpenCV, BGR images)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from posereg.skeletons import Skeleton
+
+__all__ = ["draw_pose", "confidence_color", "tile"]
+
+
+def confidence_color(c: float) -> tuple[int, int, int]:
+    """BGR colour from red (confidence 0) through yellow to green (confidence 1)."""
+    c = float(np.clip(c, 0.0, 1.0))
+    return (0, int(255 * min(1.0, 2 * c)), int(255 * min(1.0, 2 * (1 - c))))
+
+
+def draw_pose(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: Skeleton,
+    confidence: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+    ellipse_scale: float = 1.0,
+    thickness: int = 2,
+    limb_color: tuple[int, int, int] = (255, 180, 0),
+) -> np.ndarray:
+    """Draw one pose on a copy of ``image`` (H, W, 3) uint8 BGR.
+
+    Arguments:
+        keypoints: (K, 2) pixels.
+        skeleton: limbs to draw.
+        confidence: (K,) keypoint colour from red (0) to green (1); None: all green.
+        sigma: (K, 2) per-axis sigma in pixels, drawn as axis-aligned ellipses of
+            ``ellipse_scale`` x sigma (the head predicts independent per-axis scales).
+        thickness: line width.
+
+    Returns:
+        The drawn image (H, W, 3) uint8.
+    """
+    out = image.copy()
+    pts = np.asarray(keypoints, dtype=np.float64)
+    k = len(pts)
+    conf = np.ones(k) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    shift = 4  # sub-pixel drawing
+    scale = 1 << shift
+
+    def p(i: int) -> tuple[int, int]:
+        return int(round(pts[i, 0] * scale)), int(round(pts[i, 1] * scale))
+
+    finite = np.isfinite(pts).all(axis=1)
+    for a, b in skeleton.limbs:
+        if finite[a] and finite[b]:
+            cv2.line(out, p(a), p(b), limb_color, thickness, cv2.LINE_AA, shift)
+    if sigma is not None:
+        sig = np.asarray(sigma, dtype=np.float64) * ellipse_scale
+        for i in range(k):
+            if finite[i] and np.isfinite(sig[i]).all():
+                axes = (max(1, int(round(sig[i, 0] * scale))), max(1, int(round(sig[i, 1] * scale))))
+                cv2.ellipse(out, p(i), axes, 0, 0, 360, confidence_color(conf[i]), 1, cv2.LINE_AA, shift)
+    for i in range(k):
+        if finite[i]:
+            cv2.circle(out, p(i), (thickness + 1) * scale, confidence_color(conf[i]), -1, cv2.LINE_AA, shift)
+    return out
+
+
+def tile(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
+    """Arrange equally sized (H, W, 3) images in a grid (row-major), with a dark padding."""
+    if not images:
+        raise ValueError("tile() needs at least one image")
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 30, dtype=np.uint8)
+    for n, img in enumerate(images):
+        r, c = divmod(n, columns)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y : y + h, x : x + w] = img
+    return grid

@@ -118,8 +118,10 @@ class Sample:
         image_id, ann_id: ids from the annotation file (ann_id -1 for detection boxes).
         center, scale: (2,) crop centre and size (w, h) in image pixels, after the aspect fix,
             padding and augmentation; :func:`crop_to_image` inverts the crop with them.
-        rotation: degrees used for the crop (0 without augmentation).
-        flipped: whether the crop was mirrored (target is in the mirrored frame).
+        rotation: degrees of the crop rotation (0 without augmentation); for a flipped sample
+            it applies to the mirrored image (in the original image it is -rotation).
+        flipped: whether the crop was mirrored about its centre (target is in the mirrored
+            frame: u -> -u with left/right swapped).
         bbox_score: detection score (1 for ground-truth boxes).
         area: annotation area (box area for detections).
         keypoints: (K, 3) the label (x, y, v) in image pixels, never augmented.

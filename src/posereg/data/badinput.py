@@ -1,0 +1,104 @@
+"""The bad-input policy: clear errors that name the file and record, or skips that are counted.
+
+Every loader in :mod:`posereg.data` follows one rule: a problem with the *file as a whole*
+(unreadable json, duplicate ids, a path escaping the dataset root, nothing usable left) raises
+:class:`BadInputError`; a problem with *one record* (a malformed annotation, a missing image) is
+skipped and counted in a :class:`LoadReport`, or raises with ``strict=True``. The table of cases
+is in docs/data.md ("Bad input policy").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BadInputError", "SkippedRecord", "LoadReport"]
+
+logger = logging.getLogger("posereg.data")
+
+
+class BadInputError(ValueError):
+    """A dataset file or record that posereg refuses to use.
+
+    The message always reads ``<file>: <record>: <what is wrong>``, followed by what to do.
+
+    Arguments:
+        file: the file at fault (json, image, .mat, ...).
+        record: which record, e.g. ``"annotation id 442619 (image id 785)"``; empty if the whole
+            file is at fault.
+        problem: what is wrong and, where possible, what was expected and what to do.
+    """
+
+    def __init__(self, file: str | Path, record: str, problem: str) -> None:
+        self.file = str(file)
+        self.record = record
+        self.problem = problem
+        where = f"{self.file}: {record}" if record else self.file
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # keeps the fields when the error crosses a DataLoader worker boundary
+        return (type(self), (self.file, self.record, self.problem))
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """One record a loader left out, and why."""
+
+    file: str
+    record: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, kept and skipped.
+
+    Attributes:
+        source: the file(s) read.
+        num_records: records seen (annotations or detections).
+        num_instances: instances kept.
+        skipped: one entry per record left out.
+    """
+
+    source: str
+    num_records: int = 0
+    num_instances: int = 0
+    skipped: list[SkippedRecord] = field(default_factory=list)
+
+    def skip(
+        self, file: str | Path, record: str, reason: str, detail: str = "", strict: bool = False
+    ) -> None:
+        """Count a skipped record, or raise :class:`BadInputError` when ``strict``."""
+        if strict:
+            raise BadInputError(file, record, f"{reason}{': ' + detail if detail else ''}")
+        self.skipped.append(SkippedRecord(str(file), record, reason, detail))
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def counts(self) -> dict[str, int]:
+        """Number of skipped records per reason."""
+        return dict(Counter(s.reason for s in self.skipped))
+
+    def summary(self, max_examples: int = 3) -> str:
+        """A few lines for the run log: kept, skipped per reason, with example records."""
+        lines = [
+            f"{self.source}: {self.num_instances} instances kept from {self.num_records} records, "
+            f"{self.num_skipped} skipped"
+        ]
+        for reason, n in sorted(self.counts().items(), key=lambda kv: -kv[1]):
+            examples = [s for s in self.skipped if s.reason == reason][:max_examples]
+            shown = "; ".join(
+                f"{s.record}{' (' + s.detail + ')' if s.detail else ''}" for s in examples
+            )
+            lines.append(f"  {reason}: {n} (e.g. {shown})")
+        return "\n".join(lines)
+
+    def log(self) -> None:
+        """Log the summary: INFO when nothing was skipped, WARNING otherwise."""
+        level = logging.WARNING if self.skipped else logging.INFO
+        logger.log(level, "%s", self.summary())

@@ -1,0 +1,212 @@
+"""Image decoding: RGB/BGR uint8 from any input mode, JPEG decoded only at the resolution the crop needs.
+
+Decoders (measured on the COCO fixtures, one thread; docs/data.md has the numbers):
+
+- JPEG: ``simplejpeg`` (libjpeg-turbo) when installed. At full size its output is bit-identical to
+  OpenCV's and it was measured faster than both OpenCV and Pillow; it decodes at any M/8 scale in
+  the DCT domain and reports corrupt or truncated data instead of returning a grey image.
+- JPEG without simplejpeg: OpenCV ``imdecode`` (faster than Pillow here), with its 1/2, 1/4, 1/8
+  reduced decoders.
+- Every other format (PNG, BMP, TIFF, WebP ...): OpenCV ``IMREAD_UNCHANGED``, then an explicit
+  conversion: grey replicated to 3 channels, alpha dropped (not composited), 16 bit rounded to 8.
+
+EXIF orientation is ignored: keypoint labels and the json's width/height refer to the stored
+raster, which is what COCO-format annotation tools see.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posereg.data.badinput import BadInputError
+
+try:  # optional accelerated JPEG decoder (a runtime dependency; OpenCV is the fallback)
+    import simplejpeg
+except ImportError:  # pragma: no cover - exercised when simplejpeg is not installed
+    simplejpeg = None
+
+__all__ = [
+    "DecodedImage",
+    "JPEG_DECODERS",
+    "default_jpeg_decoder",
+    "read_bytes",
+    "is_jpeg",
+    "decode_bgr",
+    "read_image",
+    "max_reduction",
+]
+
+JPEG_DECODERS = ("simplejpeg", "opencv")
+
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+_EOI_SEARCH_BYTES = 4096  # a JPEG may carry a few bytes after its end marker
+_CV2_REDUCED = {
+    1: cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
+}
+# libjpeg warnings that do not mean lost pixels (seen on a few COCO train images).
+_BENIGN_JPEG_WARNINGS = ("extraneous bytes before marker",)
+
+
+def default_jpeg_decoder() -> str:
+    """``"simplejpeg"`` when it is installed, else ``"opencv"``."""
+    return "simplejpeg" if simplejpeg is not None else "opencv"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image.
+
+    Attributes:
+        pixels: (h, w, 3) uint8 BGR.
+        reduction: full-resolution pixels per decoded pixel (1 = full size; 8 / N for a JPEG
+            decoded at N/8 scale); :func:`posereg.data.transforms.reduction_matrix` maps decoded
+            pixels to full-resolution ones.
+        full_size: (height, width) of the full-resolution image.
+    """
+
+    pixels: np.ndarray
+    reduction: float
+    full_size: tuple[int, int]
+
+
+def read_bytes(path: str | Path, record: str = "") -> bytes:
+    """Read a file whole; BadInputError naming the file and record if it is missing or empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BadInputError(path, record, "image file not found") from None
+    except OSError as e:
+        raise BadInputError(path, record, f"cannot read image file ({e.strerror})") from None
+    if not data:
+        raise BadInputError(path, record, "image file is empty (0 bytes)")
+    return data
+
+
+def is_jpeg(data: bytes) -> bool:
+    """True if the bytes start with a JPEG start-of-image marker."""
+    return data[:3] == _JPEG_SOI
+
+
+def max_reduction(scale: np.ndarray, output_size: tuple[int, int]) -> float:
+    """How far a crop allows the source to be reduced: source pixels per crop pixel (>= 1).
+
+    Arguments:
+        scale: crop size (2,) = (w, h) in full-resolution image pixels.
+        output_size: (H, W) of the crop.
+    """
+    out_h, out_w = output_size
+    return max(1.0, min(float(scale[0]) / out_w, float(scale[1]) / out_h))
+
+
+def _to_bgr8(image: np.ndarray, path: str | Path, record: str) -> np.ndarray:
+    """Any decoded mode -> (h, w, 3) uint8 BGR: grey replicated, alpha dropped, 16 bit rounded."""
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=1.0 / 257.0)  # 65535 -> 255, rounded
+    elif image.dtype != np.uint8:
+        raise BadInputError(
+            path, record, f"unsupported pixel type {image.dtype}; convert the image to 8 or 16 bit"
+        )
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels in (1, 2):  # grey, grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[..., 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return image
+    if channels == 4:  # BGRA: alpha is dropped, not composited
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise BadInputError(path, record, f"unsupported number of channels {channels}")
+
+
+def _decode_jpeg_simplejpeg(
+    data: bytes, path: str | Path, record: str, reduction: float
+) -> DecodedImage | None:
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise BadInputError(path, record, f"cannot decode JPEG header ({e})") from None
+    if colorspace not in ("YCbCr", "Gray", "RGB"):
+        return None  # CMYK / YCCK: let OpenCV convert
+    n = min(8, max(1, math.ceil(8.0 / reduction - 1e-9)))  # decode at n/8 scale
+    min_h, min_w = math.ceil(height * n / 8), math.ceil(width * n / 8)
+    try:
+        pixels = simplejpeg.decode_jpeg(data, "BGR", min_height=min_h, min_width=min_w, strict=True)
+    except ValueError as e:
+        if not any(w in str(e) for w in _BENIGN_JPEG_WARNINGS):
+            raise BadInputError(path, record, f"corrupt or truncated JPEG ({e})") from None
+        pixels = simplejpeg.decode_jpeg(data, "BGR", min_height=min_h, min_width=min_w, strict=False)
+    got_h, got_w = pixels.shape[:2]
+    for m in range(1, 9):  # the scale libjpeg-turbo actually used
+        if math.ceil(height * m / 8) == got_h and math.ceil(width * m / 8) == got_w:
+            return DecodedImage(pixels, 8.0 / m, (height, width))
+    raise BadInputError(path, record, f"JPEG decoded to an unexpected size {got_h}x{got_w}")
+
+
+def _decode_jpeg_opencv(data: bytes, path: str | Path, record: str, reduction: float) -> DecodedImage:
+    if data.rfind(_JPEG_EOI, max(0, len(data) - _EOI_SEARCH_BYTES)) < 0:
+        raise BadInputError(path, record, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
+    factor = 1
+    while factor < 8 and factor * 2 <= reduction:
+        factor *= 2
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _CV2_REDUCED[factor])
+    if pixels is None or pixels.size == 0:
+        raise BadInputError(path, record, "cannot decode JPEG (corrupt data)")
+    h, w = pixels.shape[:2]
+    # OpenCV does not report the full size; h * factor is exact up to the last partial block.
+    return DecodedImage(pixels, float(factor), (h * factor, w * factor))
+
+
+def decode_bgr(
+    data: bytes,
+    path: str | Path = "<bytes>",
+    record: str = "",
+    reduction: float = 1.0,
+    jpeg_decoder: str | None = None,
+) -> DecodedImage:
+    """Decode image bytes to (h, w, 3) uint8 BGR, reducing JPEGs as far as ``reduction`` allows.
+
+    Arguments:
+        data: the encoded file.
+        path, record: named in errors.
+        reduction: largest acceptable full-resolution pixels per decoded pixel (1 = full size).
+            JPEGs are decoded at the smallest DCT scale within it (simplejpeg: any N/8; OpenCV:
+            1/2, 1/4, 1/8); other formats are always decoded at full size.
+        jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; default :func:`default_jpeg_decoder`.
+
+    Raises:
+        BadInputError: undecodable bytes, a corrupt or truncated JPEG, an unsupported pixel type.
+    """
+    decoder = jpeg_decoder or default_jpeg_decoder()
+    if decoder not in JPEG_DECODERS:
+        raise ValueError(f"unknown jpeg_decoder {decoder!r}; valid: {', '.join(JPEG_DECODERS)}")
+    if is_jpeg(data):
+        decoded = None
+        if decoder == "simplejpeg" and simplejpeg is not None:
+            decoded = _decode_jpeg_simplejpeg(data, path, record, reduction)
+        if decoded is None:
+            decoded = _decode_jpeg_opencv(data, path, record, reduction)
+        return decoded
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise BadInputError(path, record, f"cannot decode image ({e.err})") from None
+    if image is None or image.size == 0:
+        raise BadInputError(path, record, "cannot decode image (corrupt or unsupported format)")
+    pixels = _to_bgr8(image, path, record)
+    return DecodedImage(pixels, 1.0, (pixels.shape[0], pixels.shape[1]))
+
+
+def read_image(path: str | Path, record: str = "") -> np.ndarray:
+    """Read an image file as (h, w, 3) uint8 RGB at full resolution."""
+    decoded = decode_bgr(read_bytes(path, record), path, record)
+    return np.ascontiguousarray(decoded.pixels[..., ::-1])

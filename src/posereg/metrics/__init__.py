@@ -1,0 +1,30 @@
+"""Evaluation metrics: COCO OKS AP/AR (pycocotools), OKS-NMS, instance scores, PCK / PCKh."""
+
+from posereg.metrics.coco import (
+    COCOKeypointResult,
+    evaluate_coco,
+    evaluate_coco_reports,
+    instance_score,
+    make_coco_predictions,
+    oks,
+    oks_nms,
+    oks_nms_per_image,
+)
+from posereg.metrics.pck import PCKhResult, PCKResult, evaluate_mpii, load_mpii_gt_mat, pck, pckh
+
+__all__ = [
+    "COCOKeypointResult",
+    "evaluate_coco",
+    "evaluate_coco_reports",
+    "instance_score",
+    "make_coco_predictions",
+    "oks",
+    "oks_nms",
+    "oks_nms_per_image",
+    "PCKResult",
+    "PCKhResult",
+    "pck",
+    "pckh",
+    "evaluate_mpii",
+    "load_mpii_gt_mat",
+]

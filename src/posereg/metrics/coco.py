@@ -1,0 +1,467 @@
+"""COCO keypoint evaluation (OKS AP/AR through pycocotools' COCOeval), OKS-NMS and instance scores.
+
+``evaluate_coco`` runs the official COCOeval (or, optionally, faster-coco-eval, which gives the
+same numbers) with any OKS sigma table, and can evaluate against the synthetic sets' noise-free
+truth (``keypoints_clean``) instead of the labels. The official RLE evaluation with detected boxes
+is: per-keypoint confidence -> instance score (det score + mean + max) -> OKS-NMS (0.9) per image
+-> COCOeval; :func:`make_coco_predictions` and :func:`oks_nms_per_image` do those steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from posereg.data.badinput import BadInputError
+from posereg.skeletons import COCO17
+
+__all__ = [
+    "COCOKeypointResult",
+    "load_coco_gt",
+    "evaluate_coco",
+    "evaluate_coco_reports",
+    "oks",
+    "oks_nms",
+    "oks_nms_per_image",
+    "INSTANCE_SCORE_RULES",
+    "instance_score",
+    "make_coco_predictions",
+    "COCO_EVAL_BACKENDS",
+]
+
+COCO_EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
+_STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
+
+
+@dataclass(frozen=True)
+class COCOKeypointResult:
+    """The ten COCOeval keypoint numbers, in [0, 1] (-1 where COCOeval has nothing to average).
+
+    Attributes:
+        ap, ap50, ap75, ap_m, ap_l: AP over OKS .50:.05:.95, at .50, at .75, medium, large.
+        ar, ar50, ar75, ar_m, ar_l: the same for AR.
+        truth: ``"labels"`` or ``"clean"`` (evaluated against ``keypoints_clean``).
+        backend: ``"pycocotools"`` or ``"faster_coco_eval"``.
+        num_predictions: predictions evaluated.
+        summary: COCOeval's printed table.
+    """
+
+    ap: float
+    ap50: float
+    ap75: float
+    ap_m: float
+    ap_l: float
+    ar: float
+    ar50: float
+    ar75: float
+    ar_m: float
+    ar_l: float
+    truth: str
+    backend: str
+    num_predictions: int
+    summary: str
+
+    @property
+    def stats(self) -> np.ndarray:
+        """The COCOeval ``stats`` vector (10,)."""
+        return np.array([getattr(self, n) for n in _STAT_NAMES])
+
+    def as_dict(self) -> dict[str, float | str | int]:
+        """Plain dict without the summary text (for logs and json)."""
+        out = asdict(self)
+        out.pop("summary")
+        return out
+
+    def __str__(self) -> str:
+        head = f"COCO keypoints vs {self.truth} ({self.backend}, {self.num_predictions} predictions)"
+        body = " ".join(f"{n.upper()}={getattr(self, n):.4f}" for n in _STAT_NAMES)
+        return f"{head}\n{body}"
+
+
+def _quiet(fn: Callable, *args, **kwargs):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def _coco_from_dataset(dataset: dict, backend: str):
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO as FastCOCO
+
+        coco = FastCOCO()
+    else:
+        coco = COCO()
+    coco.dataset = dataset
+    _quiet(coco.createIndex)
+    return coco
+
+
+def _with_clean_truth(dataset: dict, source: str) -> dict:
+    """A copy of a COCO dataset whose keypoints are replaced by ``keypoints_clean``."""
+    out = dict(dataset)
+    anns = []
+    missing = []
+    for ann in dataset["annotations"]:
+        ann = dict(ann)
+        if "keypoints_clean" not in ann:
+            missing.append(ann.get("id"))
+            continue
+        ann["keypoints"] = list(ann["keypoints_clean"])
+        ann["num_keypoints"] = int(sum(1 for v in ann["keypoints"][2::3] if v > 0))
+        anns.append(ann)
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:5])
+        raise BadInputError(
+            source,
+            f"annotation ids {shown}{' ...' if len(missing) > 5 else ''}",
+            f"{len(missing)} annotations have no keypoints_clean; evaluation against the clean "
+            "truth needs it on every annotation (use_clean=False evaluates against the labels)",
+        )
+    out["annotations"] = anns
+    return out
+
+
+def load_coco_gt(
+    gt: str | Path | Mapping | COCO, *, use_clean: bool = False, backend: str = "pycocotools"
+):
+    """A COCO ground-truth object from a json path, a dict or a COCO object.
+
+    Arguments:
+        gt: the ground truth.
+        use_clean: replace every annotation's keypoints by its ``keypoints_clean``.
+        backend: which COCO class to build (``pycocotools`` or ``faster_coco_eval``).
+    """
+    if backend not in COCO_EVAL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(COCO_EVAL_BACKENDS)}")
+    if isinstance(gt, str | Path):
+        source = str(gt)
+        from posereg.data.coco import read_json
+
+        dataset = read_json(gt)
+    elif isinstance(gt, Mapping):
+        source, dataset = "<ground-truth dict>", dict(gt)
+    else:
+        source, dataset = "<COCO object>", gt.dataset
+    if use_clean:
+        dataset = _with_clean_truth(dataset, source)
+    if not use_clean and backend == "pycocotools" and isinstance(gt, COCO):
+        return gt
+    return _coco_from_dataset(dataset, backend)
+
+
+def _load_predictions(predictions: Sequence[Mapping] | str | Path) -> list[dict]:
+    if isinstance(predictions, str | Path):
+        with open(predictions, encoding="utf-8") as f:
+            predictions = json.load(f)
+    # pycocotools' loadRes writes 'area', 'bbox' and 'id' into the dicts: work on copies.
+    out = []
+    for p in predictions:
+        q = {k: v for k, v in p.items()}
+        q["keypoints"] = [float(v) for v in np.asarray(p["keypoints"], dtype=np.float64).ravel()]
+        q["score"] = float(p["score"])
+        q["image_id"] = int(p["image_id"])
+        q["category_id"] = int(p.get("category_id", 1))
+        out.append(q)
+    return out
+
+
+def evaluate_coco(
+    gt: str | Path | Mapping | COCO,
+    predictions: Sequence[Mapping] | str | Path,
+    *,
+    sigmas: Sequence[float] | np.ndarray | None = None,
+    use_clean: bool = False,
+    backend: str = "pycocotools",
+    image_ids: Sequence[int] | None = None,
+) -> COCOKeypointResult:
+    """COCO OKS AP/AR of keypoint predictions.
+
+    Arguments:
+        gt: ground truth (json path, dict or COCO object).
+        predictions: COCO results, ``[{image_id, category_id, keypoints (3K), score}]``, or a
+            json file of them.
+        sigmas: per-keypoint OKS sigmas (K,); default COCO-17's.
+        use_clean: evaluate against ``keypoints_clean`` (the synthetic sets' noise-free truth).
+        backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"`` (same numbers, faster
+            on large sets; ``pip install posereg[fast-eval]``).
+        image_ids: restrict to these images (default: all images in the ground truth).
+
+    Returns:
+        The ten numbers of COCOeval.summarize().
+
+    Raises:
+        ValueError: no predictions, or keypoint arrays of a length other than 3 x len(sigmas).
+    """
+    preds = _load_predictions(predictions)
+    if not preds:
+        raise ValueError("evaluate_coco() got no predictions")
+    sig = np.asarray(COCO17.sigmas if sigmas is None else sigmas, dtype=np.float64)
+    for i, p in enumerate(preds):
+        if len(p["keypoints"]) != 3 * len(sig):
+            raise ValueError(
+                f"prediction #{i} (image id {p['image_id']}) has {len(p['keypoints'])} keypoint "
+                f"values, expected {3 * len(sig)} for {len(sig)} sigmas"
+            )
+    coco_gt = load_coco_gt(gt, use_clean=use_clean, backend=backend)
+    coco_dt = _quiet(coco_gt.loadRes, preds)
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCOeval_faster
+
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="keypoints", kpt_oks_sigmas=list(sig))
+    else:
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = sig
+    if image_ids is not None:
+        evaluator.params.imgIds = list(image_ids)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [float(s) for s in evaluator.stats[:10]]
+    return COCOKeypointResult(
+        **dict(zip(_STAT_NAMES, stats, strict=True)),
+        truth="clean" if use_clean else "labels",
+        backend=backend,
+        num_predictions=len(preds),
+        summary=buf.getvalue(),
+    )
+
+
+def evaluate_coco_reports(
+    gt: str | Path | Mapping | COCO,
+    predictions: Sequence[Mapping] | str | Path,
+    **kwargs,
+) -> dict[str, COCOKeypointResult]:
+    """The label report and, when every annotation carries ``keypoints_clean``, the clean one.
+
+    Returns:
+        ``{"labels": ...}`` or ``{"labels": ..., "clean": ...}``.
+    """
+    reports = {"labels": evaluate_coco(gt, predictions, use_clean=False, **kwargs)}
+    dataset = load_coco_gt(gt).dataset
+    if dataset.get("annotations") and all("keypoints_clean" in a for a in dataset["annotations"]):
+        reports["clean"] = evaluate_coco(gt, predictions, use_clean=True, **kwargs)
+    return reports
+
+
+# --------------------------------------------------------------------------- OKS and NMS
+def oks(
+    keypoints: np.ndarray,
+    others: np.ndarray,
+    area: float | np.ndarray,
+    sigmas: Sequence[float] | np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+) -> np.ndarray:
+    """Object keypoint similarity of one pose against N others.
+
+    ``OKS = mean_i exp(-d_i^2 / (2 s^2 k_i^2))`` over the counted keypoints, ``s^2 = area``,
+    ``k_i = 2 sigma_i`` (METHOD.md).
+
+    Arguments:
+        keypoints: (K, >=2) the reference pose.
+        others: (N, K, >=2) poses compared with it.
+        area: s^2, a scalar or (N,) (OKS-NMS uses the mean of the two areas).
+        sigmas: (K,) per-keypoint sigmas; default COCO-17's.
+        visible: (K,) or (N, K) mask of keypoints counted; default all.
+
+    Returns:
+        (N,) similarities in [0, 1].
+    """
+    sig = np.asarray(COCO17.sigmas if sigmas is None else sigmas, dtype=np.float64)
+    var = (2.0 * sig) ** 2
+    d2 = ((np.asarray(others)[..., :2] - np.asarray(keypoints)[None, :, :2]) ** 2).sum(-1)  # (N, K)
+    area = np.asarray(area, dtype=np.float64).reshape(-1, 1)
+    e = d2 / var / (area + np.spacing(1)) / 2.0
+    sim = np.exp(-e)
+    if visible is None:
+        return sim.mean(axis=1)
+    mask = np.broadcast_to(np.asarray(visible, dtype=bool), sim.shape)
+    count = mask.sum(axis=1)
+    return np.where(count > 0, (sim * mask).sum(axis=1) / np.maximum(count, 1), 0.0)
+
+
+def oks_nms(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    areas: np.ndarray,
+    threshold: float = 0.9,
+    sigmas: Sequence[float] | np.ndarray | None = None,
+    vis_threshold: float | None = None,
+) -> np.ndarray:
+    """Greedy OKS non-maximum suppression (the official rule, threshold 0.9).
+
+    Visit poses by decreasing score; keep one, drop every remaining pose whose OKS with it
+    (area = mean of the two areas) exceeds ``threshold``.
+
+    Arguments:
+        keypoints: (N, K, 3) poses (x, y, confidence) of one image.
+        scores: (N,) instance scores.
+        areas: (N,) areas (the official code uses the crop box area).
+        threshold: OKS above which a lower-scored pose is suppressed.
+        sigmas: (K,) OKS sigmas; default COCO-17's.
+        vis_threshold: when set, only keypoints whose confidence exceeds it in both poses count.
+
+    Returns:
+        Indices kept, by decreasing score.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    areas = np.asarray(areas, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size > 0:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        if rest.size == 0:
+            break
+        visible = None
+        if vis_threshold is not None:
+            visible = (keypoints[i, :, 2] > vis_threshold)[None, :] & (keypoints[rest, :, 2] > vis_threshold)
+        sim = oks(keypoints[i], keypoints[rest], (areas[i] + areas[rest]) / 2.0, sigmas, visible)
+        order = rest[sim <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def oks_nms_per_image(
+    predictions: Sequence[Mapping],
+    threshold: float = 0.9,
+    sigmas: Sequence[float] | np.ndarray | None = None,
+    vis_threshold: float | None = None,
+) -> list[dict]:
+    """Run :func:`oks_nms` within each image of a COCO results list.
+
+    Every prediction needs ``image_id``, ``keypoints`` (3K), ``score`` and ``area``.
+    """
+    by_image: dict[int, list[Mapping]] = defaultdict(list)
+    for p in predictions:
+        by_image[int(p["image_id"])].append(p)
+    out: list[dict] = []
+    for image_id in sorted(by_image):
+        group = by_image[image_id]
+        k = len(group[0]["keypoints"]) // 3
+        kpts = np.array([np.asarray(p["keypoints"], dtype=np.float64).reshape(k, 3) for p in group])
+        keep = oks_nms(
+            kpts,
+            np.array([p["score"] for p in group]),
+            np.array([p["area"] for p in group]),
+            threshold,
+            sigmas,
+            vis_threshold,
+        )
+        out.extend(dict(group[i]) for i in keep)
+    return out
+
+
+# --------------------------------------------------------------------------- instance scores
+def _score_official(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> np.ndarray:
+    # rlepose/trainer.py: det score + mean_k(c) + max_k(c); with ground-truth boxes mean + max.
+    base = keypoint_scores.mean(axis=1) + keypoint_scores.max(axis=1)
+    return base if bbox_scores is None else bbox_scores + base
+
+
+def _score_mean(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> np.ndarray:
+    return keypoint_scores.mean(axis=1)
+
+
+def _score_box_times_mean(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> np.ndarray:
+    # SimpleBaseline / MMPose: box score x mean of the keypoint scores above 0.2.
+    above = keypoint_scores > 0.2
+    mean = np.where(
+        above.any(axis=1), (keypoint_scores * above).sum(axis=1) / np.maximum(above.sum(axis=1), 1), 0.0
+    )
+    return mean if bbox_scores is None else bbox_scores * mean
+
+
+def _score_box(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> np.ndarray:
+    return np.ones(len(keypoint_scores)) if bbox_scores is None else np.asarray(bbox_scores, float)
+
+
+INSTANCE_SCORE_RULES: dict[str, Callable[[np.ndarray, np.ndarray | None], np.ndarray]] = {
+    "official": _score_official,
+    "mean": _score_mean,
+    "box_times_mean": _score_box_times_mean,
+    "box": _score_box,
+}
+
+
+def instance_score(
+    keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None = None, rule: str = "official"
+) -> np.ndarray:
+    """Instance score for COCO ranking from per-keypoint confidences.
+
+    Rules:
+        ``official`` (default): ``det_score + mean_k(c) + max_k(c)``; without detection scores
+        (ground-truth boxes) ``mean_k(c) + max_k(c)`` (rlepose/trainer.py).
+        ``mean``: ``mean_k(c)``.
+        ``box_times_mean``: ``det_score x mean of c over keypoints with c > 0.2`` (SimpleBaseline).
+        ``box``: the detection score alone.
+
+    Arguments:
+        keypoint_scores: (N, K) confidences (RLE: ``c = 1 - mean_d sigma_d``).
+        bbox_scores: (N,) detection scores, or None for ground-truth boxes.
+        rule: one of :data:`INSTANCE_SCORE_RULES`.
+
+    Returns:
+        (N,) scores.
+    """
+    try:
+        fn = INSTANCE_SCORE_RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown instance score rule {rule!r}; valid: {', '.join(INSTANCE_SCORE_RULES)}") from None
+    kp = np.asarray(keypoint_scores, dtype=np.float64)
+    bs = None if bbox_scores is None else np.asarray(bbox_scores, dtype=np.float64)
+    return fn(kp, bs)
+
+
+def make_coco_predictions(
+    image_ids: Sequence[int] | np.ndarray,
+    keypoints: np.ndarray,
+    keypoint_scores: np.ndarray,
+    bbox_scores: np.ndarray | None = None,
+    areas: np.ndarray | None = None,
+    *,
+    rule: str = "official",
+    category_id: int = 1,
+) -> list[dict]:
+    """COCO results entries from image-space predictions.
+
+    Arguments:
+        image_ids: (N,) image ids (``Batch.image_id``).
+        keypoints: (N, K, 2) image-pixel keypoints (:func:`crop_to_image` output).
+        keypoint_scores: (N, K) per-keypoint confidences.
+        bbox_scores: (N,) detection scores, or None with ground-truth boxes.
+        areas: (N,) areas kept for OKS-NMS (the official code uses the crop box area,
+            ``scale_w * scale_h``).
+        rule: instance score rule (:func:`instance_score`).
+        category_id: the person category.
+
+    Returns:
+        ``[{image_id, category_id, keypoints (3K, confidence as the third value), score[, area]}]``.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    kp_scores = np.asarray(keypoint_scores, dtype=np.float64)
+    scores = instance_score(kp_scores, bbox_scores, rule)
+    flat = np.concatenate([keypoints[..., :2], kp_scores[..., None]], axis=-1).reshape(len(keypoints), -1)
+    out = []
+    for n in range(len(keypoints)):
+        entry = {
+            "image_id": int(image_ids[n]),
+            "category_id": int(category_id),
+            "keypoints": flat[n].tolist(),
+            "score": float(scores[n]),
+        }
+        if areas is not None:
+            entry["area"] = float(areas[n])
+        out.append(entry)
+    return out
+

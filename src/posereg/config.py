@@ -106,6 +106,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -277,6 +282,7 @@ class ModelConfig:
     pretrained: bool | str = False  # True: torchvision/timm weights (online); str: a local file
     init_from: str | None = None  # a posereg checkpoint whose backbone initialises this one
     norm_mu: bool = True
+    freeze_bn: bool = False  # BatchNorm layers use their running statistics while training
     loss: str = "rle"
     loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 

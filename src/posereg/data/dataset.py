@@ -54,6 +54,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_MEAN_255 = (np.array(IMAGENET_MEAN) * 255.0).astype(np.float32)[:, None, None]
+_INV_STD_255 = (1.0 / (np.array(IMAGENET_STD) * 255.0)).astype(np.float32)[:, None, None]
+
+
+def image_to_tensor(crop_bgr: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 BGR crop -> (3, H, W) float32 RGB tensor, ImageNet mean/std normalized.
+
+    The one place that turns pixels into model input (dataset, predictor, export checks).
+    """
+    planes = np.empty((3, *crop_bgr.shape[:2]), dtype=np.float32)
+    blue, green, red = cv2.split(crop_bgr)
+    planes[0], planes[1], planes[2] = red, green, blue
+    planes -= _MEAN_255
+    planes *= _INV_STD_255
+    return torch.from_numpy(planes)
+
+
 @dataclass(frozen=True)
 class TransformConfig:
     """Crop and augmentation settings. Defaults: the official RLE COCO recipe (METHOD.md).
@@ -283,10 +300,10 @@ class TopDownDataset(Dataset):
             table.boxes, self.aspect_ratio, self.transform.padding
         )
         self._lower_body = lower_body_mask(self.skeleton)
-        self._mean = (np.array(IMAGENET_MEAN) * 255.0).astype(np.float32)[:, None, None]
-        self._inv_std = (1.0 / (np.array(IMAGENET_STD) * 255.0)).astype(np.float32)[:, None, None]
         self._rng_seed: int | None = None
         self._generator: np.random.Generator | None = None
+        self._epoch_seed: tuple[int, int] | None = None
+        self._worker_threads_set = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -365,15 +382,28 @@ class TopDownDataset(Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def _rng(self) -> np.random.Generator:
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        """Make augmentation a function of (seed, epoch, index) alone.
+
+        Then an item's augmentation does not depend on which worker or rank loads it, or on
+        what was loaded before: data-parallel runs see what a single process sees, and a run
+        resumed mid-epoch replays the same crops. Without it, each worker process draws from
+        its own generator seeded by torch.
+        """
+        self._epoch_seed = (int(seed), int(epoch))
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if get_worker_info() is not None and not self._worker_threads_set:
+            cv2.setNumThreads(1)  # workers are the parallelism; no oversubscription
+            self._worker_threads_set = True
+        if self._epoch_seed is not None:
+            return np.random.default_rng((*self._epoch_seed, int(index)))
         # A generator per process, seeded from torch: DataLoader gives every worker (and every
         # epoch without persistent workers) its own seed, so workers never repeat augmentations.
         seed = torch.initial_seed()
         if self._generator is None or seed != self._rng_seed:
             self._rng_seed = seed
             self._generator = np.random.default_rng(seed)
-            if get_worker_info() is not None:
-                cv2.setNumThreads(1)  # workers are the parallelism; no oversubscription
         return self._generator
 
     def _half_body(self, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
@@ -390,12 +420,11 @@ class TopDownDataset(Dataset):
         size = fix_aspect_ratio(chosen.max(axis=0) - chosen.min(axis=0), self.aspect_ratio)
         return center, size * self.transform.half_body_padding
 
-    def _augmentation(self, index: int) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    def _augmentation(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, bool]:
         center, scale = self.centers[index].copy(), self.scales[index].copy()
         cfg = self.transform
         if not cfg.augment:
             return center, scale, 0.0, False
-        rng = self._rng()
         keypoints = self.table.keypoints[index]
         if (
             cfg.half_body_prob > 0
@@ -444,14 +473,6 @@ class TopDownDataset(Dataset):
                 )
         return decoded.pixels, decoded.reduction
 
-    def _normalize(self, crop_bgr: np.ndarray) -> Tensor:
-        planes = np.empty((3, *crop_bgr.shape[:2]), dtype=np.float32)
-        blue, green, red = cv2.split(crop_bgr)
-        planes[0], planes[1], planes[2] = red, green, blue
-        planes -= self._mean
-        planes *= self._inv_std
-        return torch.from_numpy(planes)
-
     def _jitter_and_occlude(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cfg = self.transform
         if cfg.color_jitter > 0:
@@ -479,7 +500,8 @@ class TopDownDataset(Dataset):
         }
 
     def __getitem__(self, index: int) -> Sample:
-        center, scale, rotation, flipped = self._augmentation(index)
+        rng = self._rng(index) if self.transform.augment else None
+        center, scale, rotation, flipped = self._augmentation(index, rng)  # type: ignore[arg-type]
         try:
             image, factor = self._load_image(index, scale)
         except BadInputError as e:
@@ -489,7 +511,7 @@ class TopDownDataset(Dataset):
         matrix = self.crop_matrix(center, scale, rotation, flipped)
         crop = warp_crop(image, compose(matrix, reduction_matrix(factor)), self.input_size)
         if self.transform.augment:
-            crop = self._jitter_and_occlude(crop, self._rng())
+            crop = self._jitter_and_occlude(crop, rng)  # type: ignore[arg-type]
         keypoints = self.table.keypoints[index]
         xy = affine_points(keypoints[:, :2], matrix)
         visibility = keypoints[:, 2]
@@ -497,7 +519,7 @@ class TopDownDataset(Dataset):
             xy, visibility = xy[self.skeleton.flip_index], visibility[self.skeleton.flip_index]
         encoded = self.codec.encode(xy, visibility)
         return Sample(
-            image=self._normalize(crop),
+            image=image_to_tensor(crop),
             target=torch.from_numpy(encoded.target),
             target_weight=torch.from_numpy(encoded.target_weight),
             center=center,

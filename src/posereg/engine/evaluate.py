@@ -19,7 +19,16 @@ from posereg.data.transforms import crop_to_image, flip_test_average
 from posereg.engine import distributed as D
 from posereg.metrics import COCOKeypointResult, evaluate_coco, make_coco_predictions, oks_nms_per_image, pck, pckh
 
-__all__ = ["EvalResult", "Predictions", "predict_dataset", "evaluate", "mean_pose", "evaluate_predictions"]
+__all__ = [
+    "EvalResult",
+    "Predictions",
+    "predict_dataset",
+    "evaluate",
+    "mean_pose",
+    "mean_pose_predictions",
+    "evaluate_predictions",
+    "run_evaluation",
+]
 
 
 @dataclass
@@ -123,6 +132,19 @@ def mean_pose(dataset: TopDownDataset) -> np.ndarray:
     counts = labelled.sum(0)
     total = np.where(labelled[..., None], rel, 0.0).sum(0)
     return np.where(counts[:, None] > 0, total / np.maximum(counts, 1)[:, None], 0.0)
+
+
+def mean_pose_predictions(pose: np.ndarray, dataset: TopDownDataset) -> Predictions:
+    """The baseline: ``pose`` (K, 2) crop-normalized, placed in every box of ``dataset``.
+
+    Its sigma is the spread a constant prediction implies (set to 0.5 of the crop), so its
+    confidence is the same for every keypoint and instance.
+    """
+    n = len(dataset)
+    normalized = np.broadcast_to(pose, (n, *pose.shape)).copy()
+    keypoints = crop_to_image(normalized, dataset.centers, dataset.scales)
+    sigma = 0.5 * np.broadcast_to(dataset.scales[:, None, :], keypoints.shape).copy()
+    return Predictions(keypoints, sigma, np.full(pose.shape[:1], 0.5)[None].repeat(n, 0), normalized)
 
 
 def evaluate_predictions(

@@ -83,7 +83,7 @@ def write_report(run_dir: Path, cfg: Config, result: Any, evaluation: Any, datas
         "epochs": result.epochs,
         "images_per_second": result.images_per_second,
         "bad_steps": result.bad_steps,
-        "val": evaluation.summary(),
+        "val": result.metrics,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     plot_curves(run_dir)

@@ -286,7 +286,7 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
             rank=info.rank, world_size=info.world_size, start_batch=step_in_epoch,
         )  # fmt: skip
         loader = _loader(train_set, sampler, cfg.data.workers, dev)
-        model.train()
+        _set_train_mode(model, cfg.model.freeze_bn)
         progress = _progress(len(sampler), f"epoch {epoch + 1}/{cfg.train.epochs}", cfg.train.progress and info.is_main)
         t0 = time.perf_counter()
         for batch in loader:
@@ -373,12 +373,37 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
     if info.is_main:
         if result_eval is None:
             result_eval = evaluate(model, val_set, cfg, dev, info)
-            metrics = result.metrics = result_eval.summary()
+            metrics = result_eval.summary()
+        result.metrics = _with_baseline(metrics, train_set, val_set, cfg)
         from posereg.engine.report import write_report
 
         write_report(run_dir, cfg, result, result_eval, val_set, model)
     D.barrier()
     return result
+
+
+def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _with_baseline(metrics: dict[str, Any], train_set: TopDownDataset, val_set: TopDownDataset, cfg: Config) -> dict[str, Any]:
+    """Add the mean-pose baseline's numbers (and the model/baseline error ratio) to ``metrics``."""
+    from posereg.engine.evaluate import evaluate_predictions, mean_pose, mean_pose_predictions
+
+    if cfg.eval.use_detections:
+        return metrics
+    base = evaluate_predictions(mean_pose_predictions(mean_pose(train_set), val_set), val_set, cfg).summary()
+    out = dict(metrics)
+    for key in ("AP", "AP_clean", "PCK", "error"):
+        if key in base:
+            out[f"baseline_{key}"] = base[key]
+    if base.get("error"):
+        out["error_ratio"] = metrics["error"] / base["error"]
+    return out
 
 
 # --------------------------------------------------------------------------- logging helpers

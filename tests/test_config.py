@@ -1,0 +1,94 @@
+"""Typed configs: YAML loading, --set overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posereg.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_yaml, to_dict
+from posereg.data.dataset import TransformConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_follow_the_official_recipe():
+    cfg = Config()
+    assert cfg.optim.optimizer == "adam" and cfg.optim.lr == 1e-3
+    assert cfg.optim.milestones == [170, 200] and cfg.optim.gamma == 0.1 and cfg.train.epochs == 270
+    assert cfg.data.input_size == (256, 192)
+    assert isinstance(cfg.data.transform, TransformConfig) and cfg.data.transform.augment
+    assert cfg.data.transform.rotation_factor == 45 and cfg.data.transform.scale_factor == 0.25
+    assert cfg.model.loss == "rle"
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(Config(), ["train.epochs=3", "data.transform.flip_prob=0.25", "model.loss_options={q: gaussian}"])
+    save_yaml(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert again.data.transform.flip_prob == 0.25 and again.model.loss_options == {"q": "gaussian"}
+    assert isinstance(again.data.input_size, tuple)
+
+
+def test_overrides_are_parsed_as_yaml_and_type_checked():
+    cfg = apply_overrides(
+        Config(), ["optim.lr=5e-4", "data.input_size=[64, 48]", "optim.grad_clip=null", "model.pretrained=weights.pth"]
+    )
+    assert cfg.optim.lr == 5e-4 and cfg.data.input_size == (64, 48)
+    assert cfg.optim.grad_clip is None and cfg.model.pretrained == "weights.pth"
+    assert apply_overrides(Config(), ["train.epochs=7"]).train.epochs == 7
+    assert apply_overrides(Config(), ["optim.lr=1"]).optim.lr == 1.0  # int accepted for float
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown config key train.epoch"),
+        ("nosuch.x=1", "unknown config key nosuch.x"),
+        ("train.epochs=three", "train.epochs: expected an integer, got 'three'"),
+        ("train.epochs=2.5", "train.epochs: expected an integer"),
+        ("train.amp=fp8", "train.amp: 'fp8' is not one of 'none', 'bf16', 'fp16'"),
+        ("data.input_size=[64]", "data.input_size: expected 2 values"),
+        ("train.progress=maybe", "train.progress: expected true/false"),
+        ("data.transform.flipprob=0.1", "unknown config key data.transform.flipprob"),
+        ("optim.lr", "must look like key.path=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        apply_overrides(Config(), [override])
+
+
+def test_yaml_errors_name_the_file_and_key(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"optim": {"learning_rate": 0.1}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key optim.learning_rate; valid keys here: optimizer, lr"):
+        load_config(p)
+    p.write_text("train: {epochs: [1, 2]}")
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(p)
+    p.write_text("train: {epochs: 1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_loader_is_safe(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_invalid_values_are_rejected_by_the_schema_owner():
+    with pytest.raises(ValueError, match="flip_prob must be in"):
+        from_dict(Config, {"data": {"transform": {"flip_prob": 2.0}}})
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert to_dict(cfg)["name"] == cfg.name

@@ -111,7 +111,9 @@ def decoder_rates(files: list[Path], num: int) -> dict[str, float]:
         "posereg decode_bgr(opencv)": lambda d: decode_bgr(d, jpeg_decoder="opencv"),
     }
     if simplejpeg is not None:
-        candidates["posereg decode_bgr(simplejpeg)"] = lambda d: decode_bgr(d, jpeg_decoder="simplejpeg")
+        candidates["posereg decode_bgr(simplejpeg)"] = lambda d: decode_bgr(
+            d, jpeg_decoder="simplejpeg"
+        )
     out = {}
     for _ in range(2):  # interleave to spread the noise of a shared machine
         for name, fn in candidates.items():
@@ -162,7 +164,9 @@ def main() -> None:
         for label, (ann, root) in sets.items():
             ds = TopDownDataset.from_coco(ann, root, transform=train)
             rate = loader_rate(ds, args.loader_items, args.workers, args.batch_size)
-            print(f"  DataLoader {args.workers} workers, batch {args.batch_size}, {label}: {rate:.0f} images/s")
+            print(
+                f"  DataLoader {args.workers} workers, batch {args.batch_size}, {label}: {rate:.0f} images/s"
+            )
         files = sorted(args.coco.glob("*.jpg"))
         print("JPEG decode alone, full size, COCO fixtures (best of 2):")
         for name, rate in decoder_rates(files, 400).items():

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posereg.config import Config, ConfigError, apply_overrides, from_dict, load_config, save_yaml, to_dict
+from posereg.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_yaml,
+    to_dict,
+)
 from posereg.data.dataset import TransformConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -24,7 +32,10 @@ def test_defaults_follow_the_official_recipe():
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = apply_overrides(Config(), ["train.epochs=3", "data.transform.flip_prob=0.25", "model.loss_options={q: gaussian}"])
+    cfg = apply_overrides(
+        Config(),
+        ["train.epochs=3", "data.transform.flip_prob=0.25", "model.loss_options={q: gaussian}"],
+    )
     save_yaml(cfg, tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again == cfg
@@ -34,7 +45,13 @@ def test_yaml_round_trip(tmp_path):
 
 def test_overrides_are_parsed_as_yaml_and_type_checked():
     cfg = apply_overrides(
-        Config(), ["optim.lr=5e-4", "data.input_size=[64, 48]", "optim.grad_clip=null", "model.pretrained=weights.pth"]
+        Config(),
+        [
+            "optim.lr=5e-4",
+            "data.input_size=[64, 48]",
+            "optim.grad_clip=null",
+            "model.pretrained=weights.pth",
+        ],
     )
     assert cfg.optim.lr == 5e-4 and cfg.data.input_size == (64, 48)
     assert cfg.optim.grad_clip is None and cfg.model.pretrained == "weights.pth"
@@ -64,7 +81,10 @@ def test_bad_overrides_name_the_key(override, message):
 def test_yaml_errors_name_the_file_and_key(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({"optim": {"learning_rate": 0.1}}))
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key optim.learning_rate; valid keys here: optimizer, lr"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.yaml: unknown config key optim.learning_rate; valid keys here: optimizer, lr",
+    ):
         load_config(p)
     p.write_text("train: {epochs: [1, 2]}")
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):

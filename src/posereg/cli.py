@@ -137,7 +137,9 @@ def _run_export(args: argparse.Namespace) -> int:
     from posereg.export import export_checkpoint
 
     try:
-        path, err = export_checkpoint(args.checkpoint, args.out, args.format, check=not args.no_check)
+        path, err = export_checkpoint(
+            args.checkpoint, args.out, args.format, check=not args.no_check
+        )
     except (CheckpointError, ValueError, ImportError) as e:
         return _error("export", e)
     print(path)
@@ -184,7 +186,13 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import a checkpoint of another code base")
-    p.add_argument("--from", dest="source", required=True, choices=["official"], help="official: Jeff-sjtu/res-loglikelihood-regression")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=["official"],
+        help="official: Jeff-sjtu/res-loglikelihood-regression",
+    )
     p.add_argument("src", help="the foreign checkpoint (.pth)")
     p.add_argument("dst", help="the posereg checkpoint to write (.pt)")
     p.set_defaults(func=_run_convert)

@@ -86,7 +86,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is list:
         (arg,) = get_args(tp) or (Any,)
         if not isinstance(value, list | tuple):
@@ -137,12 +139,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for k, v in data.items():
         if k not in fields:
-            raise ConfigError(f"unknown config key {prefix}{k}; valid keys here: {', '.join(fields)}")
+            raise ConfigError(
+                f"unknown config key {prefix}{k}; valid keys here: {', '.join(fields)}"
+            )
         kwargs[k] = _coerce(hints[k], v, f"{prefix}{k}")
     missing = [
         n
         for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"missing config keys: {', '.join(prefix + m for m in missing)}")
@@ -189,7 +195,9 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
             if not isinstance(node, dict) or k not in node:
                 where = ".".join(keys[:i]) or "the top level"
                 valid = ", ".join(node) if isinstance(node, dict) else "(not a section)"
-                raise ConfigError(f"unknown config key {dotted}: no {k!r} in {where}; valid: {valid}")
+                raise ConfigError(
+                    f"unknown config key {dotted}: no {k!r} in {where}; valid: {valid}"
+                )
             if i == len(keys) - 1:
                 node[k] = yaml.safe_load(raw) if raw.strip() else ""
             else:
@@ -267,7 +275,9 @@ class DataConfig:
     det_score_threshold: float = 0.0
     skeleton: str = "coco17"
     input_size: tuple[int, int] = (256, 192)  # (h, w)
-    transform: TransformConfig = dataclasses.field(default_factory=lambda: TransformConfig(augment=True))
+    transform: TransformConfig = dataclasses.field(
+        default_factory=lambda: TransformConfig(augment=True)
+    )
     workers: int = 2
     on_bad_image: Literal["raise", "skip"] = "raise"
     synth: SynthDataConfig | None = None
@@ -291,7 +301,8 @@ class ModelConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule (per-step; warm-up is linear from 0)."""
 
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9  # sgd only
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"

@@ -17,7 +17,13 @@ from torch import nn
 from posereg.config import Config, from_dict
 from posereg.data.dataset import image_to_tensor
 from posereg.data.image_io import read_image
-from posereg.data.transforms import box_to_center_scale, crop_to_image, flip_test_average, get_affine_transform, warp_crop
+from posereg.data.transforms import (
+    box_to_center_scale,
+    crop_to_image,
+    flip_test_average,
+    get_affine_transform,
+    warp_crop,
+)
 from posereg.engine.checkpoint import load_checkpoint, load_model_state
 from posereg.skeletons import Skeleton, get_skeleton
 
@@ -79,7 +85,10 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device | None = None, flip_test: bool | None = None
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        flip_test: bool | None = None,
     ) -> Predictor:
         """Build the model a posereg checkpoint was trained with and load its weights."""
         from posereg.engine.train import build_model
@@ -118,8 +127,14 @@ class Predictor:
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 BGR, got {bgr.shape} {bgr.dtype}")
         h_img, w_img = bgr.shape[:2]
-        box_arr = np.array([[0, 0, w_img, h_img]] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
-        det = np.ones(len(box_arr)) if box_scores is None else np.asarray(box_scores, dtype=np.float64)
+        box_arr = np.array(
+            [[0, 0, w_img, h_img]] if boxes is None else boxes, dtype=np.float64
+        ).reshape(-1, 4)
+        det = (
+            np.ones(len(box_arr))
+            if box_scores is None
+            else np.asarray(box_scores, dtype=np.float64)
+        )
         k = self.skeleton.num_keypoints
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
@@ -127,7 +142,9 @@ class Predictor:
         h, w = self.input_size
         center, scale = box_to_center_scale(box_arr, w / h, self.padding)
         crops = [
-            image_to_tensor(warp_crop(bgr, get_affine_transform(c, s, 0.0, self.input_size), self.input_size))
+            image_to_tensor(
+                warp_crop(bgr, get_affine_transform(c, s, 0.0, self.input_size), self.input_size)
+            )
             for c, s in zip(center, scale, strict=True)
         ]
         images = torch.stack(crops).to(self.device)
@@ -135,7 +152,9 @@ class Predictor:
         mu, sigma = out.mu.float(), out.sigma.float()
         if self.flip_test:
             out_f = self.model(images.flip(-1))
-            mu, sigma = flip_test_average(mu, out_f.mu.float(), self.skeleton, w, sigma, out_f.sigma.float())
+            mu, sigma = flip_test_average(
+                mu, out_f.mu.float(), self.skeleton, w, sigma, out_f.sigma.float()
+            )
         mu_np, sigma_np = mu.cpu().double().numpy(), sigma.cpu().double().numpy()
         confidence = 1.0 - sigma_np.mean(-1)
         scores = det + confidence.mean(1) + confidence.max(1)
@@ -185,9 +204,15 @@ def _load_boxes(path: str, score_threshold: float) -> dict[int, list[tuple[list[
     boxes: dict[int, list[tuple[list[float], float]]] = {}
     for i, e in enumerate(entries):
         try:
-            image_id, bbox, score = int(e["image_id"]), [float(v) for v in e["bbox"]], float(e.get("score", 1.0))
+            image_id, bbox, score = (
+                int(e["image_id"]),
+                [float(v) for v in e["bbox"]],
+                float(e.get("score", 1.0)),
+            )
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: entry #{i} is not {{image_id, bbox: [x, y, w, h], score}}: {e!r}") from None
+            raise ValueError(
+                f"{path}: entry #{i} is not {{image_id, bbox: [x, y, w, h], score}}: {e!r}"
+            ) from None
         if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
             raise ValueError(f"{path}: entry #{i} (image {image_id}) has an invalid box {bbox}")
         if e.get("category_id", 1) == 1 and score >= score_threshold:
@@ -251,7 +276,9 @@ def predict_files(
             thickness = max(1, round(max(canvas.shape[:2]) / 300))
             for i in range(len(result.boxes)):
                 x, y, bw, bh = result.boxes[i]
-                cv2.rectangle(canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1)
+                cv2.rectangle(
+                    canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1
+                )
                 canvas = draw_pose(
                     canvas, result.keypoints[i], predictor.skeleton, result.confidence[i],
                     result.sigma[i], thickness=thickness,

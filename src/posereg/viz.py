@@ -57,11 +57,24 @@ def draw_pose(
         sig = np.asarray(sigma, dtype=np.float64) * ellipse_scale
         for i in range(k):
             if finite[i] and np.isfinite(sig[i]).all():
-                axes = (max(1, int(round(sig[i, 0] * scale))), max(1, int(round(sig[i, 1] * scale))))
-                cv2.ellipse(out, p(i), axes, 0, 0, 360, confidence_color(conf[i]), 1, cv2.LINE_AA, shift)
+                axes = (
+                    max(1, int(round(sig[i, 0] * scale))),
+                    max(1, int(round(sig[i, 1] * scale))),
+                )
+                cv2.ellipse(
+                    out, p(i), axes, 0, 0, 360, confidence_color(conf[i]), 1, cv2.LINE_AA, shift
+                )
     for i in range(k):
         if finite[i]:
-            cv2.circle(out, p(i), (thickness + 1) * scale, confidence_color(conf[i]), -1, cv2.LINE_AA, shift)
+            cv2.circle(
+                out,
+                p(i),
+                (thickness + 1) * scale,
+                confidence_color(conf[i]),
+                -1,
+                cv2.LINE_AA,
+                shift,
+            )
     return out
 
 

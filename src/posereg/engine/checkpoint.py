@@ -68,8 +68,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle errors, truncated files, code-carrying pickles
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint ({e})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only torch checkpoint ({e})"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != CHECKPOINT_FORMAT
+        or "model" not in state
+    ):
         raise CheckpointError(
             f"{path}: not a posereg checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}); "
             "official RLE checkpoints are imported with `posereg convert --from official`"
@@ -109,7 +115,7 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as tensors and plain values (weights_only-safe)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002  (the legacy global state other code may use)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -130,8 +136,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -145,7 +157,9 @@ def describe_checkpoint(path: str | Path) -> str:
     state = load_checkpoint(path)
     model = state["model"]
     n_total = sum(t.numel() for t in model.values() if t.is_floating_point())
-    n_flow = sum(t.numel() for k, t in model.items() if k.startswith("criterion.") and t.is_floating_point())
+    n_flow = sum(
+        t.numel() for k, t in model.items() if k.startswith("criterion.") and t.is_floating_point()
+    )
     cfg = state.get("config", {})
     lines = [
         f"checkpoint: {path}",
@@ -156,7 +170,20 @@ def describe_checkpoint(path: str | Path) -> str:
         lines.append(f"converted from: {state['converted_from']}")
     metrics = state.get("metrics") or {}
     if metrics:
-        lines.append("metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        lines.append(
+            "metrics: "
+            + ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+            )
+        )
     lines.append("model config:")
-    lines.append(yaml.safe_dump({"model": cfg.get("model", {}), "data": {k: cfg.get("data", {}).get(k) for k in ("skeleton", "input_size")}}, sort_keys=False).rstrip())
+    lines.append(
+        yaml.safe_dump(
+            {
+                "model": cfg.get("model", {}),
+                "data": {k: cfg.get("data", {}).get(k) for k in ("skeleton", "input_size")},
+            },
+            sort_keys=False,
+        ).rstrip()
+    )
     return "\n".join(lines)

@@ -17,7 +17,14 @@ from posereg.config import Config
 from posereg.data.dataset import TopDownDataset
 from posereg.data.transforms import crop_to_image, flip_test_average
 from posereg.engine import distributed as D
-from posereg.metrics import COCOKeypointResult, evaluate_coco, make_coco_predictions, oks_nms_per_image, pck, pckh
+from posereg.metrics import (
+    COCOKeypointResult,
+    evaluate_coco,
+    make_coco_predictions,
+    oks_nms_per_image,
+    pck,
+    pckh,
+)
 
 __all__ = [
     "EvalResult",
@@ -63,13 +70,10 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
         if "labels" in self.coco:
-            out["AP"] = self.coco["labels"].AP
-            out["AP50"] = self.coco["labels"].AP50
-            out["AP75"] = self.coco["labels"].AP75
-            out["AR"] = self.coco["labels"].AR
+            labels = self.coco["labels"]
+            out.update(AP=labels.ap, AP50=labels.ap50, AP75=labels.ap75, AR=labels.ar)
         if "clean" in self.coco:
-            out["AP_clean"] = self.coco["clean"].AP
-            out["AP50_clean"] = self.coco["clean"].AP50
+            out.update(AP_clean=self.coco["clean"].ap, AP50_clean=self.coco["clean"].ap50)
         out["PCK"] = self.pck
         out["error"] = self.error
         out.update({f"PCKh_{k}": v for k, v in self.pckh.items()})
@@ -91,7 +95,12 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     sampler = D.EpochBatchSampler(
-        len(dataset), batch_size, rank=info.rank, world_size=info.world_size, shuffle=False, drop_last=False
+        len(dataset),
+        batch_size,
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle=False,
+        drop_last=False,
     )
     from torch.utils.data import DataLoader
 
@@ -107,8 +116,13 @@ def predict_dataset(
         mu, sigma = out.mu.float(), out.sigma.float()
         if flip_test:
             out_f = model(images.flip(-1))
-            mu, sigma = flip_test_average(mu, out_f.mu.float(), dataset.skeleton, width, sigma, out_f.sigma.float())
-        mu_np, sigma_np = mu.cpu().numpy().astype(np.float64), sigma.cpu().numpy().astype(np.float64)
+            mu, sigma = flip_test_average(
+                mu, out_f.mu.float(), dataset.skeleton, width, sigma, out_f.sigma.float()
+            )
+        mu_np, sigma_np = (
+            mu.cpu().numpy().astype(np.float64),
+            sigma.cpu().numpy().astype(np.float64),
+        )
         kp = crop_to_image(mu_np, batch.center, batch.scale)
         parts.append((mu_np, kp, sigma_np * batch.scale[:, None, :], 1.0 - sigma_np.mean(-1)))
     model.train(was_training)
@@ -116,7 +130,11 @@ def predict_dataset(
     gathered = D.all_gather_objects((indices, local), info)
     k = dataset.skeleton.num_keypoints
     normalized = np.zeros((len(dataset), k, 2))
-    keypoints, sig, conf = np.zeros((len(dataset), k, 2)), np.zeros((len(dataset), k, 2)), np.zeros((len(dataset), k))
+    keypoints, sig, conf = (
+        np.zeros((len(dataset), k, 2)),
+        np.zeros((len(dataset), k, 2)),
+        np.zeros((len(dataset), k)),
+    )
     for idx, arrays in gathered:  # type: ignore[misc]
         if arrays is None:
             continue
@@ -144,7 +162,9 @@ def mean_pose_predictions(pose: np.ndarray, dataset: TopDownDataset) -> Predicti
     normalized = np.broadcast_to(pose, (n, *pose.shape)).copy()
     keypoints = crop_to_image(normalized, dataset.centers, dataset.scales)
     sigma = 0.5 * np.broadcast_to(dataset.scales[:, None, :], keypoints.shape).copy()
-    return Predictions(keypoints, sigma, np.full(pose.shape[:1], 0.5)[None].repeat(n, 0), normalized)
+    return Predictions(
+        keypoints, sigma, np.full(pose.shape[:1], 0.5)[None].repeat(n, 0), normalized
+    )
 
 
 def evaluate_predictions(
@@ -189,7 +209,11 @@ def evaluate_predictions(
 
 
 def evaluate(
-    model: nn.Module, dataset: TopDownDataset, cfg: Config, device: torch.device, info: D.DistInfo | None = None
+    model: nn.Module,
+    dataset: TopDownDataset,
+    cfg: Config,
+    device: torch.device,
+    info: D.DistInfo | None = None,
 ) -> EvalResult:
     """Predict on ``dataset`` and compute every metric that applies."""
     preds = predict_dataset(

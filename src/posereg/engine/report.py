@@ -55,7 +55,9 @@ def plot_curves(run_dir: Path) -> Path | None:
     return out
 
 
-def draw_validation_grid(dataset: TopDownDataset, predictions, out: Path, num: int = 16) -> Path | None:
+def draw_validation_grid(
+    dataset: TopDownDataset, predictions, out: Path, num: int = 16
+) -> Path | None:
     """val_predictions.png: evaluation crops with predicted skeletons, confidences and sigma ellipses."""
     if predictions is None or num <= 0 or len(dataset) == 0:
         return None
@@ -70,12 +72,16 @@ def draw_validation_grid(dataset: TopDownDataset, predictions, out: Path, num: i
         bgr = np.ascontiguousarray(np.clip(rgb[..., ::-1], 0, 255).astype(np.uint8))
         kp = (predictions.normalized[i] + 0.5) * np.array([w, h])  # crop pixels
         sigma = predictions.sigma[i] / sample.scale * np.array([w, h])
-        crops.append(draw_pose(bgr, kp, dataset.skeleton, predictions.confidence[i], sigma, thickness=1))
+        crops.append(
+            draw_pose(bgr, kp, dataset.skeleton, predictions.confidence[i], sigma, thickness=1)
+        )
     cv2.imwrite(str(out), tile(crops, columns=min(8, len(crops))))
     return out
 
 
-def write_report(run_dir: Path, cfg: Config, result: Any, evaluation: Any, dataset: TopDownDataset, model: Any) -> None:
+def write_report(
+    run_dir: Path, cfg: Config, result: Any, evaluation: Any, dataset: TopDownDataset, model: Any
+) -> None:
     """Write metrics.json, curves.png and val_predictions.png into ``run_dir``."""
     metrics = {
         "name": cfg.name,
@@ -85,6 +91,10 @@ def write_report(run_dir: Path, cfg: Config, result: Any, evaluation: Any, datas
         "bad_steps": result.bad_steps,
         "val": result.metrics,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    (run_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, sort_keys=True, default=float)
+    )
     plot_curves(run_dir)
-    draw_validation_grid(dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis)
+    draw_validation_grid(
+        dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis
+    )

@@ -27,7 +27,13 @@ from torch.utils.data import DataLoader
 from posereg.config import Config, save_yaml, to_dict
 from posereg.data.dataset import TopDownDataset, collate
 from posereg.engine import distributed as D
-from posereg.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from posereg.engine.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from posereg.engine.evaluate import EvalResult, evaluate
 from posereg.models import create_pose_model
 from posereg.skeletons import get_skeleton
@@ -72,7 +78,9 @@ def build_model(cfg: Config) -> nn.Module:
     )
 
 
-def build_datasets(cfg: Config, train_split: bool = True) -> tuple[TopDownDataset | None, TopDownDataset]:
+def build_datasets(
+    cfg: Config, train_split: bool = True
+) -> tuple[TopDownDataset | None, TopDownDataset]:
     """(train, val) datasets; the synthetic set is generated first when configured and missing."""
     from dataclasses import replace
 
@@ -114,6 +122,10 @@ def build_datasets(cfg: Config, train_split: bool = True) -> tuple[TopDownDatase
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
     cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
@@ -179,12 +191,14 @@ class _CSVLog:
 
 
 # --------------------------------------------------------------------------- the loop
-def train(cfg: Config, resume: str | Path | None = None, device: str | None = None) -> TrainResult:
+def train(
+    cfg: Config | None, resume: str | Path | None = None, device: str | None = None
+) -> TrainResult:
     """Train (or resume) a run; returns its final metrics.
 
     Arguments:
-        cfg: the resolved config. Ignored for the model/data when ``resume`` is given: the
-            run directory's own config is used, so a resumed run continues the same run.
+        cfg: the resolved config; None (or ignored) when ``resume`` is given: the checkpoint's
+            own config is used, so a resumed run continues the same run.
         resume: a run directory (or its ``last.pt``) to continue exactly where it stopped.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
     """
@@ -193,9 +207,6 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
     if dev.type == "cuda" and info.distributed:
         dev = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(dev)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-
     ckpt = None
     if resume is not None:
         resume_path = Path(resume)
@@ -205,14 +216,18 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
 
         cfg = from_dict(Config, ckpt["config"])
         run_dir = ckpt_path.parent
+    elif cfg is None:
+        raise ValueError("train() needs a config or a run to resume")
     else:
         run_dir = Path(cfg.out_dir) / cfg.name
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run_dir / "config.yaml")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
 
     torch.manual_seed(cfg.train.seed)
-    np.random.seed(cfg.train.seed % 2**32)
+    np.random.seed(cfg.train.seed % 2**32)  # noqa: NPY002  (for code that uses the global state)
     train_set, val_set = build_datasets(cfg)
     assert train_set is not None
     model = build_model(cfg).to(dev)
@@ -240,7 +255,13 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
         set_rng_state(ckpt["rng"])
         epoch, step, step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
         best = ckpt["best"]
-        logger.info("resumed %s at epoch %d, step %d (%d into the epoch)", run_dir, epoch, step, step_in_epoch)
+        logger.info(
+            "resumed %s at epoch %d, step %d (%d into the epoch)",
+            run_dir,
+            epoch,
+            step,
+            step_in_epoch,
+        )
 
     step_module: nn.Module = _TrainStep(model)
     if info.distributed:
@@ -248,8 +269,14 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
             step_module, device_ids=[dev.index] if dev.type == "cuda" else None
         )
 
-    train_log = _CSVLog(run_dir / "train_log.csv", ["step", "epoch", "loss", "lr", "images_per_s", "mean_sigma"], info.is_main)
-    val_log = _CSVLog(run_dir / "val_log.csv", ["epoch", "step", "AP", "AP_clean", "PCK", "error"], info.is_main)
+    train_log = _CSVLog(
+        run_dir / "train_log.csv",
+        ["step", "epoch", "loss", "lr", "images_per_s", "mean_sigma"],
+        info.is_main,
+    )
+    val_log = _CSVLog(
+        run_dir / "val_log.csv", ["epoch", "step", "AP", "AP_clean", "PCK", "error"], info.is_main
+    )
     tb = _tensorboard(run_dir, info.is_main)
     kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
 
@@ -287,7 +314,11 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
         )  # fmt: skip
         loader = _loader(train_set, sampler, cfg.data.workers, dev)
         _set_train_mode(model, cfg.model.freeze_bn)
-        progress = _progress(len(sampler), f"epoch {epoch + 1}/{cfg.train.epochs}", cfg.train.progress and info.is_main)
+        progress = _progress(
+            len(sampler),
+            f"epoch {epoch + 1}/{cfg.train.epochs}",
+            cfg.train.progress and info.is_main,
+        )
         t0 = time.perf_counter()
         for batch in loader:
             images = batch.image.to(dev, non_blocking=True)
@@ -332,14 +363,14 @@ def train(cfg: Config, resume: str | Path | None = None, device: str | None = No
             rate = len(batch) * info.world_size * progress.n_done(1) / max(elapsed, 1e-9)
             if step % cfg.train.log_every == 0 or step_in_epoch == 1:
                 row = {
-                    "step": step, "epoch": epoch, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
+                    "step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                     "images_per_s": rate, "mean_sigma": float(sigma.mean()),
                 }  # fmt: skip
                 train_log.write(row)
                 if tb is not None:
                     for k in ("loss", "lr", "images_per_s", "mean_sigma"):
                         tb.add_scalar(f"train/{k}", row[k], step)
-            progress.update(loss=float(loss), lr=scheduler.get_last_lr()[0], rate=rate)
+            progress.update(loss=float(loss.detach()), lr=scheduler.get_last_lr()[0], rate=rate)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 checkpoint("last.pt")
             if kill_at and step == kill_at:
@@ -390,13 +421,17 @@ def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
-def _with_baseline(metrics: dict[str, Any], train_set: TopDownDataset, val_set: TopDownDataset, cfg: Config) -> dict[str, Any]:
+def _with_baseline(
+    metrics: dict[str, Any], train_set: TopDownDataset, val_set: TopDownDataset, cfg: Config
+) -> dict[str, Any]:
     """Add the mean-pose baseline's numbers (and the model/baseline error ratio) to ``metrics``."""
     from posereg.engine.evaluate import evaluate_predictions, mean_pose, mean_pose_predictions
 
     if cfg.eval.use_detections:
         return metrics
-    base = evaluate_predictions(mean_pose_predictions(mean_pose(train_set), val_set), val_set, cfg).summary()
+    base = evaluate_predictions(
+        mean_pose_predictions(mean_pose(train_set), val_set), val_set, cfg
+    ).summary()
     out = dict(metrics)
     for key in ("AP", "AP_clean", "PCK", "error"):
         if key in base:
@@ -435,7 +470,9 @@ class _progress:
     def update(self, loss: float, lr: float, rate: float) -> None:
         self.count += 1
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False
+            )
             self.bar.update(1)
 
     def close(self) -> None:

@@ -67,7 +67,11 @@ def load_mpii_instances(
         path = resolve_image_path(image_root, name, source, record)
         joints, vis = entry.get("joints"), entry.get("joints_vis")
         try:
-            flat = [c for (x, y), v in zip(joints, vis, strict=True) for c in (x, y, v)]
+            flat = [
+                c
+                for (x, y), v in zip(joints, vis, strict=True)
+                for c in (x, y, v)
+            ]
         except (TypeError, ValueError):
             report.skip(
                 source, record, "wrong keypoint length",

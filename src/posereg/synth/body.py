@@ -18,6 +18,7 @@ import numpy as np
 from posereg.skeletons import Skeleton
 
 __all__ = [
+    "CLEARANCE",
     "JOINT_NAMES",
     "PARENTS",
     "DOF_NAMES",
@@ -61,7 +62,7 @@ _REST[_J["spine"]] = (0.0, -0.005, 0.130)
 _REST[_J["thorax"]] = (0.0, 0.005, 0.145)
 _REST[_J["neck"]] = (0.0, 0.008, 0.065)  # upper neck (MPII "upper_neck"), under the chin
 _REST[_J["head"]] = (0.0, 0.008, 0.055)  # head centre
-_REST[_J["head_top"]] = (0.0, -0.008, 0.072)
+_REST[_J["head_top"]] = (0.0, -0.008, 0.066)
 _REST[_J["nose"]] = (0.0, 0.058, -0.008)
 _REST[_J["left_eye"]] = (-0.018, 0.048, 0.010)
 _REST[_J["right_eye"]] = (0.018, 0.048, 0.010)
@@ -150,13 +151,14 @@ _MIRROR_SIGN = np.array(
     ]
 )
 
-# Clearance from each joint to the body surface (units of H): the floor touches the body there.
-_CLEARANCE = np.full(NUM_JOINTS, 0.03)
-_CLEARANCE[[_J["pelvis"], _J["spine"], _J["thorax"]]] = 0.06
-_CLEARANCE[[_J["head"]]] = 0.055
-_CLEARANCE[[_J["left_toe"], _J["right_toe"]]] = 0.005
-_CLEARANCE[[_J["left_ankle"], _J["right_ankle"]]] = 0.04
-_CLEARANCE[[_J["left_knee"], _J["right_knee"]]] = 0.03
+# Clearance from each joint to the body surface below it (units of H): people are lifted so
+# that min_j (z_j - CLEARANCE_j * H) = 0, i.e. the lowest body surface touches the floor.
+CLEARANCE = np.full(NUM_JOINTS, 0.03)
+CLEARANCE[[_J["pelvis"], _J["spine"], _J["thorax"]]] = 0.06
+CLEARANCE[[_J["head"]]] = 0.055
+CLEARANCE[[_J["left_toe"], _J["right_toe"]]] = 0.005
+CLEARANCE[[_J["left_ankle"], _J["right_ankle"]]] = 0.04
+CLEARANCE[[_J["left_knee"], _J["right_knee"]]] = 0.03
 
 
 def joint_index(name: str) -> int:
@@ -616,7 +618,7 @@ def sample_bodies(
         lie = np.where((how < 2)[:, None, None], on_back_or_front, on_side)
         root[lying] = root[lying] @ lie
     joints, frames = forward_kinematics(offsets, _local_rotations(angles), root)
-    floor = (joints[..., 2] - _CLEARANCE * height[:, None]).min(axis=1)
+    floor = (joints[..., 2] - CLEARANCE * height[:, None]).min(axis=1)
     joints[..., 2] -= floor[:, None]
     return Bodies(
         height=height,

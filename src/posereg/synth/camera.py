@@ -126,7 +126,8 @@ def frame_person(
     around the person (joints + 100 mm) span about a fraction ``height_frac`` of the image
     height; the camera is then turned so
     that the person's centre lands at a random image position that keeps the person inside the
-    image or, with probability ``truncation_prob``, leaves 10-50 % of it outside one border.
+    image or, with probability ``truncation_prob``, leaves 10-50 % of its box (width or height)
+    outside one border.
 
     Arguments:
         rng: random generator.
@@ -167,17 +168,26 @@ def frame_person(
     position = centre + dist[:, None] * direction
     R, _ = look_at(position, centre, rng.normal(0.0, roll_std_deg, n))
 
-    # Where the centre lands: anywhere that keeps the person inside, or past one border.
-    half = 0.5 * frac * h  # the person's half size in pixels
-    u0 = rng.uniform(np.minimum(half, 0.5 * w), np.maximum(w - half, 0.5 * w))
-    v0 = rng.uniform(np.minimum(half, 0.5 * h), np.maximum(h - half, 0.5 * h))
-    side = rng.integers(0, 4, n)
-    outside = rng.uniform(0.1, 0.5, n)  # fraction of the person's size beyond the border
-    edge = half * (1.0 - 2.0 * outside)
-    u0 = np.where(truncated & (side == 0), edge, u0)
-    u0 = np.where(truncated & (side == 1), w - edge, u0)
-    v0 = np.where(truncated & (side == 2), edge, v0)
-    v0 = np.where(truncated & (side == 3), h - edge, v0)
+    # Where the centre lands: anywhere that keeps the person's box (joints as seen from the
+    # look-at camera, grown by 4 % for the body surface) inside, or past one border.
+    t = -np.einsum("nij,nj->ni", R, position)
+    uv = project(np.einsum("nij,npj->npi", R, joints) + t[:, None], K)
+    c = K[:, :2, 2]
+    margin = 0.04 * np.ptp(uv, axis=1).max(axis=1, keepdims=True)
+    lo = uv.min(axis=1) - margin - c  # (n, 2) box relative to the centre's image position
+    hi = uv.max(axis=1) + margin - c
+    size = np.array([w - 1.0, h - 1.0])
+    free_lo, free_hi = -lo, size - hi  # centre positions keeping the box inside
+    squeezed = free_lo > free_hi
+    pos = np.where(squeezed, c, free_lo + rng.random((n, 2)) * (free_hi - free_lo))
+    axis = rng.integers(0, 2, n)  # truncate across x (0) or y (1)
+    side = rng.integers(0, 2, n)  # at the low (0) or high (1) border
+    outside = rng.uniform(0.1, 0.5, n) * (hi - lo)[np.arange(n), axis]  # pixels beyond it
+    cut = np.where(
+        side == 0, -outside - lo[np.arange(n), axis], size[axis] + outside - hi[np.arange(n), axis]
+    )
+    pos[np.arange(n), axis] = np.where(truncated, cut, pos[np.arange(n), axis])
+    u0, v0 = pos[:, 0], pos[:, 1]
     ray = np.stack([(u0 - K[:, 0, 2]) / f, (v0 - K[:, 1, 2]) / f, np.ones(n)], axis=1)
     R = _rotation_from_z(ray) @ R
     t = -np.einsum("nij,nj->ni", R, position)

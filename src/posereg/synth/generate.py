@@ -14,6 +14,7 @@ not on the number of workers, and a run of N images is a prefix of a run of M > 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -64,6 +65,7 @@ __all__ = [
     "synth_config",
     "generate",
     "render_scene",
+    "render_index",
     "RenderedScene",
     "PoseSamples",
     "sample_poses",
@@ -532,7 +534,7 @@ def render_scene(
             joints_2d=joints_2d[p],
             joints_cam=joints_cam[p],
             head_axes=cam.R[0] @ plan.bodies.head_rot[p],
-            focal=float(cam.K[0, 0, 0]),
+            K=cam.K[0],
             height=float(plan.bodies.height[p]),
             girth=float(plan.bodies.girth[p]),
             appearance=sample_appearance(rng),
@@ -666,11 +668,15 @@ def _init_worker(
 ) -> None:
     global _STATE
     cv2.setNumThreads(1)
+    calib = load_h36m_calibrations(config.camera_file) if config.camera == "h36m" else None
+    _STATE = _Worker(config, seed, split, image_dir, num_images, _bank(config, seed), calib)
+
+
+@functools.lru_cache(maxsize=2)
+def _bank(config: SynthConfig, seed: int) -> TextureBank:
     size = int(1.5 * max(config.image_size))
     photo_dir = _photo_dir(config) if config.photo_background_prob > 0 else None
-    bank = build_texture_bank(seed, size, config.texture_bank_size, photo_dir)
-    calib = load_h36m_calibrations(config.camera_file) if config.camera == "h36m" else None
-    _STATE = _Worker(config, seed, split, image_dir, num_images, bank, calib)
+    return build_texture_bank(seed, size, config.texture_bank_size, photo_dir)
 
 
 def _image_name(image_id: int, config: SynthConfig) -> str:
@@ -700,6 +706,24 @@ def _run_chunk(chunk: int) -> list[tuple[dict, list[dict]]]:
         record = {"id": image_id, "file_name": name, "width": w, "height": h}
         out.append((record, _annotate(scene, cfg, rng, image_id)))
     return out
+
+
+def render_index(
+    index: int, seed: int = 0, split: str = "train", config: SynthConfig | None = None
+) -> RenderedScene:
+    """Re-render image ``index`` (0-based; image id ``index + 1``) of a ``generate`` run.
+
+    Gives exactly the scene behind that image, with what the json does not store: the part-id
+    buffer (per-part segmentation) and all model joints. The image itself is the array before
+    encoding.
+    """
+    config = config if config is not None else SynthConfig()
+    config.validate()
+    chunk, i = divmod(index, CHUNK_SIZE)
+    calib = load_h36m_calibrations(config.camera_file) if config.camera == "h36m" else None
+    plan = _sample_chunk(config, seed, split, chunk, calib)[i]
+    rng = np.random.default_rng([seed, _split_key(split), index, 1])
+    return render_scene(plan, config, _bank(config, seed), rng)
 
 
 class _Progress:
@@ -876,8 +900,8 @@ def sample_poses(
     """Sample (2D, 3D, camera) for ``num_poses`` people, vectorised, without rendering.
 
     People and cameras come from the same samplers as ``generate`` (one person per camera);
-    the keypoint set is ``config.keypoint_set``. Deterministic in (seed, split, config), in
-    chunks of 8192 poses.
+    the keypoint set is ``config.keypoint_set``. Deterministic in (seed, split, config): poses
+    are drawn in chunks of 8192, so a run of N poses is a prefix of a run of M > N.
     """
     config = config if config is not None else SynthConfig()
     config.validate()
@@ -896,7 +920,7 @@ def sample_poses(
     )  # fmt: skip
     for chunk in range(math.ceil(num_poses / _CHUNK_3D)):
         sl = slice(chunk * _CHUNK_3D, min((chunk + 1) * _CHUNK_3D, num_poses))
-        n = sl.stop - sl.start
+        n = _CHUNK_3D  # always a full chunk, so fewer poses are a prefix of more
         rng = np.random.default_rng([seed, _split_key(split), chunk, 3])
         bodies = sample_bodies(rng, n, config.pose_classes, config.pose_spread)
         if calib is None:
@@ -919,13 +943,11 @@ def sample_poses(
         noisy = apply_label_noise(
             rng, uv, np.where(visible, 2, 0), area, skel.oks_k, skel.flip_pairs, config.noise
         )
-        out.keypoints_2d[sl], out.keypoints_2d_noisy[sl], out.visible[sl] = (
-            uv,
-            noisy.keypoints,
-            visible,
-        )
-        out.joints_3d[sl], out.K[sl], out.R[sl], out.t[sl] = joints, cams.K, cams.R, cams.t
-        out.pose_class[sl] = bodies.pose_class
+        m = sl.stop - sl.start
+        out.keypoints_2d[sl], out.keypoints_2d_noisy[sl] = uv[:m], noisy.keypoints[:m]
+        out.visible[sl], out.joints_3d[sl] = visible[:m], joints[:m]
+        out.K[sl], out.R[sl], out.t[sl] = cams.K[:m], cams.R[:m], cams.t[:m]
+        out.pose_class[sl] = bodies.pose_class[:m]
     return out
 
 

@@ -27,7 +27,9 @@ __all__ = [
     "sample_appearance",
     "part_id",
     "draw_people",
+    "painter_order",
     "draw_capsule",
+    "ellipsoid_outline",
     "keypoint_visibility",
     "own_part_ids",
 ]
@@ -71,7 +73,7 @@ _HULLS: dict[str, tuple[tuple[tuple[str, float], ...], str]] = {
 }
 # Head ellipsoid semi-axes (units of H) along the head's right, forward and up axes. Every face
 # keypoint and the head top lie inside it, so their pixels fall on the head.
-_HEAD_AXES = np.array([0.048, 0.062, 0.076])
+_HEAD_AXES = np.array([0.048, 0.062, 0.070])
 # Painter's-order bias (units of H, added to the depth): the neck goes behind the head.
 _DEPTH_BIAS = {"neck": 0.03}
 
@@ -190,7 +192,7 @@ class PersonView:
         joints_2d: pixel coordinates (J, 2).
         joints_cam: camera-frame coordinates (J, 3), mm.
         head_axes: the head's right, forward and up axes in camera coordinates (3, 3), as columns.
-        focal: focal length in pixels (for radii).
+        K: the camera intrinsics (3, 3).
         height: standing height, mm.
         girth: limb thickness factor.
         appearance: colours.
@@ -199,7 +201,7 @@ class PersonView:
     joints_2d: np.ndarray
     joints_cam: np.ndarray
     head_axes: np.ndarray
-    focal: float
+    K: np.ndarray
     height: float
     girth: float
     appearance: Appearance
@@ -210,7 +212,9 @@ class PersonView:
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
-_MIN_RADIUS = 0.6  # pixels: every part covers the pixel of its end joints
+# Pixels. A joint's pixel centre is at most sqrt(2)/2 px from the joint, so parts at least this
+# thick always cover the pixels of their own joints.
+_MIN_RADIUS = 1.0
 # Shading: (colour factor, size factor, shift toward the light in units of the radius).
 _LEVELS = ((0.62, 1.0, 0.0), (0.86, 0.72, 0.18), (1.06, 0.38, 0.38))
 _CIRCLE = np.stack(
@@ -284,26 +288,36 @@ def _shade(base: np.ndarray) -> list[tuple[float, float, float]]:
     ]
 
 
-def _projected_ellipse(
-    axes_cam: np.ndarray, semi: np.ndarray, scale: float
-) -> tuple[tuple[float, float], float]:
-    """Outline of an ellipsoid seen (orthographically, scaled) along the optical axis.
+def ellipsoid_outline(
+    centre: np.ndarray, axes: np.ndarray, K: np.ndarray
+) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """Exact perspective outline of an ellipsoid (an ellipse in the image).
+
+    The ellipsoid is ``{centre + axes @ y : |y| <= 1}``, i.e. ``(X - c)^T Q (X - c) <= 1`` with
+    ``Q = (axes axes^T)^-1``; the rays d tangent to it satisfy ``(d^T Q c)^2 = (d^T Q d)(c^T Q c - 1)``,
+    the cone ``d^T (Q c c^T Q - (c^T Q c - 1) Q) d = 0``; with ``d = K^-1 x`` this is the image
+    conic, positive inside. The camera must be outside the ellipsoid.
 
     Arguments:
-        axes_cam: the ellipsoid's unit axes as columns, camera frame (3, 3).
-        semi: semi-axis lengths (3,).
-        scale: pixels per unit length at the ellipsoid's depth.
+        centre: ellipsoid centre (3,), camera frame.
+        axes: semi-axes as columns (3, 3), camera frame.
+        K: intrinsics (3, 3).
 
     Returns:
-        ((major, minor) semi-axes in pixels, angle of the major axis in degrees).
+        (centre (u, v), (major, minor) semi-axes in pixels, angle of the major axis in degrees).
     """
-    a = axes_cam[:2] * (semi * scale)  # (2, 3): the image-plane part of each scaled axis
-    m = a @ a.T  # the outline is {x : x^T m^-1 x = 1}
-    tr, det = m[0, 0] + m[1, 1], m[0, 0] * m[1, 1] - m[0, 1] ** 2
-    disc = math.sqrt(max(0.25 * tr * tr - det, 0.0))
-    l1, l2 = 0.5 * tr + disc, max(0.5 * tr - disc, 0.0)
-    angle = 0.5 * math.degrees(math.atan2(2 * m[0, 1], m[0, 0] - m[1, 1]))
-    return (math.sqrt(l1), math.sqrt(l2)), angle
+    q = np.linalg.inv(axes @ axes.T)
+    qc = q @ centre
+    cone = np.outer(qc, qc) - (centre @ qc - 1.0) * q
+    k_inv = np.linalg.inv(K)
+    m = k_inv.T @ cone @ k_inv
+    a2, b = m[:2, :2], m[:2, 2]
+    p0 = -np.linalg.solve(a2, b)
+    g = m[2, 2] + b @ p0  # inside: (p - p0)^T (-a2) (p - p0) <= g
+    lam, vec = np.linalg.eigh(a2)  # both negative for an ellipse; lam[1] has the smaller |lam|
+    semi = np.sqrt(np.maximum(g / -lam, 0.0))
+    angle = math.degrees(math.atan2(vec[1, 1], vec[0, 1]))
+    return (float(p0[0]), float(p0[1])), (float(semi[1]), float(semi[0])), angle
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +330,7 @@ def _person_items(
     """Draw items (depth, person, part, geometry) of one person."""
     pts = view.joints_2d
     z = view.joints_cam[:, 2]
-    scale_h = view.focal * view.height  # pixels per unit of H at depth 1 mm
+    scale_h = float(view.K[0, 0]) * view.height  # pixels per unit of H at depth 1 mm
     app = view.appearance
     items = []
     for name, (ja, jb, ra, rb, role) in _CAPSULES.items():
@@ -344,39 +358,19 @@ def _person_items(
         items.append((float(z[idx].mean()), p, _P[name], ("hull", outline, app.colour(role))))
     h = joint_index("head")
     centre_cam = view.joints_cam[h]
-    px_per_mm = view.focal / centre_cam[2]
-    semi = _HEAD_AXES * view.height
-    (major, minor), angle = _projected_ellipse(view.head_axes, semi, px_per_mm)
+    axes = view.head_axes * (_HEAD_AXES * view.height)  # scaled semi-axes as columns
+    c, (major, minor), angle = ellipsoid_outline(centre_cam, axes, view.K)
     fwd = view.head_axes[:, 1]
-    facing = -float(fwd @ centre_cam) / float(
-        np.linalg.norm(centre_cam)
-    )  # 1 = looking at the camera
+    facing = -float(fwd @ centre_cam) / float(np.linalg.norm(centre_cam))  # 1: faces the camera
     # The face: a smaller ellipsoid shifted forward and down, visible unless seen from behind.
     face_c = centre_cam + view.head_axes @ (np.array([0.0, 0.016, -0.012]) * view.height)
-    face_uv = (
-        float(
-            view.joints_2d[h, 0]
-            + view.focal * (face_c[0] / face_c[2] - centre_cam[0] / centre_cam[2])
-        ),
-        float(
-            view.joints_2d[h, 1]
-            + view.focal * (face_c[1] / face_c[2] - centre_cam[1] / centre_cam[2])
-        ),
-    )
+    face = ellipsoid_outline(face_c, 0.8 * axes, view.K)
     eyes = [
         (float(pts[j, 0]), float(pts[j, 1]))
         for j in (joint_index("left_eye"), joint_index("right_eye"))
     ]
-    geom = (
-        "head",
-        (float(pts[h, 0]), float(pts[h, 1])),
-        (major + 0.5, minor + 0.5),
-        angle,
-        face_uv,
-        facing,
-        eyes,
-        app,
-    )
+    # One pixel more than the exact outline, so every face point's pixel lies on the head.
+    geom = ("head", c, (major + _MIN_RADIUS, minor + _MIN_RADIUS), angle, face, facing, eyes, app)
     items.append((float(centre_cam[2]), p, _P["head"], geom))
     return items
 
@@ -407,42 +401,23 @@ def _draw_item(
             )
             _fill_hull(img, pts, color, cv2.LINE_AA if k == 0 else cv2.LINE_8)
     else:
-        _, c, axes, angle, face_uv, facing, eyes, app = geom
+        _, c, axes, angle, face, facing, eyes, app = geom
         _ellipse(ids, c, axes, angle, pid, cv2.LINE_8)
         hair = _shade(app.hair)
         skin = _shade(app.skin)
         _ellipse(img, c, axes, angle, hair[0], cv2.LINE_AA)
-        _ellipse(
-            img,
-            (c[0] + lx * 0.2 * axes[1], c[1] + ly * 0.2 * axes[1]),
-            (0.7 * axes[0], 0.7 * axes[1]),
-            angle,
-            hair[1],
-            cv2.LINE_8,
-        )
+        hc = (c[0] + lx * 0.2 * axes[1], c[1] + ly * 0.2 * axes[1])
+        _ellipse(img, hc, (0.7 * axes[0], 0.7 * axes[1]), angle, hair[1], cv2.LINE_8)
         if facing > -0.35:
-            fa = (0.8 * axes[0], 0.8 * axes[1])
-            _ellipse(img, face_uv, fa, angle, skin[1], cv2.LINE_AA)
-            _ellipse(
-                img,
-                (face_uv[0] + lx * 0.25 * fa[1], face_uv[1] + ly * 0.25 * fa[1]),
-                (0.45 * fa[0], 0.45 * fa[1]),
-                angle,
-                skin[2],
-                cv2.LINE_8,
-            )
+            fc, fa, fangle = face
+            _ellipse(img, fc, fa, fangle, skin[1], cv2.LINE_AA)
+            hl = (fc[0] + lx * 0.25 * fa[1], fc[1] + ly * 0.25 * fa[1])
+            _ellipse(img, hl, (0.45 * fa[0], 0.45 * fa[1]), fangle, skin[2], cv2.LINE_8)
             if facing > 0.3 and axes[1] > 5.0:
-                r = max(0.7, 0.09 * axes[1])
+                r = round(max(0.7, 0.09 * axes[1]) * _ONE)
                 for e in eyes:
-                    cv2.circle(
-                        img,
-                        (round(e[0] * _ONE), round(e[1] * _ONE)),
-                        round(r * _ONE),
-                        (25, 20, 20),
-                        -1,
-                        cv2.LINE_AA,
-                        _SHIFT,
-                    )
+                    centre = (round(e[0] * _ONE), round(e[1] * _ONE))
+                    cv2.circle(img, centre, r, (25, 20, 20), -1, cv2.LINE_AA, _SHIFT)
 
 
 def draw_people(
@@ -456,14 +431,24 @@ def draw_people(
         people: the people; person p gets ids ``part_id(p, part)``.
         light: unit vector (2,) in image coordinates pointing toward the light (for shading).
     """
+    for _, p, part, geom in _sorted_items(people, light):
+        _draw_item(img, ids, part_id(p, part), geom, light)
+
+
+def _sorted_items(people: list[PersonView], light: tuple[float, float]) -> list[tuple]:
     if len(people) > MAX_PEOPLE:
         raise ValueError(f"at most {MAX_PEOPLE} people per image, got {len(people)}")
     items = []
     for p, view in enumerate(people):
         items.extend(_person_items(p, view, light))
+    # Far to near; ties broken by person and part so the order is fully determined.
     items.sort(key=lambda it: (-it[0], it[1], it[2]))
-    for _, p, part, geom in items:
-        _draw_item(img, ids, part_id(p, part), geom, light)
+    return items
+
+
+def painter_order(people: list[PersonView]) -> list[tuple[int, int]]:
+    """The (person, part) pairs in the order ``draw_people`` paints them (far to near)."""
+    return [(p, part) for _, p, part, _ in _sorted_items(people, (0.0, -1.0))]
 
 
 def keypoint_visibility(ids: np.ndarray, person: int, view: PersonView) -> np.ndarray:

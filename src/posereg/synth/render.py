@@ -27,6 +27,7 @@ __all__ = [
     "sample_appearance",
     "part_id",
     "draw_people",
+    "draw_shadows",
     "painter_order",
     "draw_capsule",
     "ellipsoid_outline",
@@ -133,6 +134,8 @@ class Appearance:
         skin, hair, shirt, pants, shoes: base colours (3,).
         long_sleeves: forearms covered by the shirt.
         long_pants: shins covered by the trousers.
+        stripes: number of stripes across the shirt's chest (0: plain).
+        stripe: colour of the stripes (3,), when there are any.
     """
 
     skin: np.ndarray
@@ -142,6 +145,8 @@ class Appearance:
     shoes: np.ndarray
     long_sleeves: bool
     long_pants: bool
+    stripes: int = 0
+    stripe: np.ndarray | None = None
 
     def colour(self, role: str) -> np.ndarray:
         """Base colour (3,) of a colour role (skin, hair, shirt, pants, shoes, sleeve, leg)."""
@@ -164,23 +169,26 @@ def _cloth(rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_appearance(rng: np.random.Generator) -> Appearance:
-    """Random skin tone, hair and clothing colours."""
-    skin = _SKIN_RGB[rng.integers(len(_SKIN_RGB))][::-1] * rng.uniform(0.9, 1.05) + rng.normal(
-        0, 5, 3
-    )
+    """Random skin tone, hair and clothing colours; a third of the shirts are striped."""
+    skin = _SKIN_RGB[rng.integers(len(_SKIN_RGB))][::-1] * rng.uniform(0.9, 1.05)
+    skin = skin + rng.normal(0, 5, 3)
     hair = _HAIR_RGB[rng.integers(len(_HAIR_RGB))][::-1] * rng.uniform(0.8, 1.1)
     if rng.random() < 0.1:  # bald or shaved
         hair = skin * 0.85
     elif rng.random() < 0.12:  # a hat or cap
         hair = _cloth(rng)
+    shirt = np.clip(_cloth(rng), 0, 255)
+    striped = rng.random() < 0.33
     return Appearance(
         skin=np.clip(skin, 0, 255),
         hair=np.clip(hair, 0, 255),
-        shirt=np.clip(_cloth(rng), 0, 255),
+        shirt=shirt,
         pants=np.clip(_cloth(rng) * (0.6 if rng.random() < 0.5 else 1.0), 0, 255),
         shoes=np.clip(_cloth(rng) * 0.5, 0, 255),
         long_sleeves=bool(rng.random() < 0.5),
         long_pants=bool(rng.random() < 0.75),
+        stripes=int(rng.integers(3, 9)) if striped else 0,
+        stripe=np.clip(_cloth(rng), 0, 255) if striped else None,
     )
 
 
@@ -217,6 +225,7 @@ _ONE = 1 << _SHIFT
 _MIN_RADIUS = 1.0
 # Shading: (colour factor, size factor, shift toward the light in units of the radius).
 _LEVELS = ((0.62, 1.0, 0.0), (0.86, 0.72, 0.18), (1.06, 0.38, 0.38))
+_MIN_SHADED = 1.2  # pixels: inner shading levels thinner than this are not drawn
 _CIRCLE = np.stack(
     [
         np.cos(np.linspace(0, 2 * np.pi, 12, endpoint=False)),
@@ -236,25 +245,26 @@ def draw_capsule(
     line_type: int = cv2.LINE_8,
 ) -> None:
     """Fill a tapered capsule: circles of radius ra at a and rb at b (pixels) and the band between."""
-    ax, ay, bx, by = a[0], a[1], b[0], b[1]
+    ax, ay, bx, by = a[0] * _ONE, a[1] * _ONE, b[0] * _ONE, b[1] * _ONE  # fixed point
+    ra, rb = ra * _ONE, rb * _ONE
     dx, dy = bx - ax, by - ay
     length = math.hypot(dx, dy)
-    if length > 1e-3:
+    if length > 0.01:
         nx, ny = -dy / length, dx / length
         quad = np.array(
-            [
-                (ax + nx * ra, ay + ny * ra),
-                (bx + nx * rb, by + ny * rb),
-                (bx - nx * rb, by - ny * rb),
-                (ax - nx * ra, ay - ny * ra),
-            ]
+            [ax + nx * ra, ay + ny * ra, bx + nx * rb, by + ny * rb,
+             bx - nx * rb, by - ny * rb, ax - nx * ra, ay - ny * ra]
+        )  # fmt: skip
+        quad += 0.5
+        cv2.fillConvexPoly(
+            img, np.floor(quad).astype(np.int32).reshape(4, 2), color, line_type, _SHIFT
         )
-        cv2.fillConvexPoly(img, np.round(quad * _ONE).astype(np.int32), color, line_type, _SHIFT)
+    floor = math.floor
     cv2.circle(
-        img, (round(ax * _ONE), round(ay * _ONE)), round(ra * _ONE), color, -1, line_type, _SHIFT
+        img, (floor(ax + 0.5), floor(ay + 0.5)), floor(ra + 0.5), color, -1, line_type, _SHIFT
     )
     cv2.circle(
-        img, (round(bx * _ONE), round(by * _ONE)), round(rb * _ONE), color, -1, line_type, _SHIFT
+        img, (floor(bx + 0.5), floor(by + 0.5)), floor(rb + 0.5), color, -1, line_type, _SHIFT
     )
 
 
@@ -281,11 +291,16 @@ def _ellipse(
     )  # fmt: skip
 
 
+_ROLES = ("skin", "hair", "shirt", "pants", "shoes", "sleeve", "leg")
+
+
+_LEVEL_GAIN = np.array([k for k, _, _ in _LEVELS])[:, None]
+_LEVEL_BIAS = np.array([8.0 if k > 1 else 0.0 for k, _, _ in _LEVELS])[:, None]
+
+
 def _shade(base: np.ndarray) -> list[tuple[float, float, float]]:
-    return [
-        tuple(float(min(255.0, c * k + (8.0 if k > 1 else 0.0))) for c in base)
-        for k, _, _ in _LEVELS
-    ]
+    """The colour (BGR) of each shading level for a base colour."""
+    return [tuple(c) for c in np.minimum(255.0, base * _LEVEL_GAIN + _LEVEL_BIAS).tolist()]
 
 
 def ellipsoid_outline(
@@ -309,15 +324,22 @@ def ellipsoid_outline(
     q = np.linalg.inv(axes @ axes.T)
     qc = q @ centre
     cone = np.outer(qc, qc) - (centre @ qc - 1.0) * q
-    k_inv = np.linalg.inv(K)
-    m = k_inv.T @ cone @ k_inv
-    a2, b = m[:2, :2], m[:2, 2]
-    p0 = -np.linalg.solve(a2, b)
-    g = m[2, 2] + b @ p0  # inside: (p - p0)^T (-a2) (p - p0) <= g
-    lam, vec = np.linalg.eigh(a2)  # both negative for an ellipse; lam[1] has the smaller |lam|
-    semi = np.sqrt(np.maximum(g / -lam, 0.0))
-    angle = math.degrees(math.atan2(vec[1, 1], vec[0, 1]))
-    return (float(p0[0]), float(p0[1])), (float(semi[1]), float(semi[0])), angle
+    (fx, s, cx), (_, fy, cy) = K[0], K[1]
+    k_inv = np.array(
+        [[1 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], [0, 1 / fy, -cy / fy], [0, 0, 1]]
+    )
+    (a, b, d), (_, c, e), (_, _, f) = (k_inv.T @ cone @ k_inv).tolist()
+    # Centre p0 solves [[a, b], [b, c]] p0 = -(d, e); inside: (p - p0)^T (-A) (p - p0) <= g.
+    det = a * c - b * b
+    u0, v0 = (b * e - c * d) / det, (b * d - a * e) / det
+    g = f + d * u0 + e * v0
+    # Eigenvalues of A (both negative for an ellipse); the major axis has the smaller |lambda|.
+    half_tr, disc = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
+    lam_small, lam_big = half_tr + disc, half_tr - disc  # |lam_small| <= |lam_big|
+    major = math.sqrt(max(g / -lam_small, 0.0))
+    minor = math.sqrt(max(g / -lam_big, 0.0))
+    angle = 0.5 * math.degrees(math.atan2(2 * b, a - c))  # eigenvector of the larger eigenvalue
+    return (u0, v0), (major, minor), angle
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,6 +354,7 @@ def _person_items(
     z = view.joints_cam[:, 2]
     scale_h = float(view.K[0, 0]) * view.height  # pixels per unit of H at depth 1 mm
     app = view.appearance
+    shades = {role: _shade(app.colour(role)) for role in _ROLES}
     items = []
     for name, (ja, jb, ra, rb, role) in _CAPSULES.items():
         ia, ib = joint_index(ja), joint_index(jb)
@@ -342,7 +365,7 @@ def _person_items(
             (float(pts[ib, 0]), float(pts[ib, 1])),
             max(_MIN_RADIUS, scale_h * ra * g / z[ia]),
             max(_MIN_RADIUS, scale_h * rb * g / z[ib]),
-            app.colour(role),
+            shades[role],
         )
         depth = 0.5 * (z[ia] + z[ib]) + _DEPTH_BIAS.get(name, 0.0) * view.height
         items.append((depth, p, _P[name], geom))
@@ -355,7 +378,8 @@ def _person_items(
         outline = (
             centres[:, None, :] + np.maximum(radii, _MIN_RADIUS)[:, None, None] * _CIRCLE[None]
         ).reshape(-1, 2)
-        items.append((float(z[idx].mean()), p, _P[name], ("hull", outline, app.colour(role))))
+        bands = _stripes(view, app) if name == "chest" else None
+        items.append((float(z[idx].mean()), p, _P[name], ("hull", outline, shades[role], bands)))
     h = joint_index("head")
     centre_cam = view.joints_cam[h]
     axes = view.head_axes * (_HEAD_AXES * view.height)  # scaled semi-axes as columns
@@ -375,31 +399,63 @@ def _person_items(
     return items
 
 
+def _stripes(view: PersonView, app: Appearance) -> tuple[list[np.ndarray], tuple] | None:
+    """Bands across the torso (perpendicular to thorax-pelvis in the image), or None."""
+    if app.stripes == 0 or app.stripe is None:
+        return None
+    top = view.joints_2d[joint_index("thorax")]
+    axis = view.joints_2d[joint_index("pelvis")] - top
+    length = float(np.hypot(*axis))
+    if length < 2.0 * app.stripes:
+        return None  # too small to see stripes
+    down = axis / length
+    across = np.array([-down[1], down[0]]) * 4.0 * length
+    step = 1.3 * length / app.stripes
+    bands = []
+    for k in range(app.stripes):
+        a = top + down * (-0.3 * length + k * step)
+        b = a + down * 0.5 * step
+        bands.append(np.array([a - across, a + across, b + across, b - across], dtype=np.float32))
+    return bands, tuple(float(c) for c in 0.8 * app.stripe)
+
+
 def _draw_item(
     img: np.ndarray, ids: np.ndarray, pid: int, geom: tuple, light: tuple[float, float]
 ) -> None:
     kind = geom[0]
     lx, ly = light
     if kind == "capsule":
-        _, a, b, ra, rb, base = geom
+        _, a, b, ra, rb, shades = geom
         draw_capsule(ids, a, b, ra, rb, pid)
-        for k, (color, (_, size, shift)) in enumerate(zip(_shade(base), _LEVELS, strict=True)):
+        for k, (color, (_, size, shift)) in enumerate(zip(shades, _LEVELS, strict=True)):
             sa, sb = ra * size, rb * size
+            if k > 0 and max(sa, sb) < _MIN_SHADED:
+                break  # too thin to show shading
             oa, ob = shift * ra, shift * rb
             draw_capsule(
                 img, (a[0] + lx * oa, a[1] + ly * oa), (b[0] + lx * ob, b[1] + ly * ob), sa, sb, color,
                 cv2.LINE_AA if k == 0 else cv2.LINE_8,
             )  # fmt: skip
     elif kind == "hull":
-        _, outline, base = geom
+        _, outline, shades, bands = geom
         _fill_hull(ids, outline, pid, cv2.LINE_8)
         centroid = outline.mean(axis=0)
         radius = float(np.abs(outline - centroid).max())
-        for k, (color, (_, size, shift)) in enumerate(zip(_shade(base), _LEVELS, strict=True)):
+        for k, (color, (_, size, shift)) in enumerate(zip(shades, _LEVELS, strict=True)):
+            if k > 0 and radius * size < _MIN_SHADED:
+                break
             pts = (
                 centroid + (outline - centroid) * size + np.array([lx, ly]) * (shift * 0.5 * radius)
             )
             _fill_hull(img, pts, color, cv2.LINE_AA if k == 0 else cv2.LINE_8)
+        if bands is not None:
+            polys, color = bands
+            hull = cv2.convexHull(outline.astype(np.float32))
+            for band in polys:  # the stripes, clipped to the part's outline
+                area, inter = cv2.intersectConvexConvex(band, hull)
+                if area > 0 and inter is not None:
+                    pts = np.floor(inter.reshape(-1, 2) * _ONE + 0.5).astype(np.int32)
+                    cv2.fillConvexPoly(img, pts, color, cv2.LINE_AA, _SHIFT)
     else:
         _, c, axes, angle, face, facing, eyes, app = geom
         _ellipse(ids, c, axes, angle, pid, cv2.LINE_8)
@@ -449,6 +505,39 @@ def _sorted_items(people: list[PersonView], light: tuple[float, float]) -> list[
 def painter_order(people: list[PersonView]) -> list[tuple[int, int]]:
     """The (person, part) pairs in the order ``draw_people`` paints them (far to near)."""
     return [(p, part) for _, p, part, _ in _sorted_items(people, (0.0, -1.0))]
+
+
+def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np.ndarray) -> None:
+    """Darken the floor (world z = 0) under each person with an elliptical shadow, in place.
+
+    Arguments:
+        img: (H, W, 3) image.
+        people: the people.
+        R, t: the camera's world-to-camera rotation (3, 3) and translation (3,), mm.
+    """
+    h, w = img.shape[:2]
+    up = R[:, 2]  # world z in camera coordinates; the floor is {X : up . X = up . t}
+    level = float(up @ t)
+    side = np.cross(up, [0.0, 0.0, 1.0])
+    if np.linalg.norm(side) < 1e-6:
+        side = np.array([1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    depth = np.cross(up, side)
+    for view in people:
+        feet = view.joints_cam[[joint_index("left_ankle"), joint_index("right_ankle")]].mean(axis=0)
+        spot = feet - (up @ feet - level) * up
+        if spot[2] < 100.0:
+            continue
+        axes = np.stack([side * 0.22 * view.height, depth * 0.16 * view.height, up], axis=1)
+        (cu, cv), (major, minor), angle = ellipsoid_outline(spot, axes, view.K)
+        x0, y0 = max(int(cu - major) - 1, 0), max(int(cv - major) - 1, 0)
+        x1, y1 = min(int(cu + major) + 2, w), min(int(cv + major) + 2, h)
+        if x1 <= x0 or y1 <= y0 or minor < 1.0:
+            continue
+        roi = img[y0:y1, x0:x1]
+        dark = roi.copy()
+        _ellipse(dark, (cu - x0, cv - y0), (major, minor), angle, (0, 0, 0), cv2.LINE_AA)
+        cv2.addWeighted(dark, 0.35, roi, 0.65, 0.0, dst=roi)
 
 
 def keypoint_visibility(ids: np.ndarray, person: int, view: PersonView) -> np.ndarray:

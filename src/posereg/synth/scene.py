@@ -45,11 +45,16 @@ class TextureBank:
     photos: list[np.ndarray] = field(default_factory=list)
 
 
+def _random_colours(rng: np.random.Generator, n: int) -> list[tuple[float, float, float]]:
+    """Colours as found in indoor and outdoor scenes: 80 % muted, 20 % saturated (BGR)."""
+    sat = np.where(rng.random(n) < 0.8, rng.uniform(0, 90, n), rng.uniform(90, 230, n))
+    hsv = np.stack([rng.uniform(0, 180, n), sat, rng.uniform(35, 235, n)], axis=1)
+    bgr = cv2.cvtColor(hsv.astype(np.uint8)[:, None, :], cv2.COLOR_HSV2BGR)[:, 0]
+    return [tuple(c) for c in bgr.astype(np.float64).tolist()]
+
+
 def _random_colour(rng: np.random.Generator) -> tuple[float, float, float]:
-    """A colour as found in indoor and outdoor scenes: mostly muted, sometimes saturated (BGR)."""
-    sat = rng.uniform(0, 90) if rng.random() < 0.8 else rng.uniform(90, 230)
-    hsv = np.array([[[rng.uniform(0, 180), sat, rng.uniform(35, 235)]]], dtype=np.uint8)
-    return tuple(float(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+    return _random_colours(rng, 1)[0]
 
 
 def _smooth_field(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -230,9 +235,8 @@ def draw_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
     """Draw ``count`` random shapes (rectangles, ellipses, thick lines, polygons) in place."""
     h, w = img.shape[:2]
     size = min(h, w)
-    for _ in range(count):
+    for colour in _random_colours(rng, count):
         kind = int(rng.integers(0, 4))
-        colour = _random_colour(rng)
         cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
         r = float(rng.uniform(0.03, 0.25)) * size
         if kind == 0:

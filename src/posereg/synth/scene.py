@@ -104,7 +104,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
             shade = float(rng.uniform(0.6, 1.3))
             c = tuple(float(v) for v in np.clip(img[int(y), int(x)] * shade, 0, 255))
             cv2.line(img, (int(x), int(y)), (int(x + dx), int(y + dy)), c, int(rng.integers(1, 3)))
-    noise = rng.normal(0, rng.uniform(2, 12), (size, size, 1)).astype(np.float32)
+    noise = rng.normal(0, rng.uniform(1, 6), (size, size, 1)).astype(np.float32)  # sensor grain
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 

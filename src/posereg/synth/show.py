@@ -41,6 +41,7 @@ def draw_annotations(
         skeleton: 1-based limb pairs of the category.
         scale: factor between annotation pixels and ``img`` pixels.
     """
+    photo = img.copy()
     for n, a in enumerate(anns):
         colour = _PALETTE[n % len(_PALETTE)]
         kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
@@ -76,6 +77,8 @@ def draw_annotations(
             cv2.circle(img, _pt(kp[k], scale), 7, (0, 0, 255), 2, cv2.LINE_AA)
         for i, j in noise.get("swap", []):
             cv2.line(img, _pt(kp[i], scale), _pt(kp[j], scale), (255, 0, 255), 2, cv2.LINE_AA)
+    # Labels at 75 % opacity, so the person under them stays visible.
+    cv2.addWeighted(img, 0.75, photo, 0.25, 0.0, dst=img)
     return img
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posereg.models import create_pose_model
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "OfficialConversion",
@@ -233,8 +235,6 @@ def convert_official_state_dict(state_dict: Mapping[str, Any]) -> OfficialConver
     _check_flow_layout(converted, variant)
 
     # The keys, shapes and dtypes posereg expects, without allocating memory.
-    from posereg.models import create_pose_model
-
     with torch.device("meta"):
         expected = create_pose_model(**config).state_dict()
 

@@ -1,0 +1,205 @@
+"""ONNX export of a pose regressor's inference path: backbone + head, no flow (paper Sec. 3.3).
+
+The exported graph maps ``images`` (B, 3, H, W) to ``mu`` (B, K, D), ``sigma`` (B, K, D)
+and ``confidence`` (B, K) (paper Eq. 9), with a dynamic batch axis. Coordinates are in
+normalized crop coordinates (x / W - 0.5, y / H - 0.5); images must be preprocessed as in
+training. Needs the optional extra ``posereg[export]`` (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from posereg.models.pose import PoseRegressor
+
+__all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
+
+INPUT_NAMES = ["images"]
+OUTPUT_NAMES = ["mu", "sigma", "confidence"]
+
+
+class OnnxMismatchError(RuntimeError):
+    """The ONNX model's outputs differ from PyTorch's by more than the tolerance."""
+
+
+class InferenceModel(nn.Module):
+    """What is exported: ``images -> (mu, sigma, confidence)`` as plain tensors.
+
+    Shares the backbone and head of a PoseRegressor (no copy) and leaves its criterion, and
+    with it the flow, out.
+
+    Arguments:
+        model: the trained regressor.
+    """
+
+    def __init__(self, model: PoseRegressor) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.head = model.head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """images (B, 3, H, W) -> mu (B, K, D), sigma (B, K, D), confidence (B, K)."""
+        out = self.head(self.backbone(images))
+        return out.mu, out.sigma, out.confidence
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"ONNX export needs {module}: pip install 'posereg[export]' (onnx, onnxruntime)"
+        ) from None
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, then every submodule's own mode back (frozen BN layers stay frozen)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def export_onnx(
+    model: PoseRegressor,
+    path: str | os.PathLike,
+    input_size: tuple[int, int] = (256, 192),
+    opset: int = 17,
+    dynamo: bool = False,
+) -> Path:
+    """Export the inference path of ``model`` to an ONNX file.
+
+    Arguments:
+        model: a PoseRegressor; exported in eval mode (its mode is restored afterwards).
+        path: the ``.onnx`` file to write (parent folders are created).
+        input_size: (H, W) of the input crops (fixed in the graph; the batch is dynamic).
+        opset: ONNX opset version.
+        dynamo: use torch's ``torch.export``-based exporter (needs ``onnxscript``, opset >=
+            18) instead of the TorchScript-based one (default; deprecated upstream but
+            dependency-free and fast).
+
+    Returns:
+        The path written. The model's metadata (input size, K, D, coordinate convention) is
+        stored in the file's ``metadata_props``.
+    """
+    onnx = _require("onnx")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = input_size
+    wrapper = InferenceModel(model)
+    # Batch 2, not 1: an example batch of 1 would let the exporter specialise the batch axis.
+    example = torch.randn(2, 3, h, w, device=_device(model))
+    with _eval_mode(model), _eval_mode(wrapper):
+        if dynamo:
+            try:
+                import onnxscript  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    "export_onnx(dynamo=True) needs onnxscript: pip install onnxscript, "
+                    "or use the default dynamo=False"
+                ) from None
+            if opset < 18:
+                raise ValueError(f"the dynamo exporter writes opset >= 18, got opset={opset}")
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                input_names=INPUT_NAMES,
+                output_names=OUTPUT_NAMES,
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes={"images": {0: batch}},
+                external_data=False,
+            )
+        else:
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                input_names=INPUT_NAMES,
+                output_names=OUTPUT_NAMES,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
+            )
+
+    proto = onnx.load(str(path))
+    head = model.head
+    metadata = {
+        "producer": "posereg",
+        "input_size": f"{h},{w}",
+        "num_keypoints": str(getattr(head, "num_keypoints", "")),
+        "dim": str(getattr(head, "dim", "")),
+        "coordinates": "normalized crop coordinates: x / W - 0.5, y / H - 0.5",
+        "confidence": "1 - mean_d sigma (RLE Eq. 9)",
+    }
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+    return path
+
+
+def check_onnx(
+    model: PoseRegressor,
+    path: str | os.PathLike,
+    atol: float = 1e-4,
+    batch_sizes: tuple[int, ...] = (1, 3),
+    seed: int = 0,
+) -> float:
+    """Run the ONNX file with onnxruntime (CPU) and compare it with PyTorch on random images.
+
+    Arguments:
+        model: the PoseRegressor that was exported.
+        path: the ``.onnx`` file.
+        atol: the largest accepted absolute difference.
+        batch_sizes: batch sizes to try (exercises the dynamic batch axis).
+        seed: seed of the random images.
+
+    Returns:
+        The largest absolute difference over mu, sigma and confidence and all batch sizes.
+
+    Raises:
+        OnnxMismatchError: a difference above ``atol`` (naming the output and batch size).
+    """
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _, _, h, w = session.get_inputs()[0].shape
+    wrapper = InferenceModel(model)
+    generator = torch.Generator().manual_seed(seed)
+    worst, where = 0.0, ""
+    with _eval_mode(model):
+        for b in batch_sizes:
+            images = torch.randn(b, 3, h, w, generator=generator)
+            with torch.no_grad():
+                expected = wrapper(images.to(_device(model)))
+            got = session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: images.numpy()})
+            for name, e, g in zip(OUTPUT_NAMES, expected, got, strict=True):
+                if tuple(g.shape) != tuple(e.shape):
+                    raise OnnxMismatchError(
+                        f"{path}: output {name} has shape {tuple(g.shape)} for batch {b}, "
+                        f"PyTorch gives {tuple(e.shape)}"
+                    )
+                diff = float((torch.from_numpy(g) - e.float().cpu()).abs().max())
+                if diff > worst:
+                    worst, where = diff, f"{name} at batch {b}"
+    if worst > atol:
+        raise OnnxMismatchError(
+            f"{path}: ONNX Runtime differs from PyTorch by {worst:.3g} > atol {atol:g} ({where})"
+        )
+    return worst

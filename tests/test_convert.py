@@ -14,6 +14,8 @@ import torch.distributions as distributions
 import torchvision
 from torch import nn
 
+from posereg.config import Config, from_dict
+from posereg.skeletons import get_skeleton
 from posereg.convert import (
     convert_official,
     convert_official_state_dict,
@@ -159,13 +161,16 @@ def test_converted_model_predicts_like_the_official_one(tmp_path, depth, num_joi
     report = convert_official(src, out)
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["converted_from"] == "official"
-    assert ckpt["config"]["model"] == report.config
+    # a full run config: posereg eval / predict / info / init_from use it as any checkpoint
+    cfg = from_dict(Config, ckpt["config"])
+    assert cfg.model.backbone == report.config["backbone"] and cfg.model.pretrained is False
+    assert get_skeleton(cfg.data.skeleton).num_keypoints == num_joints
     assert report.config["backbone"] == f"resnet{depth}"
     assert report.config["num_keypoints"] == num_joints and report.config["dim"] == 2
     assert set(report.filled) == {"criterion.flow.prior_loc", "criterion.flow.prior_scale"}
     assert report.dropped == [] and len(report.mapping) == len(official.state_dict())
 
-    model = create_pose_model(**ckpt["config"]["model"])
+    model = create_pose_model(**report.config)
     model.load_state_dict(ckpt["model"])  # strict
     model.eval()
     x = torch.randn(3, 3, 64, 48)

@@ -177,9 +177,20 @@ def _run_convert(args: argparse.Namespace) -> int:
     from posereg.convert import convert_official
 
     try:
-        path = convert_official(args.src, args.dst)
+        conversion = convert_official(args.src, args.dst)
     except (ValueError, FileNotFoundError) as e:
         return _error("convert", e)
+    c = conversion.config
+    print(f"{args.dst}: {conversion.variant} -> {c['backbone']}, K={c['num_keypoints']}, D={c['dim']}")
+    print(
+        f"  {len(conversion.mapping)} tensors mapped, {len(conversion.dropped)} dropped, "
+        f"{len(conversion.filled)} filled"
+    )
+    for note in conversion.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def _key_values(items: list[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -306,8 +317,6 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_convert)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: demo, train, eval, predict, export, info, convert, data)."""
 def _add_data_show(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "show", help="write a contact-sheet PNG of a COCO keypoint split with its labels drawn"
@@ -335,7 +344,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: demo, data)."""
+    """The full argument parser (sub-commands: demo, train, eval, predict, export, info, convert, data)."""
     from posereg import __version__
 
     parser = argparse.ArgumentParser(

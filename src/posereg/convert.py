@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posereg.engine.checkpoint import save_checkpoint
 from posereg.models import create_pose_model
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "OfficialConversion",
     "convert_official",
     "convert_official_state_dict",
@@ -36,8 +36,6 @@ __all__ = [
     "official_to_posereg_key",
 ]
 
-#: The ``format`` tag of posereg checkpoints (see posereg.engine.checkpoint).
-CHECKPOINT_FORMAT = "posereg-checkpoint-v1"
 
 # (official prefix, posereg prefix), first match wins. RegressFlow (2D):
 _RULES_2D = (
@@ -334,16 +332,42 @@ def convert_official(
         conversion = convert_official_state_dict(state)
     except ValueError as e:
         raise ValueError(f"{src}: {e}") from None
-    out = Path(out_path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
+    save_checkpoint(
         {
-            "format": CHECKPOINT_FORMAT,
             "model": conversion.state_dict,
-            "config": {"model": conversion.config},
+            "config": run_config_for(conversion.config, name=src.stem),
             "converted_from": "official",
             "source": str(src),
         },
-        out,
+        Path(out_path).expanduser(),
     )
     return conversion
+
+
+#: Keypoint count -> (skeleton, input size) of the official 2D configs.
+_OFFICIAL_2D_DATA = {17: ("coco17", (256, 192)), 16: ("mpii16", (256, 256))}
+
+
+def run_config_for(model_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The run config (as a dict) that ``posereg eval``/``predict``/``info`` use for a converted model.
+
+    2D models become a full :class:`posereg.config.Config` (COCO-17 at 256x192 or MPII-16 at
+    256x256, by keypoint count, as the official configs). 3D models keep the bare
+    ``create_pose_model`` arguments: the 2D engine does not run them.
+    """
+    from posereg.config import Config, DataConfig, ModelConfig, to_dict
+
+    k, dim = model_kwargs["num_keypoints"], model_kwargs["dim"]
+    if dim != 2 or k not in _OFFICIAL_2D_DATA:
+        return {"name": name, "model": dict(model_kwargs)}
+    skeleton, input_size = _OFFICIAL_2D_DATA[k]
+    model = ModelConfig(
+        backbone=model_kwargs["backbone"],
+        width=model_kwargs["width"],
+        pretrained=False,
+        norm_mu=model_kwargs["norm_mu"],
+        loss=model_kwargs["loss"],
+        loss_options=dict(model_kwargs["loss_options"]),
+    )
+    data = DataConfig(format="coco" if skeleton == "coco17" else "mpii", skeleton=skeleton, input_size=input_size)
+    return to_dict(Config(name=name, model=model, data=data))

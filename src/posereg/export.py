@@ -203,3 +203,31 @@ def check_onnx(
             f"{path}: ONNX Runtime differs from PyTorch by {worst:.3g} > atol {atol:g} ({where})"
         )
     return worst
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", check: bool = True
+) -> tuple[Path, float | None]:
+    """``posereg export``: the inference model of a posereg checkpoint to ONNX.
+
+    The input size is the one the checkpoint was trained at (``data.input_size``).
+
+    Returns:
+        The written file and, with ``check``, onnxruntime's max abs difference to PyTorch.
+    """
+    from dataclasses import replace
+
+    from posereg.config import Config, from_dict
+    from posereg.engine.checkpoint import load_checkpoint, load_model_state
+    from posereg.engine.train import build_model
+
+    if format != "onnx":
+        raise ValueError(f"unknown export format {format!r}; valid: onnx")
+    state = load_checkpoint(checkpoint)
+    cfg = from_dict(Config, state["config"])
+    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
+    model = build_model(cfg)
+    load_model_state(model, state["model"], str(checkpoint))
+    path = Path(out) if out is not None else Path(checkpoint).with_suffix(".onnx")
+    export_onnx(model, path, tuple(cfg.data.input_size))
+    return path, (check_onnx(model, path) if check else None)

@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 16
+NEAR_MM = 200.0  # people with a joint nearer to the camera than this are not placed
 CAMERA_SOURCES = ("random", "h36m")
 IMAGE_FORMATS = ("jpg", "png")
 # Silhouette area / area of the box around the projected keypoints, measured on 300 rendered
@@ -436,7 +437,9 @@ def _sample_chunk(
     _place_in_view(rng, bodies, cams, counts, config.image_size)
     plans = []
     for i, (s, c) in enumerate(zip(first, counts, strict=True)):
-        sl = slice(s, s + c)
+        # People reaching closer than NEAR_MM to the camera are left out of the image.
+        z = np.einsum("j,pqj->pq", cams.R[i, 2], bodies.joints[s : s + c]) + cams.t[i, 2]
+        sl = s + np.flatnonzero(z.min(axis=1) >= NEAR_MM)
         b = Bodies(
             height=bodies.height[sl], girth=bodies.girth[sl], angles=bodies.angles[sl],
             pose_class=bodies.pose_class[sl], joints=bodies.joints[sl], head_rot=bodies.head_rot[sl],

@@ -22,7 +22,6 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from multiprocessing import get_context
@@ -822,46 +821,63 @@ def generate(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     workers = min(workers, num_chunks)
     bar = _Progress(f"synth {split}", num_images, progress)
-    results: list[tuple[dict, list[dict]]] = []
     args = (config, int(seed), split, image_dir, int(num_images))
-    if workers <= 1:
-        _init_worker(*args)
-        chunks: Iterator[list] = map(_run_chunk, range(num_chunks))
-        for part in chunks:
-            results.extend(part)
-            bar.update(len(results))
-    else:
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args
-        ) as pool:
-            for part in pool.map(_run_chunk, range(num_chunks)):
-                results.extend(part)
-                bar.update(len(results))
+    path = ann_dir / f"person_keypoints_{split}.json"
+    # Annotations stream to a side file as chunks arrive (in order), so memory stays small.
+    side = path.with_suffix(".annotations.tmp")
+    images: list[dict] = []
+    num_anns = 0
+    with side.open("w") as f:
 
+        def collect(part: list[tuple[dict, list[dict]]]) -> None:
+            nonlocal num_anns
+            for record, anns in part:
+                images.append(record)
+                for a in anns:
+                    num_anns += 1
+                    f.write(("," if num_anns > 1 else "") + _dumps({"id": num_anns, **a}))
+            bar.update(len(images))
+
+        if workers <= 1:
+            _init_worker(*args)
+            for chunk in range(num_chunks):
+                collect(_run_chunk(chunk))
+        else:
+            ctx = get_context("spawn")  # no fork: safe with threads and torch in the parent
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=args
+            ) as pool:
+                for part in pool.map(_run_chunk, range(num_chunks)):
+                    collect(part)
+    _write_coco(path, side, images, config, seed, split)
+    return path
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _write_coco(
+    path: Path, side: Path, images: list[dict], config: SynthConfig, seed: int, split: str
+) -> None:
+    """Assemble the COCO json from the image records and the streamed annotations."""
     from posereg import __version__
 
-    images, annotations = [], []
-    for record, anns in results:
-        images.append(record)
-        for a in anns:
-            annotations.append({"id": len(annotations) + 1, **a})
-    doc = {
-        "info": {
-            "description": "posereg synthetic people (posereg.synth)",
-            "version": __version__,
-            "split": split,
-            "seed": int(seed),
-            "config": config.to_dict(),
-        },
-        "images": images,
-        "annotations": annotations,
-        "categories": _categories(config),
+    info = {
+        "description": "posereg synthetic people (posereg.synth)",
+        "version": __version__,
+        "split": split,
+        "seed": int(seed),
+        "config": config.to_dict(),
     }
-    path = ann_dir / f"person_keypoints_{split}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    with tmp.open("w") as out, side.open() as anns:
+        out.write(f'{{"info":{_dumps(info)},"images":{_dumps(images)},"annotations":[')
+        while block := anns.read(1 << 20):
+            out.write(block)
+        out.write(f'],"categories":{_dumps(_categories(config))}}}')
+    side.unlink()
     tmp.replace(path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------

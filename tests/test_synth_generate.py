@@ -161,6 +161,18 @@ def test_visibility_agrees_with_the_rendered_part_ids(dataset: tuple[Path, dict]
     assert checked[1] > 10 and checked[2] > 100
 
 
+@pytest.mark.parametrize("preset", ["easy", "medium", "hard"])
+def test_every_preset_renders_people(tmp_path: Path, preset: str) -> None:
+    cfg = SynthConfig.preset(preset)
+    path = generate(tmp_path, "train", 16, seed=8, config=cfg, num_workers=0, progress=False)
+    data = json.loads(path.read_text())
+    lo, hi = cfg.people_per_image
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=17)[1:]
+    assert per_image.max() <= hi and (per_image >= 1).mean() > 0.9
+    assert data["info"]["config"] == cfg.to_dict()
+    assert SynthConfig.from_dict(data["info"]["config"]) == cfg
+
+
 @pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_workers(
     dataset: tuple[Path, dict], tmp_path: Path

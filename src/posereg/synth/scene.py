@@ -47,6 +47,8 @@ class TextureBank:
 
 def _random_colours(rng: np.random.Generator, n: int) -> list[tuple[float, float, float]]:
     """Colours as found in indoor and outdoor scenes: 80 % muted, 20 % saturated (BGR)."""
+    if n == 0:
+        return []
     sat = np.where(rng.random(n) < 0.8, rng.uniform(0, 90, n), rng.uniform(90, 230, n))
     hsv = np.stack([rng.uniform(0, 180, n), sat, rng.uniform(35, 235, n)], axis=1)
     bgr = cv2.cvtColor(hsv.astype(np.uint8)[:, None, :], cv2.COLOR_HSV2BGR)[:, 0]

@@ -36,9 +36,9 @@ from posereg.synth.body import POSE_CLASSES, Bodies, sample_bodies, skeleton_joi
 from posereg.synth.camera import Cameras, frame_person, load_h36m_calibrations, project
 from posereg.synth.noise import NoiseConfig, apply_label_noise
 from posereg.synth.render import (
-    _SKIN_RGB,
     MAX_PEOPLE,
     PARTS_PER_PERSON,
+    SKIN_TONES_RGB,
     PersonView,
     draw_people,
     draw_shadows,
@@ -400,12 +400,11 @@ def _place_in_view(
         placed = [main]
         for q in range(s + 1, s + n):
             for _ in range(8):
-                if rng.random() < 0.5:
+                if rng.random() < 0.5:  # next to the framed person
                     d = depth + rng.uniform(-0.4, 1.2) * 1000.0
-                    lateral = float(right[:2] @ (main - centre[:2])) + rng.choice(
-                        [-1, 1]
-                    ) * rng.uniform(300.0, 1000.0)
-                else:
+                    side = 1.0 if rng.random() < 0.5 else -1.0
+                    lateral = float(right[:2] @ (main - centre[:2])) + side * rng.uniform(300, 1000)
+                else:  # anywhere in view
                     d = depth * rng.uniform(0.6, 1.8)
                     lateral = rng.uniform(-1.0, 1.0) * 0.9 * d * half_width
                 d = max(d, 0.5 * depth, 800.0)
@@ -513,7 +512,7 @@ class RenderedScene:
 
 
 _CLASS_NAMES = tuple(POSE_CLASSES)
-_SKIN_BGR = [c[::-1].copy() for c in _SKIN_RGB]
+_SKIN_BGR = [c[::-1].copy() for c in SKIN_TONES_RGB]
 
 
 def render_scene(
@@ -542,10 +541,10 @@ def render_scene(
             height=float(plan.bodies.height[p]),
             girth=float(plan.bodies.girth[p]),
             appearance=sample_appearance(rng),
-        )  # fmt: skip
+        )
         for p in range(len(plan.bodies))
     ]
-    main_px = float(np.ptp(joints_2d[0], axis=0).max())
+    main_px = float(np.ptp(joints_2d[0], axis=0).max()) if views else 0.0
     n_limbs = int(rng.integers(config.distractor_limbs[0], config.distractor_limbs[1] + 1))
     draw_distractor_limbs(img, rng, n_limbs, max(main_px, 0.3 * h), _SKIN_BGR)
 

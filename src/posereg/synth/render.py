@@ -21,6 +21,7 @@ from posereg.synth.body import JOINT_NAMES, NUM_JOINTS, joint_index
 __all__ = [
     "PART_NAMES",
     "OCCLUDER_ID",
+    "SKIN_TONES_RGB",
     "MAX_PEOPLE",
     "Appearance",
     "PersonView",
@@ -101,7 +102,7 @@ SURFACE_JOINTS = np.array(
 )
 
 # Realistic skin tones (RGB), light to dark, loosely following the Fitzpatrick scale.
-_SKIN_RGB = np.array(
+SKIN_TONES_RGB = np.array(
     [(255, 224, 196), (241, 194, 158), (234, 192, 134), (224, 172, 105), (198, 134, 66),
      (170, 112, 70), (141, 85, 36), (110, 68, 40), (92, 51, 23), (62, 38, 22)], dtype=np.float64
 )  # fmt: skip
@@ -170,7 +171,7 @@ def _cloth(rng: np.random.Generator) -> np.ndarray:
 
 def sample_appearance(rng: np.random.Generator) -> Appearance:
     """Random skin tone, hair and clothing colours; a third of the shirts are striped."""
-    skin = _SKIN_RGB[rng.integers(len(_SKIN_RGB))][::-1] * rng.uniform(0.9, 1.05)
+    skin = SKIN_TONES_RGB[rng.integers(len(SKIN_TONES_RGB))][::-1] * rng.uniform(0.9, 1.05)
     skin = skin + rng.normal(0, 5, 3)
     hair = _HAIR_RGB[rng.integers(len(_HAIR_RGB))][::-1] * rng.uniform(0.8, 1.1)
     if rng.random() < 0.1:  # bald or shaved

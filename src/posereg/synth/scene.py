@@ -134,7 +134,7 @@ def _person_boxes(photo_dir: Path) -> dict[Path, list[tuple[float, float, float,
 def _photo_crops(
     rng: np.random.Generator, photo_dir: Path, size: int, per_photo: int = 4
 ) -> list[np.ndarray]:
-    """Square crops of the real photos that do not overlap any annotated person (+10 % margin).
+    """Square crops of the real photos that do not overlap any annotated person (+25 % margin).
 
     People that the source datasets did not annotate can still appear; see docs/synth.md.
     """
@@ -145,7 +145,12 @@ def _photo_crops(
             continue
         h, w = img.shape[:2]
         grown = [
-            (x0 - 0.1 * (x1 - x0), y0 - 0.1 * (y1 - y0), x1 + 0.1 * (x1 - x0), y1 + 0.1 * (y1 - y0))
+            (
+                x0 - 0.25 * (x1 - x0),
+                y0 - 0.25 * (y1 - y0),
+                x1 + 0.25 * (x1 - x0),
+                y1 + 0.25 * (y1 - y0),
+            )
             for x0, y0, x1, y1 in people
         ]
         found = 0

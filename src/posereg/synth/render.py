@@ -281,9 +281,9 @@ def _ellipse(
     c: tuple[float, float],
     axes: tuple[float, float],
     angle: float,
-    color,
+    color: float | tuple[float, ...],
     line_type: int,
-) -> None:  # noqa: ANN001
+) -> None:
     cv2.ellipse(
         img,
         (round(c[0] * _ONE), round(c[1] * _ONE)),

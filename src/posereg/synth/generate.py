@@ -33,7 +33,13 @@ import numpy as np
 
 from posereg.skeletons import H36M17, MPII16, get_skeleton
 from posereg.synth.body import POSE_CLASSES, Bodies, sample_bodies, skeleton_joint_indices
-from posereg.synth.camera import Cameras, frame_person, load_h36m_calibrations, project
+from posereg.synth.camera import (
+    Cameras,
+    H36MCalibrations,
+    frame_person,
+    load_h36m_calibrations,
+    project,
+)
 from posereg.synth.noise import NoiseConfig, apply_label_noise
 from posereg.synth.render import (
     MAX_PEOPLE,
@@ -416,20 +422,22 @@ def _place_in_view(
 
 
 def _sample_chunk(
-    config: SynthConfig, seed: int, split: str, chunk: int, calib: Any
+    config: SynthConfig, seed: int, split: str, chunk: int, calib: H36MCalibrations | None
 ) -> list[_ScenePlan]:
+    """People and cameras of the CHUNK_SIZE images of one chunk (``calib``: the Human3.6M
+    calibrations when ``config.camera == "h36m"``, else None)."""
     rng = np.random.default_rng([seed, _split_key(split), chunk])
     n = CHUNK_SIZE
     lo, hi = config.people_per_image
     counts = rng.integers(lo, hi + 1, n)
     bodies = sample_bodies(rng, int(counts.sum()), config.pose_classes, config.pose_spread)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    if config.camera == "random":
+    if calib is None:  # camera == "random"
         cams = frame_person(
             rng, bodies.joints[first], config.image_size, config.fov_deg, config.elevation_deg,
             config.roll_std_deg, config.person_height_frac, config.truncation_prob,
         )  # fmt: skip
-    else:
+    else:  # camera == "h36m"
         cams = calib.sample(rng, n, config.image_size)
         _place_in_capture_area(rng, bodies, first, cams, config.image_size)
     _place_in_view(rng, bodies, cams, counts, config.image_size)
@@ -661,7 +669,7 @@ class _Worker:
     image_dir: Path
     num_images: int
     bank: TextureBank
-    calib: Any
+    calib: H36MCalibrations | None
 
 
 _STATE: _Worker | None = None

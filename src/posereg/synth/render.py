@@ -508,6 +508,9 @@ def painter_order(people: list[PersonView]) -> list[tuple[int, int]]:
     return [(p, part) for _, p, part, _ in _sorted_items(people, (0.0, -1.0))]
 
 
+_SHADOW_JOINTS = [joint_index(n) for n in ("pelvis", "thorax", "left_ankle", "right_ankle")]
+
+
 def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np.ndarray) -> None:
     """Darken the floor (world z = 0) under each person with an elliptical shadow, in place.
 
@@ -525,8 +528,8 @@ def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np
     side /= np.linalg.norm(side)
     depth = np.cross(up, side)
     for view in people:
-        feet = view.joints_cam[[joint_index("left_ankle"), joint_index("right_ankle")]].mean(axis=0)
-        spot = feet - (up @ feet - level) * up
+        body = view.joints_cam[_SHADOW_JOINTS].mean(axis=0)  # under the body, standing or lying
+        spot = body - (up @ body - level) * up
         if spot[2] < 100.0:
             continue
         axes = np.stack([side * 0.22 * view.height, depth * 0.16 * view.height, up], axis=1)

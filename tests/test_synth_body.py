@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posereg.skeletons import COCO17, H36M17, MPII16
+from posereg.skeletons import COCO17, H36M17, MPII16, Skeleton
 from posereg.synth import body as B
 
 
@@ -105,7 +105,7 @@ def test_lying_people_are_horizontal() -> None:
 
 
 @pytest.mark.parametrize("skeleton", [COCO17, MPII16, H36M17])
-def test_every_dataset_keypoint_maps_to_a_model_joint(skeleton) -> None:  # noqa: ANN001
+def test_every_dataset_keypoint_maps_to_a_model_joint(skeleton: Skeleton) -> None:
     idx = B.skeleton_joint_indices(skeleton)
     assert len(idx) == skeleton.num_keypoints and len(set(idx.tolist())) == len(idx)
     names = [B.JOINT_NAMES[i] for i in idx]

@@ -12,6 +12,7 @@ from posereg.synth.render import (
     OCCLUDER_ID,
     PARTS_PER_PERSON,
     SURFACE_JOINTS,
+    PersonView,
     ellipsoid_outline,
     own_part_ids,
     painter_order,
@@ -33,7 +34,7 @@ def scenes(request: pytest.FixtureRequest) -> list:
     return out
 
 
-def _pixels(view) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _pixels(view: PersonView) -> tuple[np.ndarray, np.ndarray]:
     cols = np.floor(view.joints_2d[:, 0] + 0.5).astype(int)
     rows = np.floor(view.joints_2d[:, 1] + 0.5).astype(int)
     return rows, cols

@@ -157,6 +157,9 @@ def frame_person(
     frac = rng.uniform(*height_frac, n)
     frac = np.where(truncated, frac * rng.uniform(1.0, 1.4, n), frac)
     dist = f * size / (frac * h)
+    # Keep the camera at least 300 mm outside the sphere around the centre holding all joints.
+    reach = np.linalg.norm(joints - centre[:, None], axis=2).max(axis=1)
+    dist = np.maximum(dist, reach + 300.0)
 
     azimuth = rng.uniform(0.0, 2 * np.pi, n)
     elev = np.deg2rad(rng.uniform(*elevation_deg, n))

@@ -22,7 +22,6 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from multiprocessing import get_context
@@ -34,12 +33,18 @@ import numpy as np
 
 from posereg.skeletons import H36M17, MPII16, get_skeleton
 from posereg.synth.body import POSE_CLASSES, Bodies, sample_bodies, skeleton_joint_indices
-from posereg.synth.camera import Cameras, frame_person, load_h36m_calibrations, project
+from posereg.synth.camera import (
+    Cameras,
+    H36MCalibrations,
+    frame_person,
+    load_h36m_calibrations,
+    project,
+)
 from posereg.synth.noise import NoiseConfig, apply_label_noise
 from posereg.synth.render import (
-    _SKIN_RGB,
     MAX_PEOPLE,
     PARTS_PER_PERSON,
+    SKIN_TONES_RGB,
     PersonView,
     draw_people,
     draw_shadows,
@@ -74,6 +79,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 16
+NEAR_MM = 200.0  # people with a joint nearer to the camera than this are not placed
 CAMERA_SOURCES = ("random", "h36m")
 IMAGE_FORMATS = ("jpg", "png")
 # Silhouette area / area of the box around the projected keypoints, measured on 300 rendered
@@ -400,12 +406,11 @@ def _place_in_view(
         placed = [main]
         for q in range(s + 1, s + n):
             for _ in range(8):
-                if rng.random() < 0.5:
+                if rng.random() < 0.5:  # next to the framed person
                     d = depth + rng.uniform(-0.4, 1.2) * 1000.0
-                    lateral = float(right[:2] @ (main - centre[:2])) + rng.choice(
-                        [-1, 1]
-                    ) * rng.uniform(300.0, 1000.0)
-                else:
+                    side = 1.0 if rng.random() < 0.5 else -1.0
+                    lateral = float(right[:2] @ (main - centre[:2])) + side * rng.uniform(300, 1000)
+                else:  # anywhere in view
                     d = depth * rng.uniform(0.6, 1.8)
                     lateral = rng.uniform(-1.0, 1.0) * 0.9 * d * half_width
                 d = max(d, 0.5 * depth, 800.0)
@@ -417,26 +422,30 @@ def _place_in_view(
 
 
 def _sample_chunk(
-    config: SynthConfig, seed: int, split: str, chunk: int, calib: Any
+    config: SynthConfig, seed: int, split: str, chunk: int, calib: H36MCalibrations | None
 ) -> list[_ScenePlan]:
+    """People and cameras of the CHUNK_SIZE images of one chunk (``calib``: the Human3.6M
+    calibrations when ``config.camera == "h36m"``, else None)."""
     rng = np.random.default_rng([seed, _split_key(split), chunk])
     n = CHUNK_SIZE
     lo, hi = config.people_per_image
     counts = rng.integers(lo, hi + 1, n)
     bodies = sample_bodies(rng, int(counts.sum()), config.pose_classes, config.pose_spread)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    if config.camera == "random":
+    if calib is None:  # camera == "random"
         cams = frame_person(
             rng, bodies.joints[first], config.image_size, config.fov_deg, config.elevation_deg,
             config.roll_std_deg, config.person_height_frac, config.truncation_prob,
         )  # fmt: skip
-    else:
+    else:  # camera == "h36m"
         cams = calib.sample(rng, n, config.image_size)
         _place_in_capture_area(rng, bodies, first, cams, config.image_size)
     _place_in_view(rng, bodies, cams, counts, config.image_size)
     plans = []
     for i, (s, c) in enumerate(zip(first, counts, strict=True)):
-        sl = slice(s, s + c)
+        # People reaching closer than NEAR_MM to the camera are left out of the image.
+        z = np.einsum("j,pqj->pq", cams.R[i, 2], bodies.joints[s : s + c]) + cams.t[i, 2]
+        sl = s + np.flatnonzero(z.min(axis=1) >= NEAR_MM)
         b = Bodies(
             height=bodies.height[sl], girth=bodies.girth[sl], angles=bodies.angles[sl],
             pose_class=bodies.pose_class[sl], joints=bodies.joints[sl], head_rot=bodies.head_rot[sl],
@@ -511,7 +520,7 @@ class RenderedScene:
 
 
 _CLASS_NAMES = tuple(POSE_CLASSES)
-_SKIN_BGR = [c[::-1].copy() for c in _SKIN_RGB]
+_SKIN_BGR = [c[::-1].copy() for c in SKIN_TONES_RGB]
 
 
 def render_scene(
@@ -540,10 +549,10 @@ def render_scene(
             height=float(plan.bodies.height[p]),
             girth=float(plan.bodies.girth[p]),
             appearance=sample_appearance(rng),
-        )  # fmt: skip
+        )
         for p in range(len(plan.bodies))
     ]
-    main_px = float(np.ptp(joints_2d[0], axis=0).max())
+    main_px = float(np.ptp(joints_2d[0], axis=0).max()) if views else 0.0
     n_limbs = int(rng.integers(config.distractor_limbs[0], config.distractor_limbs[1] + 1))
     draw_distractor_limbs(img, rng, n_limbs, max(main_px, 0.3 * h), _SKIN_BGR)
 
@@ -660,7 +669,7 @@ class _Worker:
     image_dir: Path
     num_images: int
     bank: TextureBank
-    calib: Any
+    calib: H36MCalibrations | None
 
 
 _STATE: _Worker | None = None
@@ -819,46 +828,63 @@ def generate(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     workers = min(workers, num_chunks)
     bar = _Progress(f"synth {split}", num_images, progress)
-    results: list[tuple[dict, list[dict]]] = []
     args = (config, int(seed), split, image_dir, int(num_images))
-    if workers <= 1:
-        _init_worker(*args)
-        chunks: Iterator[list] = map(_run_chunk, range(num_chunks))
-        for part in chunks:
-            results.extend(part)
-            bar.update(len(results))
-    else:
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=args
-        ) as pool:
-            for part in pool.map(_run_chunk, range(num_chunks)):
-                results.extend(part)
-                bar.update(len(results))
+    path = ann_dir / f"person_keypoints_{split}.json"
+    # Annotations stream to a side file as chunks arrive (in order), so memory stays small.
+    side = path.with_suffix(".annotations.tmp")
+    images: list[dict] = []
+    num_anns = 0
+    with side.open("w") as f:
 
+        def collect(part: list[tuple[dict, list[dict]]]) -> None:
+            nonlocal num_anns
+            for record, anns in part:
+                images.append(record)
+                for a in anns:
+                    num_anns += 1
+                    f.write(("," if num_anns > 1 else "") + _dumps({"id": num_anns, **a}))
+            bar.update(len(images))
+
+        if workers <= 1:
+            _init_worker(*args)
+            for chunk in range(num_chunks):
+                collect(_run_chunk(chunk))
+        else:
+            ctx = get_context("spawn")  # no fork: safe with threads and torch in the parent
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=args
+            ) as pool:
+                for part in pool.map(_run_chunk, range(num_chunks)):
+                    collect(part)
+    _write_coco(path, side, images, config, seed, split)
+    return path
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _write_coco(
+    path: Path, side: Path, images: list[dict], config: SynthConfig, seed: int, split: str
+) -> None:
+    """Assemble the COCO json from the image records and the streamed annotations."""
     from posereg import __version__
 
-    images, annotations = [], []
-    for record, anns in results:
-        images.append(record)
-        for a in anns:
-            annotations.append({"id": len(annotations) + 1, **a})
-    doc = {
-        "info": {
-            "description": "posereg synthetic people (posereg.synth)",
-            "version": __version__,
-            "split": split,
-            "seed": int(seed),
-            "config": config.to_dict(),
-        },
-        "images": images,
-        "annotations": annotations,
-        "categories": _categories(config),
+    info = {
+        "description": "posereg synthetic people (posereg.synth)",
+        "version": __version__,
+        "split": split,
+        "seed": int(seed),
+        "config": config.to_dict(),
     }
-    path = ann_dir / f"person_keypoints_{split}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    with tmp.open("w") as out, side.open() as anns:
+        out.write(f'{{"info":{_dumps(info)},"images":{_dumps(images)},"annotations":[')
+        while block := anns.read(1 << 20):
+            out.write(block)
+        out.write(f'],"categories":{_dumps(_categories(config))}}}')
+    side.unlink()
     tmp.replace(path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from posereg.synth.body import JOINT_NAMES, NUM_JOINTS, joint_index
 __all__ = [
     "PART_NAMES",
     "OCCLUDER_ID",
+    "SKIN_TONES_RGB",
     "MAX_PEOPLE",
     "Appearance",
     "PersonView",
@@ -101,7 +102,7 @@ SURFACE_JOINTS = np.array(
 )
 
 # Realistic skin tones (RGB), light to dark, loosely following the Fitzpatrick scale.
-_SKIN_RGB = np.array(
+SKIN_TONES_RGB = np.array(
     [(255, 224, 196), (241, 194, 158), (234, 192, 134), (224, 172, 105), (198, 134, 66),
      (170, 112, 70), (141, 85, 36), (110, 68, 40), (92, 51, 23), (62, 38, 22)], dtype=np.float64
 )  # fmt: skip
@@ -170,7 +171,7 @@ def _cloth(rng: np.random.Generator) -> np.ndarray:
 
 def sample_appearance(rng: np.random.Generator) -> Appearance:
     """Random skin tone, hair and clothing colours; a third of the shirts are striped."""
-    skin = _SKIN_RGB[rng.integers(len(_SKIN_RGB))][::-1] * rng.uniform(0.9, 1.05)
+    skin = SKIN_TONES_RGB[rng.integers(len(SKIN_TONES_RGB))][::-1] * rng.uniform(0.9, 1.05)
     skin = skin + rng.normal(0, 5, 3)
     hair = _HAIR_RGB[rng.integers(len(_HAIR_RGB))][::-1] * rng.uniform(0.8, 1.1)
     if rng.random() < 0.1:  # bald or shaved
@@ -280,9 +281,9 @@ def _ellipse(
     c: tuple[float, float],
     axes: tuple[float, float],
     angle: float,
-    color,
+    color: float | tuple[float, ...],
     line_type: int,
-) -> None:  # noqa: ANN001
+) -> None:
     cv2.ellipse(
         img,
         (round(c[0] * _ONE), round(c[1] * _ONE)),
@@ -507,6 +508,9 @@ def painter_order(people: list[PersonView]) -> list[tuple[int, int]]:
     return [(p, part) for _, p, part, _ in _sorted_items(people, (0.0, -1.0))]
 
 
+_SHADOW_JOINTS = [joint_index(n) for n in ("pelvis", "thorax", "left_ankle", "right_ankle")]
+
+
 def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np.ndarray) -> None:
     """Darken the floor (world z = 0) under each person with an elliptical shadow, in place.
 
@@ -524,8 +528,8 @@ def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np
     side /= np.linalg.norm(side)
     depth = np.cross(up, side)
     for view in people:
-        feet = view.joints_cam[[joint_index("left_ankle"), joint_index("right_ankle")]].mean(axis=0)
-        spot = feet - (up @ feet - level) * up
+        body = view.joints_cam[_SHADOW_JOINTS].mean(axis=0)  # under the body, standing or lying
+        spot = body - (up @ body - level) * up
         if spot[2] < 100.0:
             continue
         axes = np.stack([side * 0.22 * view.height, depth * 0.16 * view.height, up], axis=1)

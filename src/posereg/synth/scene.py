@@ -47,6 +47,8 @@ class TextureBank:
 
 def _random_colours(rng: np.random.Generator, n: int) -> list[tuple[float, float, float]]:
     """Colours as found in indoor and outdoor scenes: 80 % muted, 20 % saturated (BGR)."""
+    if n == 0:
+        return []
     sat = np.where(rng.random(n) < 0.8, rng.uniform(0, 90, n), rng.uniform(90, 230, n))
     hsv = np.stack([rng.uniform(0, 180, n), sat, rng.uniform(35, 235, n)], axis=1)
     bgr = cv2.cvtColor(hsv.astype(np.uint8)[:, None, :], cv2.COLOR_HSV2BGR)[:, 0]
@@ -132,7 +134,7 @@ def _person_boxes(photo_dir: Path) -> dict[Path, list[tuple[float, float, float,
 def _photo_crops(
     rng: np.random.Generator, photo_dir: Path, size: int, per_photo: int = 4
 ) -> list[np.ndarray]:
-    """Square crops of the real photos that do not overlap any annotated person (+10 % margin).
+    """Square crops of the real photos that do not overlap any annotated person (+25 % margin).
 
     People that the source datasets did not annotate can still appear; see docs/synth.md.
     """
@@ -143,7 +145,12 @@ def _photo_crops(
             continue
         h, w = img.shape[:2]
         grown = [
-            (x0 - 0.1 * (x1 - x0), y0 - 0.1 * (y1 - y0), x1 + 0.1 * (x1 - x0), y1 + 0.1 * (y1 - y0))
+            (
+                x0 - 0.25 * (x1 - x0),
+                y0 - 0.25 * (y1 - y0),
+                x1 + 0.25 * (x1 - x0),
+                y1 + 0.25 * (y1 - y0),
+            )
             for x0, y0, x1, y1 in people
         ]
         found = 0

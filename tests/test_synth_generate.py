@@ -82,14 +82,18 @@ def test_v0_exactly_when_the_clean_point_is_outside(dataset: tuple[Path, dict]) 
     for a in _anns(data):
         h, w = size[a["image_id"]]
         uv = project(np.array(a["joints_3d"])[None], np.array(a["camera"]["K"])[None])[0]
-        inside = (
-            (uv[:, 0] >= -0.5) & (uv[:, 0] < w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < h - 0.5)
-        )
+        # inside = within the span of the pixel centres, [0, W - 1] x [0, H - 1]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
         for field in ("keypoints", "keypoints_clean"):
             kp = np.array(a[field]).reshape(-1, 3)
             np.testing.assert_array_equal(kp[:, 2] == 0, ~inside)
             assert np.all(kp[~inside] == 0.0)
         assert a["num_keypoints"] == int(inside.sum())
+        # labels (noisy or clean) always lie inside the image: never negative, never past W - 1
+        for field in ("keypoints", "keypoints_clean"):
+            kp = np.array(a[field]).reshape(-1, 3)[inside]
+            assert (kp[:, 0] >= 0).all() and (kp[:, 0] <= w - 1).all()
+            assert (kp[:, 1] >= 0).all() and (kp[:, 1] <= h - 1).all()
 
 
 def test_fields_are_consistent(dataset: tuple[Path, dict]) -> None:
@@ -295,7 +299,7 @@ def test_3d_only_mode_is_consistent_and_deterministic(tmp_path: Path) -> None:
     h, w = cfg.image_size
     u, v = s.keypoints_2d[..., 0], s.keypoints_2d[..., 1]
     np.testing.assert_array_equal(
-        s.visible, (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+        s.visible, (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     )
     assert np.all(s.keypoints_2d_noisy[~s.visible] == 0)
     assert s.visible.mean() > 0.9 and np.all(s.joints_3d[..., 2] > 0)

@@ -45,7 +45,7 @@ def test_v0_exactly_outside_the_image(scenes: list) -> None:
         h, w = scene.part_ids.shape
         for p, view in enumerate(scene.views):
             u, v = view.joints_2d[:, 0], view.joints_2d[:, 1]
-            inside = (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+            inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
             np.testing.assert_array_equal(scene.visibility[p] == 0, ~inside)
 
 

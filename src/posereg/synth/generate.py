@@ -612,6 +612,9 @@ def _annotate(
     noisy = apply_label_noise(
         rng, clean, vis, scene.area[keep], skel.oks_k, skel.flip_pairs, config.noise
     )
+    # Annotators click inside the image: a noisy label that falls outside is clipped to it.
+    h, w = scene.part_ids.shape
+    labels = np.clip(noisy.keypoints, 0.0, [w - 1.0, h - 1.0])
     cam = scene.camera
     camera = {"K": _r(cam.K[0], 6), "R": _r(cam.R[0], 9), "t": _r(cam.t[0], 3)}
     h36m, mpii = skeleton_joint_indices(H36M17), skeleton_joint_indices(MPII16)
@@ -624,7 +627,7 @@ def _annotate(
             {
                 "image_id": image_id,
                 "category_id": 1,
-                "keypoints": _coco_triplets(noisy.keypoints[q], v),
+                "keypoints": _coco_triplets(labels[q], v),
                 "num_keypoints": int((v > 0).sum()),
                 "bbox": scene.bbox[p].tolist(),
                 "area": float(scene.area[p]),
@@ -962,12 +965,7 @@ def sample_poses(
             _place_in_capture_area(rng, bodies, np.arange(n), cams, config.image_size)
         joints = cams.to_camera(bodies.joints[:, idx])
         uv = project(joints, cams.K)
-        visible = (
-            (uv[..., 0] >= -0.5)
-            & (uv[..., 0] < w - 0.5)
-            & (uv[..., 1] >= -0.5)
-            & (uv[..., 1] < h - 0.5)
-        )
+        visible = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
         area = AREA_PER_KEYPOINT_BOX * np.prod(np.ptp(uv, axis=1), axis=1)
         noisy = apply_label_noise(
             rng, uv, np.where(visible, 2, 0), area, skel.oks_k, skel.flip_pairs, config.noise

@@ -14,8 +14,9 @@ keypoint evaluation page). We use them as the annotators' spread:
   labels trade places, when both are labelled.
 
 ``scale`` multiplies every spread (the difficulty presets use 0.5, 1, 1.5). Visibility codes
-are decided from the clean points and never changed by noise: a label may fall slightly outside
-the image, and a swap moves positions but leaves each slot's v code in place.
+are decided from the clean points and never changed by noise (the generator clips a label that
+noise pushes outside the image back to its border), and a swap moves positions but leaves each
+slot's v code in place.
 """
 
 from __future__ import annotations

@@ -547,7 +547,8 @@ def draw_shadows(img: np.ndarray, people: list[PersonView], R: np.ndarray, t: np
 def keypoint_visibility(ids: np.ndarray, person: int, view: PersonView) -> np.ndarray:
     """COCO visibility of every model joint of one person from the part-id buffer.
 
-    A joint is 0 when its pixel ``(round(u), round(v))`` lies outside the image; otherwise 2 when
+    A joint is 0 when it lies outside the image, i.e. outside [0, W - 1] x [0, H - 1] (the span
+    of the pixel centres: labelled keypoints are never negative, as COCO's); otherwise 2 when
     that pixel shows one of the joint's own parts of this person (``own_part_ids``) and, for the
     nose, eyes and ears, the point faces the camera; otherwise 1 (covered by another part, person
     or occluder, or on the far side of the head).
@@ -558,7 +559,8 @@ def keypoint_visibility(ids: np.ndarray, person: int, view: PersonView) -> np.nd
     h, w = ids.shape
     cols = np.floor(view.joints_2d[:, 0] + 0.5).astype(np.int64)
     rows = np.floor(view.joints_2d[:, 1] + 0.5).astype(np.int64)
-    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h) & (view.joints_cam[:, 2] > 0)
+    u, vv = view.joints_2d[:, 0], view.joints_2d[:, 1]
+    inside = (u >= 0) & (u <= w - 1) & (vv >= 0) & (vv <= h - 1) & (view.joints_cam[:, 2] > 0)
     v = np.zeros(NUM_JOINTS, dtype=np.int64)
     seen = ids[rows.clip(0, h - 1), cols.clip(0, w - 1)].astype(np.int64) - part_id(person, 0)
     mine = (seen >= 0) & (seen < PARTS_PER_PERSON)

@@ -51,10 +51,18 @@ def make_standin_synthetic(root: Path, num_images: int = 64, seed: int = 0) -> t
             ky = np.sort(rng.uniform(y, y + h, 17))
             kpts = np.stack([kx, ky, np.full(17, 2.0)], 1)
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                 "bbox": [x, y, w, h], "area": float(w * h), "num_keypoints": 17,
-                 "keypoints": kpts.ravel().tolist(), "keypoints_clean": kpts.ravel().tolist()}
-            )  # fmt: skip
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x, y, w, h],
+                    "area": float(w * h),
+                    "num_keypoints": 17,
+                    "keypoints": kpts.ravel().tolist(),
+                    "keypoints_clean": kpts.ravel().tolist(),
+                }
+            )
         name = f"{i:06d}.jpg"
         cv2.imwrite(str(root / "images" / name), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
         images.append({"id": i + 1, "file_name": name, "height": 256, "width": 256})
@@ -91,9 +99,12 @@ def single_thread_rate(dataset: TopDownDataset, num_items: int) -> float:
 def loader_rate(dataset: TopDownDataset, num_items: int, workers: int, batch_size: int) -> float:
     indices = [i % len(dataset) for i in range(num_items)]
     loader = DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=batch_size, num_workers=workers,
-        collate_fn=collate, persistent_workers=workers > 0,
-    )  # fmt: skip
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+    )
     it = iter(loader)
     first = next(it)  # worker start-up is not throughput
     start, n = time.perf_counter(), 0
@@ -111,7 +122,9 @@ def decoder_rates(files: list[Path], num: int) -> dict[str, float]:
         "posereg decode_bgr(opencv)": lambda d: decode_bgr(d, jpeg_decoder="opencv"),
     }
     if simplejpeg is not None:
-        candidates["posereg decode_bgr(simplejpeg)"] = lambda d: decode_bgr(d, jpeg_decoder="simplejpeg")
+        candidates["posereg decode_bgr(simplejpeg)"] = lambda d: decode_bgr(
+            d, jpeg_decoder="simplejpeg"
+        )
     out = {}
     for _ in range(2):  # interleave to spread the noise of a shared machine
         for name, fn in candidates.items():
@@ -150,9 +163,11 @@ def main() -> None:
             "COCO fixtures": (args.coco / "test_coco.json", args.coco),
             synth_label: (synth_ann, synth_root),
         }
-        print(f"one process, one thread, {args.items} items x best of {args.repeats}, 256x192, "
-              f"augment on (flip, scale, rotation, half-body, colour jitter {args.color_jitter}), "
-              "regression targets")  # fmt: skip
+        print(
+            f"one process, one thread, {args.items} items x best of {args.repeats}, 256x192, "
+            f"augment on (flip, scale, rotation, half-body, colour jitter {args.color_jitter}), "
+            "regression targets"
+        )
         for label, (ann, root) in sets.items():
             for fast in (True, False):
                 cfg = TransformConfig(**{**train.__dict__, "fast_decode": fast})
@@ -162,7 +177,9 @@ def main() -> None:
         for label, (ann, root) in sets.items():
             ds = TopDownDataset.from_coco(ann, root, transform=train)
             rate = loader_rate(ds, args.loader_items, args.workers, args.batch_size)
-            print(f"  DataLoader {args.workers} workers, batch {args.batch_size}, {label}: {rate:.0f} images/s")
+            print(
+                f"  DataLoader {args.workers} workers, batch {args.batch_size}, {label}: {rate:.0f} images/s"
+            )
         files = sorted(args.coco.glob("*.jpg"))
         print("JPEG decode alone, full size, COCO fixtures (best of 2):")
         for name, rate in decoder_rates(files, 400).items():

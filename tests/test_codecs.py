@@ -122,6 +122,8 @@ def test_soft_argmax_is_differentiable_and_stable_for_large_logits():
 def test_create_codec_by_name():
     assert isinstance(create_codec("heatmap", input_size=(128, 96)), HeatmapCodec)
     assert create_codec("heatmap", input_size=(128, 96)).heatmap_size == (32, 24)
-    with pytest.raises(ValueError, match="unknown codec 'argmax'; valid: regression, heatmap, integral"):
+    with pytest.raises(
+        ValueError, match="unknown codec 'argmax'; valid: regression, heatmap, integral"
+    ):
         create_codec("argmax")
     assert set(CODECS) == {"regression", "heatmap", "integral"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _real_data import BADINPUT
 from torch.utils.data import DataLoader
 
+from _real_data import BADINPUT
 from posereg.data import BadInputError, TopDownDataset, collate
 from posereg.data.image_io import decode_bgr, read_bytes, read_image
 from posereg.data.mpii import load_mpii_instances
@@ -94,9 +94,13 @@ def test_unreadable_image_raises_with_file_and_record(case):
 
 
 def test_unreadable_image_crosses_a_worker_as_the_same_error():
-    loader = DataLoader(load("truncated_image.json"), batch_size=1, num_workers=1, collate_fn=collate)
+    loader = DataLoader(
+        load("truncated_image.json"), batch_size=1, num_workers=1, collate_fn=collate
+    )
+    batches = iter(loader)
     with pytest.raises(BadInputError) as info:
-        next(iter(loader))
+        next(batches)
+    batches._shutdown_workers()  # now, not whenever garbage collection gets to it
     message = str(info.value).splitlines()[-1]  # DataLoader puts the worker traceback first
     assert message.endswith(
         f"{BADINPUT / 'truncated.jpg'}: annotation id 1 (image id 1, truncated.jpg): "
@@ -133,7 +137,9 @@ def test_any_input_mode_becomes_3_channel_uint8(name, decoder):
         grey_ref = reference @ np.array([0.299, 0.587, 0.114])
         assert np.abs(decoded[..., 0] - grey_ref).mean() < 3.0  # 16 bit rounded back to 8
     else:
-        assert np.abs(decoded[..., ::-1] - reference).mean() < 6.0  # alpha dropped, palette expanded
+        assert (
+            np.abs(decoded[..., ::-1] - reference).mean() < 6.0
+        )  # alpha dropped, palette expanded
 
 
 def test_modes_load_through_the_dataset():
@@ -145,7 +151,10 @@ def test_modes_load_through_the_dataset():
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("mpii_wrong_length.json", "wrong keypoint length"), ("mpii_bad_scale.json", "non-positive box size")],
+    [
+        ("mpii_wrong_length.json", "wrong keypoint length"),
+        ("mpii_bad_scale.json", "non-positive box size"),
+    ],
 )
 def test_mpii_bad_entries_are_counted(case, reason):
     table, report = load_mpii_instances(BADINPUT / case, BADINPUT)

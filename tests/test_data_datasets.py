@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from _real_data import real
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from _real_data import real
 from posereg.codecs import HeatmapCodec, IntegralCodec
 from posereg.data import TopDownDataset, TransformConfig, collate
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD
@@ -42,7 +42,9 @@ def test_coco_loader_keeps_labelled_instances_and_reports_the_rest(coco_json):
 
 def test_image_is_rgb_imagenet_normalized_crop(coco_json):
     """De-normalizing the tensor gives Pillow's RGB pixels warped with the same matrix."""
-    ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(fast_decode=False))
+    ds = TopDownDataset.from_coco(
+        real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(fast_decode=False)
+    )
     sample = ds[3]
     assert sample.image.dtype == torch.float32 and sample.image.shape == (3, 256, 192)
     rgb = np.asarray(Image.open(ds.table.image_path(3)).convert("RGB"))
@@ -60,7 +62,9 @@ def test_dataset_uses_the_codec(codec_cls):
     if codec_cls is HeatmapCodec:
         assert sample.target.shape == (17, 64, 48) and sample.target_weight.shape == (17,)
         peak = sample.target.reshape(17, -1).argmax(-1)
-        kp = affine_points(sample.keypoints[:, :2], ds.crop_matrix(sample.center, sample.scale, 0, False))
+        kp = affine_points(
+            sample.keypoints[:, :2], ds.crop_matrix(sample.center, sample.scale, 0, False)
+        )
         np.testing.assert_array_equal(peak % 48, np.floor(kp[:, 0] / 4 + 0.5))
     else:
         assert sample.target.shape == (17, 2) and sample.target_weight.shape == (17, 2)
@@ -68,15 +72,19 @@ def test_dataset_uses_the_codec(codec_cls):
 
 def test_codec_size_must_match():
     with pytest.raises(ValueError, match=r"codec input_size \(256, 256\) differs"):
-        TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"), codec=IntegralCodec((256, 256)))
+        TopDownDataset.from_coco(
+            real("coco", "test_coco.json"), real("coco"), codec=IntegralCodec((256, 256))
+        )
 
 
 def test_detection_boxes_with_threshold():
     dets = json.loads(real("coco", "test_coco_det_AP_H_56.json").read_text())
     ds = TopDownDataset.from_coco(
-        real("coco", "test_coco.json"), real("coco"), detections=real("coco", "test_coco_det_AP_H_56.json"),
+        real("coco", "test_coco.json"),
+        real("coco"),
+        detections=real("coco", "test_coco_det_AP_H_56.json"),
         det_score_threshold=0.5,
-    )  # fmt: skip
+    )
     kept = [d for d in dets if d["score"] >= 0.5]
     assert len(ds) == len(kept)
     assert ds.report.counts() == {"below detection score threshold": len(dets) - len(kept)}
@@ -102,8 +110,12 @@ def test_keypoints_clean_pass_through(tmp_path, coco_json):
 
 
 def test_dataloader_two_workers_collates_and_does_not_repeat_augmentations():
-    ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(augment=True))
-    loader = DataLoader(torch.utils.data.Subset(ds, [0] * 8), batch_size=2, num_workers=2, collate_fn=collate)
+    ds = TopDownDataset.from_coco(
+        real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(augment=True)
+    )
+    loader = DataLoader(
+        torch.utils.data.Subset(ds, [0] * 8), batch_size=2, num_workers=2, collate_fn=collate
+    )
     batches = list(loader)
     assert all(b.image.shape == (2, 3, 256, 192) and b.center.shape == (2, 2) for b in batches)
     scales = np.concatenate([b.scale[:, 0] for b in batches])
@@ -113,7 +125,9 @@ def test_dataloader_two_workers_collates_and_does_not_repeat_augmentations():
 
 def test_augmentation_is_reproducible_from_the_torch_seed():
     def draw():
-        ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(augment=True))
+        ds = TopDownDataset.from_coco(
+            real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(augment=True)
+        )
         return [ds._augmentation(i)[2] for i in range(12)]
 
     torch.manual_seed(3)
@@ -129,10 +143,18 @@ def test_mpii_joint_order_against_pixel_values():
     y, v = ds.table.keypoints[..., 1], ds.table.keypoints[..., 2] > 0
     idx = MPII16.index
     # head above neck above thorax above pelvis; knees above ankles (all 5 people stand upright)
-    for upper, lower in [("head_top", "upper_neck"), ("upper_neck", "thorax"), ("thorax", "pelvis"),
-                         ("left_knee", "left_ankle"), ("right_knee", "right_ankle")]:  # fmt: skip
+    for upper, lower in [
+        ("head_top", "upper_neck"),
+        ("upper_neck", "thorax"),
+        ("thorax", "pelvis"),
+        ("left_knee", "left_ankle"),
+        ("right_knee", "right_ankle"),
+    ]:
         both = v[:, idx(upper)] & v[:, idx(lower)]
-        assert both.sum() >= 3 and np.all((y[:, idx(upper)] < y[:, idx(lower)])[both]), (upper, lower)
+        assert both.sum() >= 3 and np.all((y[:, idx(upper)] < y[:, idx(lower)])[both]), (
+            upper,
+            lower,
+        )
     # 1-based MATLAB coordinates -> 0-based pixels
     np.testing.assert_allclose(ds.table.keypoints[0, :, :2], np.array(entries[0]["joints"]) - 1.0)
     # the official box (centre moved 15 x scale px down, side 200 x scale x 1.25) holds every joint
@@ -163,5 +185,7 @@ def test_h36m_joint_order_against_pixels_and_3d():
             assert np.dot(left, xyz[idx(a)] - xyz[idx(b)]) > 0, (name, a)
     ds = TopDownDataset.from_h36m(real("h36m", "test_h36m_body3d.npz"), real("h36m"))
     sample = ds[0]
-    back = crop_to_image(sample.target.double().numpy()[None], sample.center[None], sample.scale[None])
+    back = crop_to_image(
+        sample.target.double().numpy()[None], sample.center[None], sample.scale[None]
+    )
     np.testing.assert_allclose(back[0], frames.keypoints[0, :, :2], atol=1e-3)

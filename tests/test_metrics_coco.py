@@ -9,10 +9,10 @@ import json
 
 import numpy as np
 import pytest
-from _real_data import real
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from _real_data import real
 from posereg.data.badinput import BadInputError
 from posereg.metrics.coco import (
     evaluate_coco,
@@ -33,7 +33,12 @@ def gt_json():
 
 def labels_as_predictions(gt: dict) -> list[dict]:
     return [
-        {"image_id": a["image_id"], "category_id": 1, "keypoints": list(a["keypoints"]), "score": 1.0}
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "keypoints": list(a["keypoints"]),
+            "score": 1.0,
+        }
         for a in gt["annotations"]
         if a["num_keypoints"] > 0
     ]
@@ -50,11 +55,15 @@ def perturbed(gt: dict, seed: int, magnitude: float) -> list[dict]:
         kp[:, :2] += rng.normal(0.0, magnitude, (len(kp), 2))
         kp[rng.random(len(kp)) < 0.1, :2] = 0.0  # a few wildly wrong keypoints
         kp[:, 2] = rng.uniform(0.1, 1.0, len(kp))
-        preds.append({**p, "keypoints": kp.ravel().tolist(), "score": float(rng.uniform(0.05, 1.0))})
+        preds.append(
+            {**p, "keypoints": kp.ravel().tolist(), "score": float(rng.uniform(0.05, 1.0))}
+        )
         if rng.random() < 0.3:  # a duplicate, shifted
             dup = kp.copy()
             dup[:, :2] += rng.normal(0.0, 4 * magnitude, dup[:, :2].shape)
-            preds.append({**p, "keypoints": dup.ravel().tolist(), "score": float(rng.uniform(0.0, 0.5))})
+            preds.append(
+                {**p, "keypoints": dup.ravel().tolist(), "score": float(rng.uniform(0.0, 0.5))}
+            )
     return preds
 
 
@@ -91,7 +100,9 @@ def test_custom_sigmas_are_used(gt_json):
     preds = perturbed(gt_json, 5, 4.0)
     wide = np.full(17, 0.2)
     ours = evaluate_coco(real("coco", "test_coco.json"), preds, sigmas=wide)
-    np.testing.assert_allclose(ours.stats, cocoeval_directly(real("coco", "test_coco.json"), preds, wide)[:10], atol=1e-9)
+    np.testing.assert_allclose(
+        ours.stats, cocoeval_directly(real("coco", "test_coco.json"), preds, wide)[:10], atol=1e-9
+    )
     assert ours.ap > evaluate_coco(real("coco", "test_coco.json"), preds).ap
 
 
@@ -124,7 +135,14 @@ def test_clean_truth_is_a_second_report(gt_json):
         noisy[:, :2] += np.where(kp[:, 2:] > 0, rng.normal(0, 6.0, kp[:, :2].shape), 0.0)
         a["keypoints"] = noisy.ravel().tolist()
         if a["num_keypoints"] > 0:
-            truth.append({"image_id": a["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(), "score": 1.0})
+            truth.append(
+                {
+                    "image_id": a["image_id"],
+                    "category_id": 1,
+                    "keypoints": kp.ravel().tolist(),
+                    "score": 1.0,
+                }
+            )
     reports = evaluate_coco_reports(gt, truth)
     assert set(reports) == {"labels", "clean"}
     assert reports["clean"].ap == 1.0 and reports["clean"].truth == "clean"
@@ -137,7 +155,9 @@ def test_clean_truth_is_a_second_report(gt_json):
 def test_wrong_prediction_length_is_a_clear_error(gt_json):
     preds = labels_as_predictions(gt_json)
     preds[3]["keypoints"] = preds[3]["keypoints"][:48]
-    with pytest.raises(ValueError, match=r"prediction #3 \(image id \d+\) has 48 keypoint values, expected 51"):
+    with pytest.raises(
+        ValueError, match=r"prediction #3 \(image id \d+\) has 48 keypoint values, expected 51"
+    ):
         evaluate_coco(gt_json, preds)
     with pytest.raises(ValueError, match="no predictions"):
         evaluate_coco(gt_json, [])
@@ -175,7 +195,9 @@ def test_oks_nms_keeps_the_best_of_each_cluster():
     np.testing.assert_array_equal(keep, [1, 2])  # 'near' duplicates 'base' (OKS > 0.9)
     keep = oks_nms(poses, np.array([0.5, 0.9, 0.3]), np.full(3, 100.0**2), threshold=1.0)
     np.testing.assert_array_equal(keep, [1, 0, 2])
-    preds = make_coco_predictions([7, 7, 8], poses[..., :2], poses[..., 2], np.array([0.5, 0.9, 0.3]), np.full(3, 1e4))
+    preds = make_coco_predictions(
+        [7, 7, 8], poses[..., :2], poses[..., 2], np.array([0.5, 0.9, 0.3]), np.full(3, 1e4)
+    )
     kept = oks_nms_per_image(preds)
     assert [(p["image_id"], round(p["score"], 6)) for p in kept] == [(7, 2.9), (8, 2.3)]
 

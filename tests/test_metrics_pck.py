@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from _real_data import real
 from scipy.io import savemat
 
+from _real_data import real
 from posereg.data.badinput import BadInputError
 from posereg.data.mpii import load_mpii_instances
 from posereg.metrics.pck import evaluate_mpii, head_size_from_joints, load_mpii_gt_mat, pck, pckh
@@ -30,7 +30,9 @@ def test_pck_counts_visible_keypoints_within_the_threshold():
     res = pck(shifted(target, dist), target, visible, ref, 0.5)
     assert res.value == pytest.approx(4 / 7) and res.num_counted == 7
     np.testing.assert_allclose(res.per_joint, [1.0, 0.5, 1.0, 0.0])
-    exact = pck(np.array([[[3.0, 4.0]]]), np.zeros((1, 1, 2)), np.ones((1, 1), bool), np.array([10.0]), 0.5)
+    exact = pck(
+        np.array([[[3.0, 4.0]]]), np.zeros((1, 1, 2)), np.ones((1, 1), bool), np.array([10.0]), 0.5
+    )
     assert exact.value == 1.0  # a distance of exactly 0.5 x reference counts (<=, as MPII)
 
 

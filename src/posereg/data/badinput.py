@@ -31,7 +31,9 @@ class BadInputError(ValueError):
         problem: what is wrong and, where possible, what was expected and what to do.
     """
 
-    def __init__(self, file: str | Path, record: str | None = None, problem: str | None = None) -> None:
+    def __init__(
+        self, file: str | Path, record: str | None = None, problem: str | None = None
+    ) -> None:
         if record is None and problem is None:
             # one argument: a finished message, as DataLoader builds when it re-raises a
             # worker's error in the main process (the message keeps the file and record)

@@ -144,7 +144,9 @@ def _decode_jpeg_simplejpeg(
     except ValueError as e:
         if not any(w in str(e) for w in _BENIGN_JPEG_WARNINGS):
             raise BadInputError(path, record, f"corrupt or truncated JPEG ({e})") from None
-        pixels = simplejpeg.decode_jpeg(data, "BGR", min_height=min_h, min_width=min_w, strict=False)
+        pixels = simplejpeg.decode_jpeg(
+            data, "BGR", min_height=min_h, min_width=min_w, strict=False
+        )
     got_h, got_w = pixels.shape[:2]
     for m in range(1, 9):  # the scale libjpeg-turbo actually used
         if math.ceil(height * m / 8) == got_h and math.ceil(width * m / 8) == got_w:
@@ -152,9 +154,13 @@ def _decode_jpeg_simplejpeg(
     raise BadInputError(path, record, f"JPEG decoded to an unexpected size {got_h}x{got_w}")
 
 
-def _decode_jpeg_opencv(data: bytes, path: str | Path, record: str, reduction: float) -> DecodedImage:
+def _decode_jpeg_opencv(
+    data: bytes, path: str | Path, record: str, reduction: float
+) -> DecodedImage:
     if data.rfind(_JPEG_EOI, max(0, len(data) - _EOI_SEARCH_BYTES)) < 0:
-        raise BadInputError(path, record, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
+        raise BadInputError(
+            path, record, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)"
+        )
     factor = 1
     while factor < 8 and factor * 2 <= reduction:
         factor *= 2

@@ -228,7 +228,10 @@ def crop_to_image(
             t = torch.deg2rad(torch.as_tensor(rotation, dtype=pred.dtype, device=pred.device))
             cos, sin = torch.cos(t)[:, None], torch.sin(t)[:, None]
             offset = torch.stack(
-                [cos * offset[..., 0] - sin * offset[..., 1], sin * offset[..., 0] + cos * offset[..., 1]],
+                [
+                    cos * offset[..., 0] - sin * offset[..., 1],
+                    sin * offset[..., 0] + cos * offset[..., 1],
+                ],
                 dim=-1,
             )
         return center_t[:, None, :] + offset
@@ -238,7 +241,10 @@ def crop_to_image(
         t = np.deg2rad(np.asarray(rotation, dtype=np.float64))
         cos, sin = np.cos(t)[:, None], np.sin(t)[:, None]
         offset = np.stack(
-            [cos * offset[..., 0] - sin * offset[..., 1], sin * offset[..., 0] + cos * offset[..., 1]],
+            [
+                cos * offset[..., 0] - sin * offset[..., 1],
+                sin * offset[..., 0] + cos * offset[..., 1],
+            ],
             axis=-1,
         )
     return np.asarray(center, dtype=np.float64)[:, None, :] + offset

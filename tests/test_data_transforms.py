@@ -105,7 +105,7 @@ def test_crop_pixels_follow_the_keypoint_transform(flipped, fast_decode):
     full = decode_bgr(read_bytes(ds.table.image_path(i))).pixels
     want = warp_crop(full, matrix, INPUT).astype(float)
     if fast_decode:
-        assert np.abs(got - want).mean() < 4.0  # resampled from a 5/8 (or coarser) decode
+        assert np.abs(got - want).mean() < 4.0  # resampled from a 1/2-size decode
     else:
         np.testing.assert_array_equal(got, want)
     if flipped:

@@ -71,8 +71,8 @@ class TransformConfig:
         color_jitter: per-channel gain U(1 - j, 1 + j) by uint8 LUT; 0 = off (official: off).
         occlusion_prob: probability of pasting one random grey-level patch (0 = off).
         occlusion_size: (min, max) patch side as a fraction of the crop side.
-        fast_decode: decode a JPEG at the smallest DCT scale (N/8) that still gives the crop
-            >= 1 source pixel per output pixel; full size when the crop needs it.
+        fast_decode: decode a JPEG at 1/2, 1/4 or 1/8 size (DCT domain) when the crop still
+            gets >= 1 source pixel per output pixel; full size when the crop needs it.
         jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; None picks simplejpeg when installed.
     """
 

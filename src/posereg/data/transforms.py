@@ -149,8 +149,7 @@ def reduction_matrix(factor: float) -> np.ndarray:
     """(2, 3) matrix mapping pixels of an image decoded at 1/factor size to full-size pixels.
 
     A reduced pixel i covers full pixels [factor * i, factor * (i + 1)), so its centre is
-    ``factor * i + (factor - 1) / 2`` (JPEG DCT-domain scaling to N/8 averages such blocks, with
-    factor = 8 / N).
+    ``factor * i + (factor - 1) / 2`` (JPEG DCT-domain scaling averages such blocks).
     """
     off = (factor - 1.0) / 2.0
     return np.array([[float(factor), 0.0, off], [0.0, float(factor), off]])

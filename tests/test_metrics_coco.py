@@ -9,10 +9,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from _real_data import real
+from posereg.codecs import RegressionCodec
+from posereg.data import TopDownDataset, collate, crop_to_image, flip_test_average
 from posereg.data.badinput import BadInputError
 from posereg.metrics.coco import (
     evaluate_coco,
@@ -212,3 +215,22 @@ def test_instance_score_rules():
     np.testing.assert_allclose(instance_score(c, box, "box"), box)
     with pytest.raises(ValueError, match="valid: official, mean, box_times_mean, box"):
         instance_score(c, box, "max")
+
+
+def test_pipeline_end_to_end_perfect_predictions_give_ap_one():
+    """Dataset targets -> (flip test) -> crop_to_image -> COCO results -> AP: the whole path."""
+    ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"))
+    batch = collate([ds[i] for i in range(len(ds))])
+    pred = batch.target.double()  # a perfect regressor
+    # what the same regressor says on the pixel-mirrored crop: x -> W - 1 - x, pairs swapped
+    mirrored = pred[:, COCO17.flip_index].clone()
+    mirrored[..., 0] = -mirrored[..., 0] - 1.0 / 192
+    pred, _ = flip_test_average(pred, mirrored, COCO17, 192)
+    decoded = RegressionCodec((256, 192)).decode(pred, sigma=torch.full_like(pred, 0.1))
+    xy = crop_to_image(decoded.keypoints.numpy(), batch.center, batch.scale)
+    preds = make_coco_predictions(
+        batch.image_id, xy, decoded.scores.numpy(), areas=batch.scale.prod(axis=1)
+    )
+    assert preds[0]["score"] == pytest.approx(0.9 + 0.9)  # official rule with GT boxes
+    result = evaluate_coco(real("coco", "test_coco.json"), oks_nms_per_image(preds))
+    assert result.ap == 1.0 and result.ar == 1.0

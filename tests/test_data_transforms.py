@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _real_data import real
 
+from _real_data import real
 from posereg.data import TopDownDataset, TransformConfig, collate
 from posereg.data.image_io import decode_bgr, read_bytes
 from posereg.data.transforms import (
@@ -35,7 +35,9 @@ def official_three_point_matrix(center, scale_w, rotation, output_size):
     rotate = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     src_dir = rotate @ np.array([0.0, -0.5 * scale_w])
     src = np.array([center, center + src_dir, [0, 0]], np.float32)
-    dst = np.array([[out_w / 2, out_h / 2], [out_w / 2, out_h / 2 - 0.5 * out_w], [0, 0]], np.float32)
+    dst = np.array(
+        [[out_w / 2, out_h / 2], [out_w / 2, out_h / 2 - 0.5 * out_w], [0, 0]], np.float32
+    )
     for pts in (src, dst):
         d = pts[0] - pts[1]
         pts[2] = pts[1] + np.array([-d[1], d[0]])
@@ -64,9 +66,10 @@ def test_affine_matches_official_construction_and_inverts(rotation):
 def test_crop_inverse_round_trip_on_real_labels():
     """Label -> crop -> normalized target -> crop_to_image == label, with augmentation."""
     ds = TopDownDataset.from_coco(
-        real("coco", "test_coco.json"), real("coco"),
+        real("coco", "test_coco.json"),
+        real("coco"),
         transform=TransformConfig(augment=True, flip_prob=0.5, rotation_prob=1.0),
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     batch = collate([ds[i % len(ds)] for i in range(48)])
     pred = batch.target.double().numpy().copy()
@@ -102,7 +105,7 @@ def test_crop_pixels_follow_the_keypoint_transform(flipped, fast_decode):
     full = decode_bgr(read_bytes(ds.table.image_path(i))).pixels
     want = warp_crop(full, matrix, INPUT).astype(float)
     if fast_decode:
-        assert np.abs(got - want).mean() < 4.0  # resampled from a 5/8 (or coarser) decode
+        assert np.abs(got - want).mean() < 4.0  # resampled from a 1/2-size decode
     else:
         np.testing.assert_array_equal(got, want)
     if flipped:
@@ -136,7 +139,9 @@ def test_flip_back_undoes_a_pixel_mirror_of_the_crop():
     back = flip_back_normalized(pred_flipped, COCO17, 192)
     torch.testing.assert_close(back, pred, atol=1e-12, rtol=0)
     scores = torch.rand(4, 17, dtype=torch.float64)
-    mean, mean_scores = flip_test_average(pred, pred_flipped, COCO17, 192, scores, scores[:, COCO17.flip_index])
+    mean, mean_scores = flip_test_average(
+        pred, pred_flipped, COCO17, 192, scores, scores[:, COCO17.flip_index]
+    )
     torch.testing.assert_close(mean, pred, atol=1e-12, rtol=0)
     torch.testing.assert_close(mean_scores, scores)
 

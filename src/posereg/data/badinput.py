@@ -31,12 +31,20 @@ class BadInputError(ValueError):
         problem: what is wrong and, where possible, what was expected and what to do.
     """
 
-    def __init__(self, file: str | Path, record: str, problem: str) -> None:
+    def __init__(
+        self, file: str | Path, record: str | None = None, problem: str | None = None
+    ) -> None:
+        if record is None and problem is None:
+            # one argument: a finished message, as DataLoader builds when it re-raises a
+            # worker's error in the main process (the message keeps the file and record)
+            self.file, self.record, self.problem = "", "", str(file)
+            super().__init__(str(file))
+            return
         self.file = str(file)
-        self.record = record
-        self.problem = problem
-        where = f"{self.file}: {record}" if record else self.file
-        super().__init__(f"{where}: {problem}")
+        self.record = record or ""
+        self.problem = problem or ""
+        where = f"{self.file}: {self.record}" if self.record else self.file
+        super().__init__(f"{where}: {self.problem}")
 
     def __reduce__(self):  # keeps the fields when the error crosses a DataLoader worker boundary
         return (type(self), (self.file, self.record, self.problem))

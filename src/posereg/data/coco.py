@@ -68,14 +68,21 @@ def _read_images(data: dict, source: str, image_root: Path) -> tuple[dict, list,
         record = f"image id {iid}"
         if iid in by_id:
             raise BadInputError(
-                source, record, f"duplicate image id (entries #{by_id[iid]} and #{i}); ids must be unique"
+                source,
+                record,
+                f"duplicate image id (entries #{by_id[iid]} and #{i}); ids must be unique",
             )
         resolve_image_path(image_root, img.get("file_name"), source, record)
         by_id[iid] = len(files)
         files.append(img["file_name"])
         ids.append(iid)
         h, w = img.get("height", 0), img.get("width", 0)
-        sizes.append((int(h) if isinstance(h, int | float) else 0, int(w) if isinstance(w, int | float) else 0))
+        sizes.append(
+            (
+                int(h) if isinstance(h, int | float) else 0,
+                int(w) if isinstance(w, int | float) else 0,
+            )
+        )
     return by_id, files, ids, sizes
 
 
@@ -114,16 +121,23 @@ def load_coco_instances(
     image_root = Path(image_root)
     data = read_json(ann_file)
     if not isinstance(data, dict):
-        raise BadInputError(source, "", "top level must be a JSON object with 'images' and 'annotations'")
+        raise BadInputError(
+            source, "", "top level must be a JSON object with 'images' and 'annotations'"
+        )
     by_id, files, ids, sizes = _read_images(data, source, image_root)
     person = _person_category(data)
     k = skeleton.num_keypoints
     report = LoadReport(source)
 
     rows: dict[str, list] = {
-        "image_index": [], "ann_ids": [], "boxes": [], "keypoints": [], "keypoints_clean": [],
-        "bbox_scores": [], "areas": [],
-    }  # fmt: skip
+        "image_index": [],
+        "ann_ids": [],
+        "boxes": [],
+        "keypoints": [],
+        "keypoints_clean": [],
+        "bbox_scores": [],
+        "areas": [],
+    }
     any_clean = False
 
     if detections is None:
@@ -138,17 +152,23 @@ def load_coco_instances(
                 continue
             aid = _int_id(ann.get("id"))
             iid = _int_id(ann.get("image_id"))
-            record = f"annotation id {aid} (image id {iid})" if aid is not None else f"annotation #{i}"
+            record = (
+                f"annotation id {aid} (image id {iid})" if aid is not None else f"annotation #{i}"
+            )
             if aid is None:
                 report.skip(source, record, "missing annotation id", strict=strict)
                 continue
             if aid in seen:
                 raise BadInputError(
-                    source, record, f"duplicate annotation id (entries #{seen[aid]} and #{i}); ids must be unique"
+                    source,
+                    record,
+                    f"duplicate annotation id (entries #{seen[aid]} and #{i}); ids must be unique",
                 )
             seen[aid] = i
             if iid not in by_id:
-                report.skip(source, record, "unknown image_id", f"no image with id {iid}", strict=strict)
+                report.skip(
+                    source, record, "unknown image_id", f"no image with id {iid}", strict=strict
+                )
                 continue
             if ann.get("category_id", person) != person:
                 report.skip(source, record, "not the person category", strict=False)
@@ -164,7 +184,9 @@ def load_coco_instances(
             if "keypoints_clean" in ann:
                 clean, reason, detail = check_keypoint_values(ann["keypoints_clean"], k)
                 if clean is None:
-                    report.skip(source, record, "invalid keypoints_clean: " + reason, detail, strict=strict)
+                    report.skip(
+                        source, record, "invalid keypoints_clean: " + reason, detail, strict=strict
+                    )
                     continue
                 any_clean = True
             box, reason, detail = check_box(ann.get("bbox"))
@@ -174,7 +196,9 @@ def load_coco_instances(
             img = by_id[iid]
             box = clip_box(box, *sizes[img])
             if box[2] <= 0 or box[3] <= 0:
-                report.skip(source, record, "box outside the image", f"bbox {ann['bbox']}", strict=strict)
+                report.skip(
+                    source, record, "box outside the image", f"bbox {ann['bbox']}", strict=strict
+                )
                 continue
             if skip_unlabelled and not np.any(kpts[:, 2] > 0):
                 report.skip(source, record, "no labelled keypoints", strict=False)
@@ -204,14 +228,18 @@ def load_coco_instances(
             iid = _int_id(det.get("image_id"))
             record = f"detection #{i} (image id {iid})"
             if iid not in by_id:
-                report.skip(det_source, record, "unknown image_id", f"no image with id {iid}", strict=strict)
+                report.skip(
+                    det_source, record, "unknown image_id", f"no image with id {iid}", strict=strict
+                )
                 continue
             if det.get("category_id", person) != person:
                 report.skip(det_source, record, "not the person category", strict=False)
                 continue
             score = det.get("score")
             if not isinstance(score, int | float) or not np.isfinite(score):
-                report.skip(det_source, record, "invalid detection score", f"score {score!r}", strict=strict)
+                report.skip(
+                    det_source, record, "invalid detection score", f"score {score!r}", strict=strict
+                )
                 continue
             if score < det_score_threshold:
                 report.skip(det_source, record, "below detection score threshold", strict=False)
@@ -223,7 +251,13 @@ def load_coco_instances(
             img = by_id[iid]
             box = clip_box(box, *sizes[img])
             if box[2] <= 0 or box[3] <= 0:
-                report.skip(det_source, record, "box outside the image", f"bbox {det['bbox']}", strict=strict)
+                report.skip(
+                    det_source,
+                    record,
+                    "box outside the image",
+                    f"bbox {det['bbox']}",
+                    strict=strict,
+                )
                 continue
             rows["image_index"].append(img)
             rows["ann_ids"].append(-1)
@@ -235,18 +269,23 @@ def load_coco_instances(
 
     if check_files:
         keep = _drop_missing_images(rows, files, ids, image_root, source, report, strict)
-        rows = {name: [v for v, ok in zip(values, keep, strict=True) if ok] for name, values in rows.items()}
+        rows = {
+            name: [v for v, ok in zip(values, keep, strict=True) if ok]
+            for name, values in rows.items()
+        }
 
     clean_array = None
     if any_clean:
-        clean_array = np.stack(
-            [c if c is not None else np.full((k, 3), np.nan) for c in rows["keypoints_clean"]]
-        ) if rows["keypoints_clean"] else np.zeros((0, k, 3))
+        clean_array = (
+            np.stack(
+                [c if c is not None else np.full((k, 3), np.nan) for c in rows["keypoints_clean"]]
+            )
+            if rows["keypoints_clean"]
+            else np.zeros((0, k, 3))
+        )
     report.num_instances = len(rows["image_index"])
     if report.num_instances == 0:
-        raise BadInputError(
-            source, "", "no usable instance (empty dataset).\n" + report.summary()
-        )
+        raise BadInputError(source, "", "no usable instance (empty dataset).\n" + report.summary())
     table = InstanceTable(
         source=source,
         image_root=image_root,
@@ -280,7 +319,11 @@ def _drop_missing_images(
             exists[img] = os.path.isfile(image_root / files[img])
         if not exists[img]:
             aid = rows["ann_ids"][n]
-            record = f"annotation id {aid} (image id {ids[img]})" if aid >= 0 else f"detection (image id {ids[img]})"
+            record = (
+                f"annotation id {aid} (image id {ids[img]})"
+                if aid >= 0
+                else f"detection (image id {ids[img]})"
+            )
             report.skip(image_root / files[img], record, "image file not found", strict=strict)
         keep.append(exists[img])
     return keep

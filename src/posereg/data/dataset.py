@@ -88,8 +88,8 @@ class TransformConfig:
         color_jitter: per-channel gain U(1 - j, 1 + j) by uint8 LUT; 0 = off (official: off).
         occlusion_prob: probability of pasting one random grey-level patch (0 = off).
         occlusion_size: (min, max) patch side as a fraction of the crop side.
-        fast_decode: decode a JPEG at the smallest DCT scale (N/8) that still gives the crop
-            >= 1 source pixel per output pixel; full size when the crop needs it.
+        fast_decode: decode a JPEG at 1/2, 1/4 or 1/8 size (DCT domain) when the crop still
+            gets >= 1 source pixel per output pixel; full size when the crop needs it.
         jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; None picks simplejpeg when installed.
     """
 
@@ -114,9 +114,13 @@ class TransformConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"TransformConfig.{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.scale_factor < 1.0:
-            raise ValueError(f"TransformConfig.scale_factor must be in [0, 1), got {self.scale_factor}")
+            raise ValueError(
+                f"TransformConfig.scale_factor must be in [0, 1), got {self.scale_factor}"
+            )
         if not 0.0 <= self.color_jitter < 1.0:
-            raise ValueError(f"TransformConfig.color_jitter must be in [0, 1), got {self.color_jitter}")
+            raise ValueError(
+                f"TransformConfig.color_jitter must be in [0, 1), got {self.color_jitter}"
+            )
         if self.padding <= 0:
             raise ValueError(f"TransformConfig.padding must be > 0, got {self.padding}")
         if self.jpeg_decoder is not None and self.jpeg_decoder not in JPEG_DECODERS:
@@ -224,7 +228,10 @@ def collate(samples: Sequence[Sample]) -> Batch:
     if any(s.keypoints_clean is not None for s in samples):
         k = samples[0].keypoints.shape[0]
         clean = np.stack(
-            [s.keypoints_clean if s.keypoints_clean is not None else np.full((k, 3), np.nan) for s in samples]
+            [
+                s.keypoints_clean if s.keypoints_clean is not None else np.full((k, 3), np.nan)
+                for s in samples
+            ]
         )
     return Batch(
         image=torch.stack([s.image for s in samples]),
@@ -294,7 +301,9 @@ class TopDownDataset(Dataset):
         if on_bad_image not in ("raise", "skip"):
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
-        self.report = report if report is not None else LoadReport(table.source, num_instances=len(table))
+        self.report = (
+            report if report is not None else LoadReport(table.source, num_instances=len(table))
+        )
         self.aspect_ratio = self.input_size[1] / self.input_size[0]
         self.centers, self.scales = box_to_center_scale(
             table.boxes, self.aspect_ratio, self.transform.padding
@@ -328,10 +337,15 @@ class TopDownDataset(Dataset):
 
         skel = get_skeleton(skeleton) if isinstance(skeleton, str) else skeleton
         table, report = load_coco_instances(
-            ann_file, image_root, skel, detections=detections,
-            det_score_threshold=det_score_threshold, skip_unlabelled=skip_unlabelled,
-            check_files=check_files, strict=strict,
-        )  # fmt: skip
+            ann_file,
+            image_root,
+            skel,
+            detections=detections,
+            det_score_threshold=det_score_threshold,
+            skip_unlabelled=skip_unlabelled,
+            check_files=check_files,
+            strict=strict,
+        )
         report.log()
         return cls(table, skel, input_size, codec, transform, on_bad_image, report)
 
@@ -353,7 +367,11 @@ class TopDownDataset(Dataset):
         from posereg.data.mpii import load_mpii_instances
 
         table, report = load_mpii_instances(
-            ann_file, image_root, skip_unlabelled=skip_unlabelled, check_files=check_files, strict=strict
+            ann_file,
+            image_root,
+            skip_unlabelled=skip_unlabelled,
+            check_files=check_files,
+            strict=strict,
         )
         report.log()
         return cls(table, "mpii16", input_size, codec, transform, on_bad_image, report)
@@ -374,7 +392,9 @@ class TopDownDataset(Dataset):
         """From a Human3.6M ``*_body3d.npz``; see :func:`load_h36m_instances`."""
         from posereg.data.h36m import load_h36m_instances
 
-        table, report = load_h36m_instances(npz_file, image_root, check_files=check_files, strict=strict)
+        table, report = load_h36m_instances(
+            npz_file, image_root, check_files=check_files, strict=strict
+        )
         report.log()
         return cls(table, "h36m17", input_size, codec, transform, on_bad_image, report)
 
@@ -406,7 +426,9 @@ class TopDownDataset(Dataset):
             self._generator = np.random.default_rng(seed)
         return self._generator
 
-    def _half_body(self, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    def _half_body(
+        self, keypoints: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         labelled = keypoints[:, 2] > 0
         upper = keypoints[labelled & ~self._lower_body, :2]
         lower = keypoints[labelled & self._lower_body, :2]
@@ -442,7 +464,9 @@ class TopDownDataset(Dataset):
         flipped = bool(cfg.flip_prob > 0 and rng.random() < cfg.flip_prob)
         return center, scale, rotation, flipped
 
-    def crop_matrix(self, center: np.ndarray, scale: np.ndarray, rotation: float, flipped: bool) -> np.ndarray:
+    def crop_matrix(
+        self, center: np.ndarray, scale: np.ndarray, rotation: float, flipped: bool
+    ) -> np.ndarray:
         """(2, 3) image -> crop map, mirrored about the crop centre when ``flipped``.
 
         Mirroring about the centre then cropping equals the official "flip the image
@@ -496,7 +520,9 @@ class TopDownDataset(Dataset):
             "bbox_score": float(t.bbox_scores[index]),
             "area": float(t.areas[index]),
             "keypoints": t.keypoints[index].copy(),
-            "keypoints_clean": None if t.keypoints_clean is None else t.keypoints_clean[index].copy(),
+            "keypoints_clean": None
+            if t.keypoints_clean is None
+            else t.keypoints_clean[index].copy(),
         }
 
     def __getitem__(self, index: int) -> Sample:
@@ -529,7 +555,9 @@ class TopDownDataset(Dataset):
             **self._meta(index),
         )
 
-    def _invalid_sample(self, index: int, center: np.ndarray, scale: np.ndarray, error: str) -> Sample:
+    def _invalid_sample(
+        self, index: int, center: np.ndarray, scale: np.ndarray, error: str
+    ) -> Sample:
         k = self.skeleton.num_keypoints
         encoded = self.codec.encode(np.zeros((k, 2)), np.zeros(k))
         return Sample(
@@ -590,4 +618,3 @@ class TopDownDataset(Dataset):
         self.centers, self.scales = self.centers[keep], self.scales[keep]
         if len(self.table) == 0:
             raise BadInputError(t.source, "", "no usable instance left after the image check")
-

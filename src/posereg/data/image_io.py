@@ -3,8 +3,8 @@
 Decoders (measured on the COCO fixtures, one thread; docs/data.md has the numbers):
 
 - JPEG: ``simplejpeg`` (libjpeg-turbo) when installed. At full size its output is bit-identical to
-  OpenCV's and it was measured faster than both OpenCV and Pillow; it decodes at any M/8 scale in
-  the DCT domain and reports corrupt or truncated data instead of returning a grey image.
+  OpenCV's; it was measured a little faster than OpenCV and much faster than Pillow, and it
+  reports corrupt or truncated data (libjpeg warnings) instead of returning a grey image.
 - JPEG without simplejpeg: OpenCV ``imdecode`` (faster than Pillow here), with its 1/2, 1/4, 1/8
   reduced decoders.
 - Every other format (PNG, BMP, TIFF, WebP ...): OpenCV ``IMREAD_UNCHANGED``, then an explicit
@@ -67,9 +67,8 @@ class DecodedImage:
 
     Attributes:
         pixels: (h, w, 3) uint8 BGR.
-        reduction: full-resolution pixels per decoded pixel (1 = full size; 8 / N for a JPEG
-            decoded at N/8 scale); :func:`posereg.data.transforms.reduction_matrix` maps decoded
-            pixels to full-resolution ones.
+        reduction: full-resolution pixels per decoded pixel (1, 2, 4 or 8);
+            :func:`posereg.data.transforms.reduction_matrix` maps decoded pixels to full ones.
         full_size: (height, width) of the full-resolution image.
     """
 
@@ -137,14 +136,21 @@ def _decode_jpeg_simplejpeg(
         raise BadInputError(path, record, f"cannot decode JPEG header ({e})") from None
     if colorspace not in ("YCbCr", "Gray", "RGB"):
         return None  # CMYK / YCCK: let OpenCV convert
-    n = min(8, max(1, math.ceil(8.0 / reduction - 1e-9)))  # decode at n/8 scale
+    # Decode at n/8 scale with n in {8, 4, 2, 1}: libjpeg-turbo has SIMD inverse DCTs for these
+    # only, and measured 5/8..7/8 scales decode slower than full size (docs/data.md).
+    factor = 1
+    while factor < 8 and factor * 2 <= reduction:
+        factor *= 2
+    n = 8 // factor
     min_h, min_w = math.ceil(height * n / 8), math.ceil(width * n / 8)
     try:
         pixels = simplejpeg.decode_jpeg(data, "BGR", min_height=min_h, min_width=min_w, strict=True)
     except ValueError as e:
         if not any(w in str(e) for w in _BENIGN_JPEG_WARNINGS):
             raise BadInputError(path, record, f"corrupt or truncated JPEG ({e})") from None
-        pixels = simplejpeg.decode_jpeg(data, "BGR", min_height=min_h, min_width=min_w, strict=False)
+        pixels = simplejpeg.decode_jpeg(
+            data, "BGR", min_height=min_h, min_width=min_w, strict=False
+        )
     got_h, got_w = pixels.shape[:2]
     for m in range(1, 9):  # the scale libjpeg-turbo actually used
         if math.ceil(height * m / 8) == got_h and math.ceil(width * m / 8) == got_w:
@@ -152,9 +158,13 @@ def _decode_jpeg_simplejpeg(
     raise BadInputError(path, record, f"JPEG decoded to an unexpected size {got_h}x{got_w}")
 
 
-def _decode_jpeg_opencv(data: bytes, path: str | Path, record: str, reduction: float) -> DecodedImage:
+def _decode_jpeg_opencv(
+    data: bytes, path: str | Path, record: str, reduction: float
+) -> DecodedImage:
     if data.rfind(_JPEG_EOI, max(0, len(data) - _EOI_SEARCH_BYTES)) < 0:
-        raise BadInputError(path, record, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
+        raise BadInputError(
+            path, record, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)"
+        )
     factor = 1
     while factor < 8 and factor * 2 <= reduction:
         factor *= 2
@@ -179,8 +189,8 @@ def decode_bgr(
         data: the encoded file.
         path, record: named in errors.
         reduction: largest acceptable full-resolution pixels per decoded pixel (1 = full size).
-            JPEGs are decoded at the smallest DCT scale within it (simplejpeg: any N/8; OpenCV:
-            1/2, 1/4, 1/8); other formats are always decoded at full size.
+            JPEGs are decoded in the DCT domain at 1/2, 1/4 or 1/8 size when it allows; other
+            formats are always decoded at full size.
         jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; default :func:`default_jpeg_decoder`.
 
     Raises:

@@ -74,7 +74,9 @@ def resolve_image_path(image_root: Path, file_name: object, source: str, record:
     usual, so a root of symlinked image folders works.
     """
     if not isinstance(file_name, str) or not file_name:
-        raise BadInputError(source, record, f"file_name must be a non-empty string, got {file_name!r}")
+        raise BadInputError(
+            source, record, f"file_name must be a non-empty string, got {file_name!r}"
+        )
     if os.path.isabs(file_name) or file_name.startswith(("/", "\\")) or ":" in file_name[:3]:
         raise BadInputError(
             source,
@@ -104,9 +106,17 @@ def check_keypoint_values(values: object, num_keypoints: int) -> tuple[np.ndarra
     """
     expected = 3 * num_keypoints
     if not isinstance(values, list | tuple):
-        return None, "wrong keypoint length", f"expected a list of {expected} numbers, got {type(values).__name__}"
+        return (
+            None,
+            "wrong keypoint length",
+            f"expected a list of {expected} numbers, got {type(values).__name__}",
+        )
     if len(values) != expected:
-        return None, "wrong keypoint length", f"got {len(values)} values, expected {expected} ({num_keypoints} x 3)"
+        return (
+            None,
+            "wrong keypoint length",
+            f"got {len(values)} values, expected {expected} ({num_keypoints} x 3)",
+        )
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return None, "non-numeric keypoints", "every value must be a number"
     kpts = np.asarray(values, dtype=np.float64).reshape(num_keypoints, 3)
@@ -122,7 +132,11 @@ def check_keypoint_values(values: object, num_keypoints: int) -> tuple[np.ndarra
     neg = (vis > 0) & np.any(kpts[:, :2] < 0, axis=1)
     if neg.any():
         j = int(np.argmax(neg))
-        return None, "negative keypoint coordinate", f"labelled keypoint {j} at {kpts[j, :2].tolist()}"
+        return (
+            None,
+            "negative keypoint coordinate",
+            f"labelled keypoint {j} at {kpts[j, :2].tolist()}",
+        )
     return kpts, "", ""
 
 

@@ -67,16 +67,15 @@ def load_mpii_instances(
         path = resolve_image_path(image_root, name, source, record)
         joints, vis = entry.get("joints"), entry.get("joints_vis")
         try:
-            flat = [
-                c
-                for (x, y), v in zip(joints, vis, strict=True)
-                for c in (x, y, v)
-            ]
+            flat = [c for (x, y), v in zip(joints, vis, strict=True) for c in (x, y, v)]
         except (TypeError, ValueError):
             report.skip(
-                source, record, "wrong keypoint length",
-                f"expected joints {k} x 2 and joints_vis {k}", strict=strict,
-            )  # fmt: skip
+                source,
+                record,
+                "wrong keypoint length",
+                f"expected joints {k} x 2 and joints_vis {k}",
+                strict=strict,
+            )
             continue
         kpts, reason, detail = check_keypoint_values(flat, k)
         if kpts is None:

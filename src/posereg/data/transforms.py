@@ -149,8 +149,7 @@ def reduction_matrix(factor: float) -> np.ndarray:
     """(2, 3) matrix mapping pixels of an image decoded at 1/factor size to full-size pixels.
 
     A reduced pixel i covers full pixels [factor * i, factor * (i + 1)), so its centre is
-    ``factor * i + (factor - 1) / 2`` (JPEG DCT-domain scaling to N/8 averages such blocks, with
-    factor = 8 / N).
+    ``factor * i + (factor - 1) / 2`` (JPEG DCT-domain scaling averages such blocks).
     """
     off = (factor - 1.0) / 2.0
     return np.array([[float(factor), 0.0, off], [0.0, float(factor), off]])
@@ -228,7 +227,10 @@ def crop_to_image(
             t = torch.deg2rad(torch.as_tensor(rotation, dtype=pred.dtype, device=pred.device))
             cos, sin = torch.cos(t)[:, None], torch.sin(t)[:, None]
             offset = torch.stack(
-                [cos * offset[..., 0] - sin * offset[..., 1], sin * offset[..., 0] + cos * offset[..., 1]],
+                [
+                    cos * offset[..., 0] - sin * offset[..., 1],
+                    sin * offset[..., 0] + cos * offset[..., 1],
+                ],
                 dim=-1,
             )
         return center_t[:, None, :] + offset
@@ -238,7 +240,10 @@ def crop_to_image(
         t = np.deg2rad(np.asarray(rotation, dtype=np.float64))
         cos, sin = np.cos(t)[:, None], np.sin(t)[:, None]
         offset = np.stack(
-            [cos * offset[..., 0] - sin * offset[..., 1], sin * offset[..., 0] + cos * offset[..., 1]],
+            [
+                cos * offset[..., 0] - sin * offset[..., 1],
+                sin * offset[..., 0] + cos * offset[..., 1],
+            ],
             axis=-1,
         )
     return np.asarray(center, dtype=np.float64)[:, None, :] + offset

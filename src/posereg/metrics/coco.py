@@ -82,7 +82,9 @@ class COCOKeypointResult:
         return out
 
     def __str__(self) -> str:
-        head = f"COCO keypoints vs {self.truth} ({self.backend}, {self.num_predictions} predictions)"
+        head = (
+            f"COCO keypoints vs {self.truth} ({self.backend}, {self.num_predictions} predictions)"
+        )
         body = " ".join(f"{n.upper()}={getattr(self, n):.4f}" for n in _STAT_NAMES)
         return f"{head}\n{body}"
 
@@ -326,7 +328,9 @@ def oks_nms(
             break
         visible = None
         if vis_threshold is not None:
-            visible = (keypoints[i, :, 2] > vis_threshold)[None, :] & (keypoints[rest, :, 2] > vis_threshold)
+            visible = (keypoints[i, :, 2] > vis_threshold)[None, :] & (
+                keypoints[rest, :, 2] > vis_threshold
+            )
         sim = oks(keypoints[i], keypoints[rest], (areas[i] + areas[rest]) / 2.0, sigmas, visible)
         order = rest[sim <= threshold]
     return np.asarray(keep, dtype=np.int64)
@@ -373,11 +377,15 @@ def _score_mean(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> 
     return keypoint_scores.mean(axis=1)
 
 
-def _score_box_times_mean(keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None) -> np.ndarray:
+def _score_box_times_mean(
+    keypoint_scores: np.ndarray, bbox_scores: np.ndarray | None
+) -> np.ndarray:
     # SimpleBaseline / MMPose: box score x mean of the keypoint scores above 0.2.
     above = keypoint_scores > 0.2
     mean = np.where(
-        above.any(axis=1), (keypoint_scores * above).sum(axis=1) / np.maximum(above.sum(axis=1), 1), 0.0
+        above.any(axis=1),
+        (keypoint_scores * above).sum(axis=1) / np.maximum(above.sum(axis=1), 1),
+        0.0,
     )
     return mean if bbox_scores is None else bbox_scores * mean
 
@@ -417,7 +425,9 @@ def instance_score(
     try:
         fn = INSTANCE_SCORE_RULES[rule]
     except KeyError:
-        raise ValueError(f"unknown instance score rule {rule!r}; valid: {', '.join(INSTANCE_SCORE_RULES)}") from None
+        raise ValueError(
+            f"unknown instance score rule {rule!r}; valid: {', '.join(INSTANCE_SCORE_RULES)}"
+        ) from None
     kp = np.asarray(keypoint_scores, dtype=np.float64)
     bs = None if bbox_scores is None else np.asarray(bbox_scores, dtype=np.float64)
     return fn(kp, bs)
@@ -451,7 +461,9 @@ def make_coco_predictions(
     keypoints = np.asarray(keypoints, dtype=np.float64)
     kp_scores = np.asarray(keypoint_scores, dtype=np.float64)
     scores = instance_score(kp_scores, bbox_scores, rule)
-    flat = np.concatenate([keypoints[..., :2], kp_scores[..., None]], axis=-1).reshape(len(keypoints), -1)
+    flat = np.concatenate([keypoints[..., :2], kp_scores[..., None]], axis=-1).reshape(
+        len(keypoints), -1
+    )
     out = []
     for n in range(len(keypoints)):
         entry = {
@@ -464,4 +476,3 @@ def make_coco_predictions(
             entry["area"] = float(areas[n])
         out.append(entry)
     return out
-

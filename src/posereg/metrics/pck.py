@@ -69,7 +69,11 @@ class PCKhResult:
     head_size_source: str
 
     def __str__(self) -> str:
-        note = "" if self.head_size_source == "headboxes" else " (fallback head size: not comparable to official PCKh)"
+        note = (
+            ""
+            if self.head_size_source == "headboxes"
+            else " (fallback head size: not comparable to official PCKh)"
+        )
         return f"PCKh@0.5={self.pckh_05:.4f} PCKh@0.1={self.pckh_01:.4f} AUC={self.auc:.4f}{note}"
 
 
@@ -134,7 +138,9 @@ def pckh(
     v05, j05 = _fraction(err <= 0.5, visible)
     v01, j01 = _fraction(err <= 0.1, visible)
     curve = np.array([_fraction(err <= a, visible)[0] for a in AUC_THRESHOLDS])
-    auc = float(np.sum((curve[1:] + curve[:-1]) / 2.0 * np.diff(AUC_THRESHOLDS)) / AUC_THRESHOLDS[-1])
+    auc = float(
+        np.sum((curve[1:] + curve[:-1]) / 2.0 * np.diff(AUC_THRESHOLDS)) / AUC_THRESHOLDS[-1]
+    )
     return PCKhResult(v05, v01, auc, j05, j01, head_size_source)
 
 
@@ -175,7 +181,9 @@ def load_mpii_gt_mat(path: str | Path) -> MPIIGroundTruth:
     fields = ("jnt_missing", "pos_gt_src", "headboxes_src", "dataset_joints")
     absent = [f for f in fields if f not in mat]
     if absent:
-        raise BadInputError(path, "", f"missing fields {absent}; expected the official gt_valid.mat layout")
+        raise BadInputError(
+            path, "", f"missing fields {absent}; expected the official gt_valid.mat layout"
+        )
     missing = np.asarray(mat["jnt_missing"])
     pos = np.asarray(mat["pos_gt_src"], dtype=np.float64)
     boxes = np.asarray(mat["headboxes_src"], dtype=np.float64)

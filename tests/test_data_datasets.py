@@ -128,7 +128,7 @@ def test_augmentation_is_reproducible_from_the_torch_seed():
         ds = TopDownDataset.from_coco(
             real("coco", "test_coco.json"), real("coco"), transform=TransformConfig(augment=True)
         )
-        return [ds._augmentation(i)[2] for i in range(12)]
+        return [ds._augmentation(i, ds._rng(i))[2] for i in range(12)]
 
     torch.manual_seed(3)
     first = draw()

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from posereg.codecs import Codec, RegressionCodec
 from posereg.data.badinput import BadInputError, LoadReport
@@ -312,7 +312,9 @@ class TopDownDataset(Dataset):
         self._rng_seed: int | None = None
         self._generator: np.random.Generator | None = None
         self._epoch_seed: tuple[int, int] | None = None
-        self._worker_threads_set = False
+        # OpenCV single-threaded, set here in the parent: DataLoader workers are the parallelism,
+        # and reconfiguring OpenCV's thread pool inside a forked worker can deadlock.
+        cv2.setNumThreads(1)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -413,9 +415,6 @@ class TopDownDataset(Dataset):
         self._epoch_seed = (int(seed), int(epoch))
 
     def _rng(self, index: int) -> np.random.Generator:
-        if get_worker_info() is not None and not self._worker_threads_set:
-            cv2.setNumThreads(1)  # workers are the parallelism; no oversubscription
-            self._worker_threads_set = True
         if self._epoch_seed is not None:
             return np.random.default_rng((*self._epoch_seed, int(index)))
         # A generator per process, seeded from torch: DataLoader gives every worker (and every

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.posereg-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo core-demo test lint clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: generate (once) the synthetic set, train RLE on it, evaluate, then predict
+# on the real COCO photos beside the repository (../shared/data/real/coco).
+REAL_COCO ?= ../shared/data/real/coco
 demo: $(STAMP)
+	$(BIN)/posereg train configs/synth_rle.yaml
+	$(BIN)/posereg predict $(REAL_COCO) --checkpoint runs/synth_rle/best.pt \
+		--boxes $(REAL_COCO)/test_coco_det_AP_H_56.json --score-threshold 0.5 \
+		--out runs/synth_rle/predict_coco
+
+# The one-minute RLE-vs-L2 demonstration of the loss on synthetic points (no images).
+core-demo: $(STAMP)
 	$(BIN)/posereg demo
 
 test: $(STAMP)

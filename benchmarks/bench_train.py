@@ -17,7 +17,9 @@ import torch
 from posereg.models import create_pose_model
 
 
-def steps_per_second(model, images, target, weight, amp: bool, channels_last: bool, steps: int) -> float:
+def steps_per_second(
+    model, images, target, weight, amp: bool, channels_last: bool, steps: int
+) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_convert import _official
 
 from posereg.predict import Predictor
+from test_convert import _official
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = REPO.parent / "shared" / "data" / "real" / "coco"
@@ -20,7 +20,9 @@ BIN = Path(sys.executable).parent
 
 
 def _posereg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "posereg"), *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    return subprocess.run(
+        [str(BIN / "posereg"), *args], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
 
 
 @pytest.mark.slow
@@ -41,7 +43,13 @@ def test_export_cli_writes_onnx_that_matches_pytorch(tmp_path):
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert _posereg("train", str(tmp_path / "c.yaml")).returncode == 0
-    out = _posereg("export", "--checkpoint", str(tmp_path / "exp" / "last.pt"), "--out", str(tmp_path / "m.onnx"))
+    out = _posereg(
+        "export",
+        "--checkpoint",
+        str(tmp_path / "exp" / "last.pt"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     err = float(out.stdout.split("max abs difference")[1])
     assert err < 1e-4
@@ -59,7 +67,11 @@ def test_convert_cli_then_info_and_predict(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "RegressFlow -> resnet18, K=17, D=2" in out.stdout
     info = _posereg("info", str(dst))
-    assert info.returncode == 0 and "converted from: official" in info.stdout and "resnet18" in info.stdout
+    assert (
+        info.returncode == 0
+        and "converted from: official" in info.stdout
+        and "resnet18" in info.stdout
+    )
 
     # the converted file is a working posereg checkpoint: its predictions are the official model's
     predictor = Predictor.from_checkpoint(dst, device="cpu", flip_test=False)
@@ -68,13 +80,20 @@ def test_convert_cli_then_info_and_predict(tmp_path):
     result = predictor(image, boxes=[[20, 30, 120, 240]])
     official.eval()
     from posereg.data.dataset import image_to_tensor
-    from posereg.data.transforms import box_to_center_scale, crop_to_image, get_affine_transform, warp_crop
+    from posereg.data.transforms import (
+        box_to_center_scale,
+        crop_to_image,
+        get_affine_transform,
+        warp_crop,
+    )
 
     c, s = box_to_center_scale(np.array([[20, 30, 120, 240]], float), 192 / 256)
     crop = warp_crop(image, get_affine_transform(c[0], s[0], 0.0, (256, 192)), (256, 192))
     with torch.no_grad():
         mu, sigma = official(image_to_tensor(crop)[None])
-    np.testing.assert_allclose(result.keypoints, crop_to_image(mu.double().numpy(), c, s), atol=1e-3)
+    np.testing.assert_allclose(
+        result.keypoints, crop_to_image(mu.double().numpy(), c, s), atol=1e-3
+    )
     np.testing.assert_allclose(result.confidence, 1 - sigma.double().numpy().mean(-1), atol=1e-5)
 
     bad = _posereg("convert", "--from", "official", str(tmp_path / "missing.pth"), str(dst))

@@ -83,7 +83,7 @@ def test_yaml_errors_name_the_file_and_key(tmp_path):
     p.write_text(yaml.safe_dump({"optim": {"learning_rate": 0.1}}))
     with pytest.raises(
         ConfigError,
-        match=r"bad.yaml: unknown config key optim.learning_rate; valid keys here: optimizer, lr",
+        match=r"bad.yaml: unknown config key optim.learning_rate; valid keys here: optimizer, momentum, lr",
     ):
         load_config(p)
     p.write_text("train: {epochs: [1, 2]}")

@@ -15,7 +15,6 @@ import torchvision
 from torch import nn
 
 from posereg.config import Config, from_dict
-from posereg.skeletons import get_skeleton
 from posereg.convert import (
     convert_official,
     convert_official_state_dict,
@@ -23,6 +22,7 @@ from posereg.convert import (
     official_to_posereg_key,
 )
 from posereg.models import create_pose_model
+from posereg.skeletons import get_skeleton
 
 
 class OfficialLinear(nn.Module):

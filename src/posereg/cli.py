@@ -60,10 +60,10 @@ def _run_train(args: argparse.Namespace) -> int:
             cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         return _error("train", e)
+    from posereg.engine.report import format_summary
+
     result = train(cfg, resume=args.resume, device=args.device)  # type: ignore[arg-type]
-    print(f"run: {result.run_dir}")
-    for k, v in result.metrics.items():
-        print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    print(format_summary(result))
     return 0
 
 
@@ -181,7 +181,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         return _error("convert", e)
     c = conversion.config
-    print(f"{args.dst}: {conversion.variant} -> {c['backbone']}, K={c['num_keypoints']}, D={c['dim']}")
+    print(
+        f"{args.dst}: {conversion.variant} -> {c['backbone']}, K={c['num_keypoints']}, D={c['dim']}"
+    )
     print(
         f"  {len(conversion.mapping)} tensors mapped, {len(conversion.dropped)} dropped, "
         f"{len(conversion.filled)} filled"

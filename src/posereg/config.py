@@ -174,15 +174,9 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
     """Apply ``a.b.c=value`` overrides; values are parsed as YAML, then type-checked.
 
     Example:
-        >>> from dataclasses import dataclass, field
-        >>> @dataclass
-        ... class Optim:
-        ...     lr: float = 1e-3
-        >>> @dataclass
-        ... class Cfg:
-        ...     optim: Optim = field(default_factory=Optim)
-        >>> apply_overrides(Cfg(), ["optim.lr=0.01"]).optim.lr
-        0.01
+        >>> cfg = apply_overrides(Config(), ["optim.lr=0.01", "data.input_size=[64, 48]"])
+        >>> cfg.optim.lr, cfg.data.input_size
+        (0.01, (64, 48))
     """
     data = to_dict(cfg)
     for item in overrides:

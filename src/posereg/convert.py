@@ -369,5 +369,7 @@ def run_config_for(model_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
         loss=model_kwargs["loss"],
         loss_options=dict(model_kwargs["loss_options"]),
     )
-    data = DataConfig(format="coco" if skeleton == "coco17" else "mpii", skeleton=skeleton, input_size=input_size)
+    data = DataConfig(
+        format="coco" if skeleton == "coco17" else "mpii", skeleton=skeleton, input_size=input_size
+    )
     return to_dict(Config(name=name, model=model, data=data))

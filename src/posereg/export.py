@@ -206,7 +206,10 @@ def check_onnx(
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", check: bool = True
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    format: str = "onnx",
+    check: bool = True,
 ) -> tuple[Path, float | None]:
     """``posereg export``: the inference model of a posereg checkpoint to ONNX.
 

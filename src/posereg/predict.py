@@ -82,6 +82,7 @@ class Predictor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.padding = padding
         self.flip_test = flip_test
+        self.sigma_scale = 1.0  # what one sigma means in pixels of error (set from a checkpoint)
 
     @classmethod
     def from_checkpoint(
@@ -100,7 +101,7 @@ class Predictor:
         model = build_model(cfg)
         load_model_state(model, state["model"], str(path))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(
+        predictor = cls(
             model,
             get_skeleton(cfg.data.skeleton),
             tuple(cfg.data.input_size),
@@ -108,6 +109,8 @@ class Predictor:
             cfg.eval.flip_test if flip_test is None else flip_test,
             device,
         )
+        predictor.sigma_scale = float((state.get("metrics") or {}).get("sigma_calibration", 1.0))
+        return predictor
 
     @torch.no_grad()
     def __call__(
@@ -281,7 +284,7 @@ def predict_files(
                 )
                 canvas = draw_pose(
                     canvas, result.keypoints[i], predictor.skeleton, result.confidence[i],
-                    result.sigma[i], thickness=thickness,
+                    result.sigma[i], predictor.sigma_scale, thickness=thickness,
                 )  # fmt: skip
             cv2.imwrite(str(out / f"{path.stem}_pose.png"), canvas)
     (out / "predictions.json").write_text(json.dumps(results))

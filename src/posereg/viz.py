@@ -33,7 +33,9 @@ def draw_pose(
         skeleton: limbs to draw.
         confidence: (K,) keypoint colour from red (0) to green (1); None: all green.
         sigma: (K, 2) per-axis sigma in pixels, drawn as axis-aligned ellipses of
-            ``ellipse_scale`` x sigma (the head predicts independent per-axis scales).
+            ``ellipse_scale`` x sigma (the head predicts independent per-axis scales). RLE's
+            sigma is a relative scale: pass the evaluation's ``sigma_calibration`` (median
+            |error| / sigma) as ``ellipse_scale`` to draw the typical error.
         thickness: line width.
 
     Returns:

@@ -65,10 +65,16 @@ class EvalResult:
     error: float = float("nan")  # mean keypoint error / sqrt(area)
     truth: str = "labels"  # what `pck` and `error` were measured against
     num_instances: int = 0
+    # median |error| / sigma over labelled keypoints and both axes: what one sigma means in
+    # pixels. RLE's sigma is a relative scale (the flow models the residual's shape and
+    # spread), so drawings multiply sigma by this to show the typical error.
+    sigma_calibration: float = float("nan")
     predictions: Predictions | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
+        if np.isfinite(self.sigma_calibration):
+            out["sigma_calibration"] = self.sigma_calibration
         if "labels" in self.coco:
             labels = self.coco["labels"]
             out.update(AP=labels.ap, AP50=labels.ap50, AP75=labels.ap75, AR=labels.ar)
@@ -198,6 +204,11 @@ def evaluate_predictions(
         err = np.linalg.norm(preds.keypoints - truth[..., :2], axis=-1) / ref[:, None]
         result.error = float(err[visible].mean()) if visible.any() else float("nan")
         result.pck = pck(preds.keypoints, truth[..., :2], visible, ref, 0.1).value
+        abs_err = np.abs(preds.keypoints - truth[..., :2])[visible]
+        if abs_err.size:
+            result.sigma_calibration = float(
+                np.median(abs_err / np.maximum(preds.sigma[visible], 1e-9))
+            )
         if "head_top" in skel.keypoint_names and "upper_neck" in skel.keypoint_names:
             from posereg.metrics.pck import head_size_from_joints
 

@@ -14,7 +14,7 @@ from posereg.config import Config
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 from posereg.viz import draw_pose, tile
 
-__all__ = ["write_report", "plot_curves", "draw_validation_grid"]
+__all__ = ["write_report", "plot_curves", "draw_validation_grid", "format_summary"]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -56,9 +56,12 @@ def plot_curves(run_dir: Path) -> Path | None:
 
 
 def draw_validation_grid(
-    dataset: TopDownDataset, predictions, out: Path, num: int = 16
+    dataset: TopDownDataset, predictions, out: Path, num: int = 16, sigma_scale: float = 1.0
 ) -> Path | None:
-    """val_predictions.png: evaluation crops with predicted skeletons, confidences and sigma ellipses."""
+    """val_predictions.png: evaluation crops with predicted skeletons, confidences and sigma ellipses.
+
+    Ellipse half-axes are ``sigma_scale`` x sigma (the evaluation's ``sigma_calibration``).
+    """
     if predictions is None or num <= 0 or len(dataset) == 0:
         return None
     idx = np.linspace(0, len(dataset) - 1, min(num, len(dataset))).round().astype(int)
@@ -73,7 +76,15 @@ def draw_validation_grid(
         kp = (predictions.normalized[i] + 0.5) * np.array([w, h])  # crop pixels
         sigma = predictions.sigma[i] / sample.scale * np.array([w, h])
         crops.append(
-            draw_pose(bgr, kp, dataset.skeleton, predictions.confidence[i], sigma, thickness=1)
+            draw_pose(
+                bgr,
+                kp,
+                dataset.skeleton,
+                predictions.confidence[i],
+                sigma,
+                sigma_scale,
+                thickness=1,
+            )
         )
     cv2.imwrite(str(out), tile(crops, columns=min(8, len(crops))))
     return out
@@ -88,6 +99,7 @@ def write_report(
         "steps": result.steps,
         "epochs": result.epochs,
         "images_per_second": result.images_per_second,
+        "wall_time_s": result.wall_time_s,
         "bad_steps": result.bad_steps,
         "val": result.metrics,
     }
@@ -95,6 +107,35 @@ def write_report(
         json.dumps(metrics, indent=2, sort_keys=True, default=float)
     )
     plot_curves(run_dir)
+    scale = evaluation.sigma_calibration if np.isfinite(evaluation.sigma_calibration) else 1.0
     draw_validation_grid(
-        dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis
+        dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis, scale
     )
+
+
+def format_summary(result: Any) -> str:
+    """The end-of-run summary: the model next to the mean-pose baseline."""
+    m = result.metrics
+    lines = [
+        f"{result.run_dir.name}: {result.epochs} epochs, {result.steps} steps, "
+        f"{result.images_per_second:.0f} img/s, {result.wall_time_s / 60:.1f} min",
+        f"{'':26}{'model':>10}{'mean pose':>12}",
+    ]
+    rows = [
+        ("AP (noisy labels)", "AP"),
+        ("AP (clean truth)", "AP_clean"),
+        (f"PCK@0.1 ({m.get('truth', 'labels')})", "PCK"),
+        ("error / sqrt(area)", "error"),
+    ]
+    for label, key in rows:
+        if key in m:
+            base = m.get(f"baseline_{key}")
+            base_text = f"{base:>12.4f}" if isinstance(base, float) else f"{'-':>12}"
+            lines.append(f"{label:<26}{m[key]:>10.4f}{base_text}")
+    if "error_ratio" in m:
+        lines.append(f"error ratio model / baseline: {m['error_ratio']:.3f}")
+    for key in ("PCKh_0.5", "PCKh_0.1", "PCKh_AUC"):
+        if key in m:
+            lines.append(f"{key}: {m[key]:.4f}")
+    lines.append(f"run directory: {result.run_dir} (metrics.json, curves.png, val_predictions.png)")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     bad_steps: int = 0
     images_per_second: float = 0.0
+    wall_time_s: float = 0.0
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -202,6 +204,7 @@ def train(
         resume: a run directory (or its ``last.pt``) to continue exactly where it stopped.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
     """
+    t_start = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = D.setup(dev)
     if dev.type == "cuda" and info.distributed:
@@ -222,6 +225,10 @@ def train(
         run_dir = Path(cfg.out_dir) / cfg.name
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:  # a new run in an old run's folder starts its logs afresh
+            for old in ("train_log.csv", "val_log.csv", "metrics.json"):
+                (run_dir / old).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tb", ignore_errors=True)
         save_yaml(cfg, run_dir / "config.yaml")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -406,6 +413,7 @@ def train(
             result_eval = evaluate(model, val_set, cfg, dev, info)
             metrics = result_eval.summary()
         result.metrics = _with_baseline(metrics, train_set, val_set, cfg)
+        result.wall_time_s = time.perf_counter() - t_start
         from posereg.engine.report import write_report
 
         write_report(run_dir, cfg, result, result_eval, val_set, model)
@@ -462,7 +470,10 @@ class _progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+            # disable=None: a bar on a terminal, nothing in a log file (CSV/TensorBoard have it all)
+            self.bar = tqdm(
+                total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False, disable=None
+            )
 
     def n_done(self, extra: int = 0) -> int:
         return self.count + extra

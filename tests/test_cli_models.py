@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from posereg.predict import Predictor
 from test_convert import _official
+from test_engine import _tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = REPO.parent / "shared" / "data" / "real" / "coco"
@@ -27,29 +27,10 @@ def _posereg(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_export_cli_writes_onnx_that_matches_pytorch(tmp_path):
-    cfg = {
-        "name": "exp",
-        "out_dir": str(tmp_path),
-        "data": {
-            "train_ann": str(COCO / "test_coco.json"),
-            "train_images": str(COCO),
-            "val_ann": str(COCO / "test_coco.json"),
-            "val_images": str(COCO),
-            "input_size": [64, 48],
-            "workers": 0,
-        },
-        "model": {"backbone": "resnet18", "width": 0.25},
-        "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "progress": False},
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert _posereg("train", str(tmp_path / "c.yaml")).returncode == 0
-    out = _posereg(
-        "export",
-        "--checkpoint",
-        str(tmp_path / "exp" / "last.pt"),
-        "--out",
-        str(tmp_path / "m.onnx"),
-    )
+    cfg = _tiny_config(tmp_path, "exp", train={"epochs": 1, "max_steps": 2})
+    assert _posereg("train", str(cfg)).returncode == 0
+    ck = tmp_path / "runs" / "exp" / "last.pt"
+    out = _posereg("export", "--checkpoint", str(ck), "--out", str(tmp_path / "m.onnx"))
     assert out.returncode == 0, out.stderr[-2000:]
     err = float(out.stdout.split("max abs difference")[1])
     assert err < 1e-4

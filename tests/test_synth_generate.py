@@ -298,9 +298,7 @@ def test_3d_only_mode_is_consistent_and_deterministic(tmp_path: Path) -> None:
     np.testing.assert_allclose(project(s.joints_3d, s.K), s.keypoints_2d, atol=1e-9)
     h, w = cfg.image_size
     u, v = s.keypoints_2d[..., 0], s.keypoints_2d[..., 1]
-    np.testing.assert_array_equal(
-        s.visible, (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-    )
+    np.testing.assert_array_equal(s.visible, (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1))
     assert np.all(s.keypoints_2d_noisy[~s.visible] == 0)
     assert s.visible.mean() > 0.9 and np.all(s.joints_3d[..., 2] > 0)
     again = sample_poses(3000, seed=4, config=cfg)

@@ -441,7 +441,9 @@ class TopDownDataset(Dataset):
         size = fix_aspect_ratio(chosen.max(axis=0) - chosen.min(axis=0), self.aspect_ratio)
         return center, size * self.transform.half_body_padding
 
-    def _augmentation(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    def _augmentation(
+        self, index: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float, bool]:
         center, scale = self.centers[index].copy(), self.scales[index].copy()
         cfg = self.transform
         if not cfg.augment:

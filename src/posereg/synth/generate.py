@@ -965,7 +965,9 @@ def sample_poses(
             _place_in_capture_area(rng, bodies, np.arange(n), cams, config.image_size)
         joints = cams.to_camera(bodies.joints[:, idx])
         uv = project(joints, cams.K)
-        visible = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
+        visible = (
+            (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
+        )
         area = AREA_PER_KEYPOINT_BOX * np.prod(np.ptp(uv, axis=1), axis=1)
         noisy = apply_label_noise(
             rng, uv, np.where(visible, 2, 0), area, skel.oks_k, skel.flip_pairs, config.noise

@@ -81,7 +81,9 @@ def find_synthetic(root: Path) -> tuple[Path, Path]:
             continue
         if isinstance(data, dict) and data.get("annotations") and data.get("images"):
             first = data["images"][0]["file_name"]
-            for image_root in (ann.parent, ann.parent / "images", root, root / "images"):
+            split = ann.stem.removeprefix("person_keypoints_")  # posereg.synth: images/<split>/
+            candidates = (ann.parent, ann.parent / "images", root, root / "images", root / "images" / split)
+            for image_root in candidates:
                 if (image_root / first).is_file():
                     return ann, image_root
     raise SystemExit(f"no COCO json with images found under {root}")

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from posereg.config import Config
-from posereg.data.dataset import TopDownDataset
+from posereg.data.dataset import TopDownDataset, collate
 from posereg.data.transforms import crop_to_image, flip_test_average
 from posereg.engine import distributed as D
 from posereg.metrics import (
@@ -108,10 +109,6 @@ def predict_dataset(
         shuffle=False,
         drop_last=False,
     )
-    from torch.utils.data import DataLoader
-
-    from posereg.data.dataset import collate
-
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
     width = dataset.input_size[1]
     parts: list[tuple[np.ndarray, ...]] = []

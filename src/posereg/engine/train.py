@@ -9,7 +9,6 @@ and the report (``metrics.json``, ``curves.png``, ``val_predictions.png``).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -321,12 +320,12 @@ def train(
         )  # fmt: skip
         loader = _loader(train_set, sampler, cfg.data.workers, dev)
         _set_train_mode(model, cfg.model.freeze_bn)
-        progress = _progress(
+        progress = _Progress(
             len(sampler),
             f"epoch {epoch + 1}/{cfg.train.epochs}",
             cfg.train.progress and info.is_main,
         )
-        t0 = time.perf_counter()
+        t0, images_this_epoch = time.perf_counter(), 0
         for batch in loader:
             images = batch.image.to(dev, non_blocking=True)
             if cfg.train.channels_last:
@@ -367,7 +366,8 @@ def train(
             step_in_epoch += 1
             images_seen += len(batch) * info.world_size
             elapsed = time.perf_counter() - t0
-            rate = len(batch) * info.world_size * progress.n_done(1) / max(elapsed, 1e-9)
+            images_this_epoch += len(batch) * info.world_size
+            rate = images_this_epoch / max(elapsed, 1e-9)
             if step % cfg.train.log_every == 0 or step_in_epoch == 1:
                 row = {
                     "step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
@@ -461,11 +461,10 @@ def _tensorboard(run_dir: Path, enabled: bool):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-class _progress:
+class _Progress:
     """tqdm bar with loss, learning rate, images/s and ETA (a no-op when disabled)."""
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.count = 0
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
@@ -475,11 +474,7 @@ class _progress:
                 total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False, disable=None
             )
 
-    def n_done(self, extra: int = 0) -> int:
-        return self.count + extra
-
     def update(self, loss: float, lr: float, rate: float) -> None:
-        self.count += 1
         if self.bar is not None:
             self.bar.set_postfix(
                 loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False
@@ -489,7 +484,3 @@ class _progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -331,3 +331,29 @@ def test_predict_and_report_on_the_real_photos(tmp_path):
     assert len(overlays) == len({p["file_name"] for p in preds})
     assert cv2.imread(str(overlays[0])) is not None
     shutil.rmtree(out_dir)
+
+
+# --------------------------------------------------------------------------- options
+@pytest.mark.slow
+def test_bf16_autocast_channels_last_and_init_from_an_earlier_run(tmp_path):
+    first = _tiny_config(
+        tmp_path, "first", train={"epochs": 1, "max_steps": 2, "amp": "bf16", "channels_last": True}
+    )
+    out = _posereg("train", str(first))
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((tmp_path / "runs" / "first" / "metrics.json").read_text())
+    assert np.isfinite(metrics["val"]["error"]) and metrics["bad_steps"] == 0
+
+    # the paper's heatmap-pretrained variant: a backbone initialised from another run. With
+    # lr 0 and frozen BatchNorm nothing moves, so the new run's backbone is the old one's.
+    ck = tmp_path / "runs" / "first" / "last.pt"
+    second = _tiny_config(
+        tmp_path, "second",
+        train={"epochs": 1, "max_steps": 1}, optim={"lr": 0.0}, model={"init_from": str(ck), "freeze_bn": True},
+    )  # fmt: skip
+    out = _posereg("train", str(second))
+    assert out.returncode == 0, out.stderr[-2000:]
+    a, b = _model_tensors(ck), _model_tensors(tmp_path / "runs" / "second" / "last.pt")
+    backbone = [k for k in a if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(a[k], b[k]) for k in backbone)
+    assert not torch.equal(a["head.fc_coord.linear.weight"], b["head.fc_coord.linear.weight"])

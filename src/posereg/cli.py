@@ -236,8 +236,7 @@ def _run_data_synth(args: argparse.Namespace) -> int:
                 not args.quiet,
             )
     except (ValueError, FileNotFoundError) as e:
-        print(f"posereg data synth: error: {e}", file=sys.stderr)
-        return 2
+        return _error("data synth", e)
     print(path)
     return 0
 
@@ -299,8 +298,7 @@ def _run_data_show(args: argparse.Namespace) -> int:
             args.dir, args.split, args.out, args.num_images, args.columns, args.scale
         )
     except (ValueError, FileNotFoundError) as e:
-        print(f"posereg data show: error: {e}", file=sys.stderr)
-        return 2
+        return _error("data show", e)
     print(path)
     return 0
 

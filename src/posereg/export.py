@@ -115,30 +115,24 @@ def export_onnx(
                 ) from None
             if opset < 18:
                 raise ValueError(f"the dynamo exporter writes opset >= 18, got opset={opset}")
-            batch = torch.export.Dim("batch")
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
-                opset_version=opset,
-                dynamo=True,
-                verbose=False,
-                dynamic_shapes={"images": {0: batch}},
-                external_data=False,
-            )
+            # the dynamo exporter takes dynamic shapes, the TorchScript one dynamic axes
+            shapes = {
+                "dynamic_shapes": {"images": {0: torch.export.Dim("batch")}},
+                "external_data": False,
+            }
         else:
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
-            )
+            shapes = {"dynamic_axes": {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}}
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            opset_version=opset,
+            dynamo=dynamo,
+            verbose=False,
+            **shapes,
+        )
 
     proto = onnx.load(str(path))
     head = model.head
@@ -218,19 +212,12 @@ def export_checkpoint(
     Returns:
         The written file and, with ``check``, onnxruntime's max abs difference to PyTorch.
     """
-    from dataclasses import replace
 
-    from posereg.config import Config, from_dict
-    from posereg.engine.checkpoint import load_checkpoint, load_model_state
-    from posereg.engine.train import build_model
+    from posereg.engine.train import model_from_checkpoint
 
     if format != "onnx":
         raise ValueError(f"unknown export format {format!r}; valid: onnx")
-    state = load_checkpoint(checkpoint)
-    cfg = from_dict(Config, state["config"])
-    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
-    model = build_model(cfg)
-    load_model_state(model, state["model"], str(checkpoint))
+    model, cfg, _ = model_from_checkpoint(checkpoint)
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(".onnx")
     export_onnx(model, path, tuple(cfg.data.input_size))
     return path, (check_onnx(model, path) if check else None)

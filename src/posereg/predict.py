@@ -7,14 +7,13 @@ back to image pixels. The flow is never run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from posereg.config import Config, from_dict
 from posereg.data.dataset import image_to_tensor
 from posereg.data.image_io import read_image
 from posereg.data.transforms import (
@@ -24,7 +23,6 @@ from posereg.data.transforms import (
     get_affine_transform,
     warp_crop,
 )
-from posereg.engine.checkpoint import load_checkpoint, load_model_state
 from posereg.skeletons import Skeleton, get_skeleton
 
 __all__ = ["Predictor", "PoseResult"]
@@ -92,14 +90,9 @@ class Predictor:
         flip_test: bool | None = None,
     ) -> Predictor:
         """Build the model a posereg checkpoint was trained with and load its weights."""
-        from posereg.engine.train import build_model
+        from posereg.engine.train import model_from_checkpoint
 
-        state = load_checkpoint(path)
-        cfg = from_dict(Config, state["config"])
-        # weights come from the checkpoint: never download pretrained weights for inference
-        cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
-        model = build_model(cfg)
-        load_model_state(model, state["model"], str(path))
+        model, cfg, state = model_from_checkpoint(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,

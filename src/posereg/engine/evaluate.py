@@ -243,16 +243,11 @@ def run_evaluation(
         out: optional path for the COCO-results predictions json.
     """
     import json
-    from dataclasses import replace
 
-    from posereg.engine.checkpoint import load_checkpoint, load_model_state
-    from posereg.engine.train import build_datasets, build_model
+    from posereg.engine.train import build_datasets, model_from_checkpoint
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(checkpoint)
-    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
-    model = build_model(cfg)
-    load_model_state(model, state["model"], checkpoint)
+    model, cfg, _ = model_from_checkpoint(checkpoint, cfg)
     model.to(dev)
     _, val = build_datasets(cfg, train_split=False)
     result = evaluate(model, val, cfg, dev)

@@ -38,7 +38,14 @@ from posereg.engine.evaluate import EvalResult, evaluate
 from posereg.models import create_pose_model
 from posereg.skeletons import get_skeleton
 
-__all__ = ["train", "TrainResult", "build_model", "build_datasets", "NonFiniteLossError"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "build_model",
+    "model_from_checkpoint",
+    "build_datasets",
+    "NonFiniteLossError",
+]
 
 logger = logging.getLogger("posereg.train")
 
@@ -77,6 +84,31 @@ def build_model(cfg: Config) -> nn.Module:
         width=cfg.model.width,
         norm_mu=cfg.model.norm_mu,
     )
+
+
+def model_from_checkpoint(
+    checkpoint: str | Path, cfg: Config | None = None
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The model a posereg checkpoint holds, with its weights loaded.
+
+    Arguments:
+        checkpoint: a posereg checkpoint.
+        cfg: the config to build the model from; default the checkpoint's own. Either way the
+            weights come from the checkpoint, so pretrained weights are never downloaded.
+
+    Returns:
+        (model, the config used, the checkpoint dict).
+    """
+    from dataclasses import replace
+
+    from posereg.config import from_dict
+
+    state = load_checkpoint(checkpoint)
+    cfg = cfg if cfg is not None else from_dict(Config, state["config"])
+    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
+    model = build_model(cfg)
+    load_model_state(model, state["model"], str(checkpoint))
+    return model, cfg, state
 
 
 def build_datasets(

@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job: generate (once) the synthetic set, train RLE on it, evaluate, then predict
-# on the real COCO photos beside the repository (../shared/data/real/coco).
-REAL_COCO ?= ../shared/data/real/coco
+# on the real COCO photos the repository carries (src/posereg/samples/coco).
+REAL_COCO ?= src/posereg/samples/coco
 demo: $(STAMP)
 	$(BIN)/posereg train configs/synth_rle.yaml
 	$(BIN)/posereg predict $(REAL_COCO) --checkpoint runs/synth_rle/best.pt \

@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader
 
 from posereg.data import TopDownDataset, TransformConfig, collate
 from posereg.data.image_io import decode_bgr, simplejpeg
+from posereg.samples import SAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_COCO = REPO.parent / "shared" / "data" / "real" / "coco"
+DEFAULT_COCO = SAMPLES_DIR / "coco"
 
 
 def make_standin_synthetic(root: Path, num_images: int = 64, seed: int = 0) -> tuple[Path, Path]:
@@ -82,7 +83,13 @@ def find_synthetic(root: Path) -> tuple[Path, Path]:
         if isinstance(data, dict) and data.get("annotations") and data.get("images"):
             first = data["images"][0]["file_name"]
             split = ann.stem.removeprefix("person_keypoints_")  # posereg.synth: images/<split>/
-            candidates = (ann.parent, ann.parent / "images", root, root / "images", root / "images" / split)
+            candidates = (
+                ann.parent,
+                ann.parent / "images",
+                root,
+                root / "images",
+                root / "images" / split,
+            )
             for image_root in candidates:
                 if (image_root / first).is_file():
                     return ann, image_root

@@ -1,4 +1,4 @@
-"""Where the real fixtures live: ../shared/data/real next to the repository (as in CI)."""
+"""Where the real fixtures live: the samples posereg carries (src/posereg/samples)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from posereg.samples import SAMPLES_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = SAMPLES_DIR
 BADINPUT = REPO / "tests" / "badinput"
 
 
@@ -15,5 +17,5 @@ def real(*parts: str) -> Path:
     """A path under the real fixtures; fails (not skips) when they are missing."""
     path = REAL.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"real fixture {path} not found: shared/ must sit next to the repository")
+        pytest.fail(f"real fixture {path} not found in the samples posereg carries")
     return path

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from posereg.predict import Predictor
+from posereg.samples import SAMPLES_DIR
 from test_convert import _official
 from test_engine import _tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-COCO = REPO.parent / "shared" / "data" / "real" / "coco"
+COCO = SAMPLES_DIR / "coco"
 BIN = Path(sys.executable).parent
 
 

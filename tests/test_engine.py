@@ -17,9 +17,10 @@ import yaml
 
 from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.engine.distributed import EpochBatchSampler
+from posereg.samples import SAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = SAMPLES_DIR
 BIN = Path(sys.executable).parent
 COCO = REAL / "coco"
 MPII = REAL / "mpii"

@@ -9,7 +9,6 @@ import pytest
 
 from posereg.synth.body import sample_bodies
 from posereg.synth.camera import (
-    DEFAULT_H36M_CAMERAS,
     frame_person,
     load_h36m_calibrations,
     look_at,
@@ -60,7 +59,6 @@ def test_truncation_puts_part_of_the_person_outside() -> None:
     assert cut.mean() > 0.95
 
 
-@pytest.mark.skipif(not DEFAULT_H36M_CAMERAS.is_file(), reason="shared/data/real not present")
 def test_h36m_calibrations_look_at_the_capture_area() -> None:
     cal = load_h36m_calibrations()
     assert len(cal.names) == 44 and cal.names[0] == "S1/54138969"

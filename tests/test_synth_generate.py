@@ -249,7 +249,6 @@ def test_other_keypoint_sets(tmp_path: Path) -> None:
         assert len(a["keypoints"]) == 48 and np.array(a["joints_3d"]).shape == (16, 3)
 
 
-@pytest.mark.skipif(not DEFAULT_H36M_CAMERAS.is_file(), reason="shared/data/real not present")
 def test_h36m_cameras_are_the_real_ones_rescaled(tmp_path: Path) -> None:
     cfg = SynthConfig(camera="h36m")
     data = json.loads(

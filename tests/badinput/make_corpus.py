@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-REAL = HERE.parents[2] / "shared" / "data" / "real" / "coco"
+REAL = HERE.parents[1] / "src" / "posereg" / "samples" / "coco"
 K = 17
 
 

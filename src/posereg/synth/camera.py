@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posereg.samples import SAMPLES_DIR
+
 __all__ = [
     "Cameras",
     "H36MCalibrations",
@@ -24,15 +26,8 @@ __all__ = [
     "load_h36m_calibrations",
 ]
 
-# ../shared/data/real/h36m/cameras.json next to the repository root.
-DEFAULT_H36M_CAMERAS = (
-    Path(__file__).resolve().parents[3].parent
-    / "shared"
-    / "data"
-    / "real"
-    / "h36m"
-    / "cameras.json"
-)
+# The real Human3.6M calibrations carried in posereg/samples (see its README).
+DEFAULT_H36M_CAMERAS = SAMPLES_DIR / "h36m" / "cameras.json"
 
 
 @dataclass

@@ -105,7 +105,7 @@ class SynthConfig:
             side) as a fraction of the image height.
         camera: "random" (look-at cameras framed on a person) or "h36m" (real Human3.6M
             calibrations, people placed in the capture area).
-        camera_file: Human3.6M ``cameras.json`` (None: ../shared/data/real/h36m/cameras.json).
+        camera_file: Human3.6M ``cameras.json`` (None: the one in posereg/samples/h36m).
         fov_deg: (min, max) horizontal field of view of random cameras, degrees.
         elevation_deg: (min, max) elevation of random cameras above the person's centre.
         roll_std_deg: standard deviation of the camera roll.
@@ -116,7 +116,7 @@ class SynthConfig:
         floor_prob: probability that the floor (below the horizon) gets its own texture.
         photo_background_prob: probability of a real-photo crop as background instead of a
             procedural texture.
-        photo_dir: folder with the real photos (None: ../shared/data/real).
+        photo_dir: folder with the real photos (None: posereg/samples).
         texture_bank_size: number of procedural background textures per dataset.
         image_format: "jpg" or "png".
         jpeg_quality: JPEG quality (1-100).

@@ -3,7 +3,7 @@ limbs and occluders.
 
 Backgrounds are crops of a bank of procedural textures built once per worker from the dataset
 seed (so every worker holds the same bank), optionally mixed with crops of the real photos in
-``shared/data/real`` taken away from the people annotated in them.
+``posereg/samples`` taken away from the people annotated in them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posereg.samples import SAMPLES_DIR
 from posereg.synth.render import OCCLUDER_ID, draw_capsule
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "draw_occluder",
 ]
 
-DEFAULT_PHOTO_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
+DEFAULT_PHOTO_DIR = SAMPLES_DIR
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from posereg.config import Config, save_yaml, to_dict
-from posereg.data.dataset import TopDownDataset, collate
+from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
 from posereg.engine.checkpoint import (
     load_checkpoint,
@@ -68,6 +68,7 @@ class TrainResult:
     bad_steps: int = 0
     images_per_second: float = 0.0
     wall_time_s: float = 0.0
+    skipped_unreadable: int = 0  # training items whose image was unreadable (on_bad_image=skip)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -338,6 +339,7 @@ def train(
             )
 
     bad_total, bad_run = 0, 0
+    skipped = SkippedImages()
     images_seen, t_train = 0, 0.0
     metrics: dict[str, Any] = {}
     result_eval: EvalResult | None = None
@@ -359,6 +361,7 @@ def train(
         )
         t0, images_this_epoch = time.perf_counter(), 0
         for batch in loader:
+            skipped.update(batch)  # their target weights are 0: no loss, no gradient
             images = batch.image.to(dev, non_blocking=True)
             if cfg.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -419,6 +422,7 @@ def train(
                 break
         t_train += time.perf_counter() - t0
         progress.close()
+        skipped.end_epoch(lambda x: D.all_gather_objects(x, info), log=info.is_main)
         if not done:
             epoch, step_in_epoch = epoch + 1, 0
         last_epoch = epoch >= cfg.train.epochs or done
@@ -440,11 +444,12 @@ def train(
         tb.close()
     rate = images_seen / max(t_train, 1e-9)
     result = TrainResult(run_dir, step, epoch, metrics, bad_total, rate)
+    result.skipped_unreadable = skipped.total_items
     if info.is_main:
         if result_eval is None:
             result_eval = evaluate(model, val_set, cfg, dev, info)
             metrics = result_eval.summary()
-        result.metrics = _with_baseline(metrics, train_set, val_set, cfg)
+        result.metrics = _with_baseline(metrics, train_set, val_set, cfg, result_eval)
         result.wall_time_s = time.perf_counter() - t_start
         from posereg.engine.report import write_report
 
@@ -462,7 +467,11 @@ def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 
 
 def _with_baseline(
-    metrics: dict[str, Any], train_set: TopDownDataset, val_set: TopDownDataset, cfg: Config
+    metrics: dict[str, Any],
+    train_set: TopDownDataset,
+    val_set: TopDownDataset,
+    cfg: Config,
+    model_eval: EvalResult | None = None,
 ) -> dict[str, Any]:
     """Add the mean-pose baseline's numbers (and the model/baseline error ratio) to ``metrics``."""
     from posereg.engine.evaluate import evaluate_predictions, mean_pose, mean_pose_predictions
@@ -470,7 +479,11 @@ def _with_baseline(
     if cfg.eval.use_detections:
         return metrics
     base = evaluate_predictions(
-        mean_pose_predictions(mean_pose(train_set), val_set), val_set, cfg
+        mean_pose_predictions(
+            mean_pose(train_set), val_set, model_eval.predictions if model_eval else None
+        ),
+        val_set,
+        cfg,
     ).summary()
     out = dict(metrics)
     for key in ("AP", "AP_clean", "PCK", "error"):

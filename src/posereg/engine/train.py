@@ -113,16 +113,36 @@ def model_from_checkpoint(
 
 
 def build_datasets(
-    cfg: Config, train_split: bool = True
+    cfg: Config, train_split: bool = True, info: D.DistInfo | None = None
 ) -> tuple[TopDownDataset | None, TopDownDataset]:
-    """(train, val) datasets; the synthetic set is generated first when configured and missing."""
+    """(train, val) datasets.
+
+    With ``data.synth``, training (``train_split``) first makes the synthetic splits that are
+    missing or were made with other settings: rank 0 alone, the other ranks of ``info`` wait for
+    it. Without ``train_split`` (evaluation) nothing is generated: a missing validation set is a
+    :class:`BadInputError` that says how to make it.
+    """
     from dataclasses import replace
 
-    d = cfg.data
-    if d.synth is not None:
-        from posereg.engine.synthdata import ensure_synthetic_dataset
+    from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
 
-        ensure_synthetic_dataset(cfg)
+    d = cfg.data
+    if d.synth is not None and not train_split:
+        check_synthetic_split(d.synth, "val")
+    elif d.synth is not None:
+        info = info or D.DistInfo()
+        error: Exception | None = None
+        if info.is_main:
+            try:
+                ensure_synthetic_dataset(d.synth)
+            except Exception as e:  # re-raised below, once the other ranks know
+                error = e
+        # the gather is the barrier the other ranks wait at; it also tells them rank 0 failed
+        failed = D.all_gather_objects("" if error is None else f"{error}", info)[0]
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"rank 0 could not make the synthetic dataset: {failed}")
     common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image)
     val_transform = replace(d.transform, augment=False)
     if d.format == "mpii":
@@ -267,7 +287,7 @@ def train(
 
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)  # noqa: NPY002  (for code that uses the global state)
-    train_set, val_set = build_datasets(cfg)
+    train_set, val_set = build_datasets(cfg, info=info)
     assert train_set is not None
     model = build_model(cfg).to(dev)
     if cfg.model.init_from and ckpt is None:

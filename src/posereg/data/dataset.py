@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -43,6 +43,7 @@ __all__ = [
     "Sample",
     "Batch",
     "collate",
+    "SkippedImages",
     "TopDownDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -148,8 +149,9 @@ class Sample:
         keypoints: (K, 3) the label (x, y, v) in image pixels, never augmented.
         keypoints_clean: (K, 3) the noise-free truth when the file carries it, else None.
         valid: False when the image could not be read and ``on_bad_image="skip"``: the image is
-            zeros and the weights are 0.
+            zeros and the weights are 0, so the loss ignores it; evaluation leaves it out.
         error: the reason when not valid.
+        file: the unreadable image's path when not valid.
     """
 
     image: Tensor
@@ -167,6 +169,7 @@ class Sample:
     keypoints_clean: np.ndarray | None = None
     valid: bool = True
     error: str = ""
+    file: str = ""
 
 
 @dataclass
@@ -174,8 +177,9 @@ class Batch:
     """A collated batch: tensors stacked, meta as NumPy arrays (B, ...) and lists.
 
     ``keypoints_clean`` is (B, K, 3) when any sample has it (NaN rows for those without),
-    else None. ``valid`` (B,) marks samples whose image was readable; ``errors`` lists the
-    reasons for the others, so a training loop can count and report them.
+    else None. ``valid`` (B,) marks samples whose image was readable; ``errors`` and
+    ``bad_files`` list the reasons and image paths of the others, so a training loop can count
+    and report them (:class:`SkippedImages`).
     """
 
     image: Tensor
@@ -193,6 +197,7 @@ class Batch:
     keypoints_clean: np.ndarray | None
     valid: np.ndarray
     errors: list[str] = field(default_factory=list)
+    bad_files: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -249,7 +254,61 @@ def collate(samples: Sequence[Sample]) -> Batch:
         keypoints_clean=clean,
         valid=np.array([s.valid for s in samples], dtype=bool),
         errors=[s.error for s in samples if not s.valid],
+        bad_files=[s.file for s in samples if not s.valid],
     )
+
+
+class SkippedImages:
+    """Counts the items a loop skipped because their image was unreadable (``on_bad_image="skip"``).
+
+    Feed it every batch; at the end of an epoch :meth:`end_epoch` merges what the ranks saw
+    (through ``gather``), logs one line ``"N unreadable images skipped this epoch (M instances):
+    <files>"`` and adds the epoch to the run's totals.
+
+    Example:
+        >>> skipped = SkippedImages()
+        >>> for batch in loader:  # doctest: +SKIP
+        ...     skipped.update(batch)
+        >>> skipped.end_epoch()  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.epoch_files: list[str] = []  # one entry per skipped item
+        self.total_items = 0
+        self.total_files: set[str] = set()
+
+    def update(self, batch: Batch) -> None:
+        self.epoch_files += batch.bad_files
+
+    def end_epoch(
+        self,
+        gather: Callable[[object], list[object]] | None = None,
+        log: bool = True,
+        what: str = "this epoch",
+    ) -> int:
+        """Merge the epoch over ranks, log it (when any), reset; returns the epoch's item count.
+
+        Arguments:
+            gather: every rank's object, in rank order (``distributed.all_gather_objects``); None
+                for one process. Every rank must call it.
+            log: write the log line (only the main rank should).
+            what: the end of the log line's subject.
+        """
+        parts = gather(self.epoch_files) if gather is not None else [self.epoch_files]
+        files = [f for part in parts for f in part]  # type: ignore[attr-defined]
+        self.epoch_files = []
+        self.total_items += len(files)
+        self.total_files.update(files)
+        unique = sorted(set(files))
+        if files and log:
+            shown = ", ".join(unique[:10]) + (
+                f" and {len(unique) - 10} more" if len(unique) > 10 else ""
+            )
+            logger.warning(
+                "%d unreadable images skipped %s (%d instances, left out of the loss): %s",
+                len(unique), what, len(files), shown,
+            )  # fmt: skip
+        return len(files)
 
 
 class TopDownDataset(Dataset):
@@ -571,6 +630,7 @@ class TopDownDataset(Dataset):
             flipped=False,
             valid=False,
             error=error,
+            file=str(self.table.image_path(index)),
             **self._meta(index),
         )
 

@@ -6,6 +6,7 @@ crop-normalized pose placed in every evaluation box.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from posereg.metrics import (
     pckh,
 )
 
+logger = logging.getLogger("posereg.eval")
+
 __all__ = [
     "EvalResult",
     "Predictions",
@@ -35,6 +38,8 @@ __all__ = [
     "mean_pose",
     "mean_pose_predictions",
     "evaluate_predictions",
+    "kept_instances",
+    "coco_results",
     "run_evaluation",
 ]
 
@@ -48,12 +53,23 @@ class Predictions:
         sigma: (N, K, 2) sigma in image pixels (sigma_hat x crop size).
         confidence: (N, K) 1 - mean_d sigma_hat (Eq. 9).
         normalized: (N, K, 2) crop-normalized predictions.
+        valid: (N,) False where the image was unreadable (``on_bad_image="skip"``): those rows
+            are zeros and no metric uses them. None: all valid.
+        bad_files: the unreadable images' paths, one per invalid instance.
     """
 
     keypoints: np.ndarray
     sigma: np.ndarray
     confidence: np.ndarray
     normalized: np.ndarray
+    valid: np.ndarray | None = None
+    bad_files: list[str] = field(default_factory=list)
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """(N,) bool, all True when ``valid`` is None."""
+        n = len(self.keypoints)
+        return np.ones(n, dtype=bool) if self.valid is None else self.valid.astype(bool)
 
 
 @dataclass
@@ -65,7 +81,9 @@ class EvalResult:
     pckh: dict[str, float] = field(default_factory=dict)  # MPII-style, when the skeleton has a head
     error: float = float("nan")  # mean keypoint error / sqrt(area)
     truth: str = "labels"  # what `pck` and `error` were measured against
-    num_instances: int = 0
+    num_instances: int = 0  # instances the metrics count (unreadable ones are left out)
+    num_unreadable: int = 0  # instances left out because their image was unreadable
+    unreadable_files: list[str] = field(default_factory=list)  # their images, sorted
     # median |error| / sigma over labelled keypoints and both axes: what one sigma means in
     # pixels. RLE's sigma is a relative scale (the flow models the residual's shape and
     # spread), so drawings multiply sigma by this to show the typical error.
@@ -74,6 +92,8 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
+        if self.num_unreadable:
+            out["num_unreadable"] = self.num_unreadable
         if np.isfinite(self.sigma_calibration):
             out["sigma_calibration"] = self.sigma_calibration
         if "labels" in self.coco:
@@ -97,7 +117,11 @@ def predict_dataset(
     workers: int = 0,
     info: D.DistInfo | None = None,
 ) -> Predictions:
-    """Run the regressor on every instance (sharded across ranks, gathered on all)."""
+    """Run the regressor on every instance (sharded across ranks, gathered on all).
+
+    Instances whose image was unreadable (``on_bad_image="skip"``) get zero rows and
+    ``valid=False``.
+    """
     info = info or D.DistInfo()
     was_training = model.training
     model.eval()
@@ -112,6 +136,7 @@ def predict_dataset(
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
     width = dataset.input_size[1]
     parts: list[tuple[np.ndarray, ...]] = []
+    bad_files: list[str] = []
     indices = [i for batch in sampler for i in batch]
     for batch in loader:
         images = batch.image.to(device)
@@ -127,10 +152,13 @@ def predict_dataset(
             sigma.cpu().numpy().astype(np.float64),
         )
         kp = crop_to_image(mu_np, batch.center, batch.scale)
-        parts.append((mu_np, kp, sigma_np * batch.scale[:, None, :], 1.0 - sigma_np.mean(-1)))
+        parts.append(
+            (mu_np, kp, sigma_np * batch.scale[:, None, :], 1.0 - sigma_np.mean(-1), batch.valid)
+        )
+        bad_files += batch.bad_files
     model.train(was_training)
     local = [np.concatenate(x) for x in zip(*parts, strict=True)] if parts else None
-    gathered = D.all_gather_objects((indices, local), info)
+    gathered = D.all_gather_objects((indices, local, bad_files), info)
     k = dataset.skeleton.num_keypoints
     normalized = np.zeros((len(dataset), k, 2))
     keypoints, sig, conf = (
@@ -138,11 +166,17 @@ def predict_dataset(
         np.zeros((len(dataset), k, 2)),
         np.zeros((len(dataset), k)),
     )
-    for idx, arrays in gathered:  # type: ignore[misc]
+    valid = np.ones(len(dataset), dtype=bool)
+    all_bad: list[str] = []
+    for idx, arrays, files in gathered:  # type: ignore[misc]
+        all_bad += files
         if arrays is None:
             continue
-        normalized[idx], keypoints[idx], sig[idx], conf[idx] = arrays
-    return Predictions(keypoints, sig, conf, normalized)
+        normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx] = arrays
+    invalid = ~valid
+    for a in (normalized, keypoints, sig, conf):
+        a[invalid] = 0.0
+    return Predictions(keypoints, sig, conf, normalized, valid, all_bad)
 
 
 def mean_pose(dataset: TopDownDataset) -> np.ndarray:
@@ -155,48 +189,99 @@ def mean_pose(dataset: TopDownDataset) -> np.ndarray:
     return np.where(counts[:, None] > 0, total / np.maximum(counts, 1)[:, None], 0.0)
 
 
-def mean_pose_predictions(pose: np.ndarray, dataset: TopDownDataset) -> Predictions:
+def mean_pose_predictions(
+    pose: np.ndarray, dataset: TopDownDataset, like: Predictions | None = None
+) -> Predictions:
     """The baseline: ``pose`` (K, 2) crop-normalized, placed in every box of ``dataset``.
 
     Its sigma is the spread a constant prediction implies (set to 0.5 of the crop), so its
-    confidence is the same for every keypoint and instance.
+    confidence is the same for every keypoint and instance. ``like``: the model's predictions,
+    whose unreadable instances the baseline leaves out too, so both count the same instances.
     """
     n = len(dataset)
     normalized = np.broadcast_to(pose, (n, *pose.shape)).copy()
     keypoints = crop_to_image(normalized, dataset.centers, dataset.scales)
     sigma = 0.5 * np.broadcast_to(dataset.scales[:, None, :], keypoints.shape).copy()
     return Predictions(
-        keypoints, sigma, np.full(pose.shape[:1], 0.5)[None].repeat(n, 0), normalized
+        keypoints,
+        sigma,
+        np.full(pose.shape[:1], 0.5)[None].repeat(n, 0),
+        normalized,
+        None if like is None else like.valid,
+        [] if like is None else list(like.bad_files),
+    )
+
+
+def kept_instances(preds: Predictions, dataset: TopDownDataset) -> np.ndarray:
+    """(N,) bool: the instances the metrics count, i.e. not on an image that was unreadable."""
+    table = dataset.table
+    keep = preds.valid_mask
+    if not keep.all():  # every instance of an unreadable image goes, whatever its crop size
+        keep = keep & ~np.isin(table.image_index, table.image_index[~keep])
+    return keep
+
+
+def coco_results(
+    preds: Predictions, dataset: TopDownDataset, cfg: Config, with_areas: bool = False
+) -> list[dict]:
+    """COCO results entries of the instances :func:`kept_instances` keeps (none for unreadable images)."""
+    table = dataset.table
+    keep = kept_instances(preds, dataset)
+    det = cfg.eval.use_detections and cfg.data.detections
+    areas = dataset.scales[:, 0] * dataset.scales[:, 1]
+    return make_coco_predictions(
+        table.image_ids[table.image_index][keep],
+        preds.keypoints[keep],
+        preds.confidence[keep],
+        bbox_scores=table.bbox_scores[keep] if det else None,
+        areas=areas[keep] if with_areas else None,
+        rule=cfg.eval.score_rule,
     )
 
 
 def evaluate_predictions(
     preds: Predictions, dataset: TopDownDataset, cfg: Config, with_coco: bool = True
 ) -> EvalResult:
-    """Metrics of image-space predictions on a dataset built from COCO-format or MPII files."""
+    """Metrics of image-space predictions on a dataset built from COCO-format or MPII files.
+
+    Instances on an unreadable image (``on_bad_image="skip"``) are left out of every metric:
+    no prediction is submitted for them and their images are left out of the COCO evaluation
+    (so their people do not count as missed); ``num_unreadable`` counts them.
+    """
     table = dataset.table
-    result = EvalResult(num_instances=len(dataset), predictions=preds)
-    skel = dataset.skeleton
-    if with_coco and cfg.data.format == "coco":
-        det = cfg.eval.use_detections and cfg.data.detections
-        entries = make_coco_predictions(
-            table.image_ids[table.image_index],
-            preds.keypoints,
-            preds.confidence,
-            bbox_scores=table.bbox_scores if det else None,
-            areas=dataset.scales[:, 0] * dataset.scales[:, 1],
-            rule=cfg.eval.score_rule,
+    keep = kept_instances(preds, dataset)
+    result = EvalResult(
+        num_instances=int(keep.sum()),
+        num_unreadable=int((~keep).sum()),
+        unreadable_files=sorted(set(preds.bad_files)),
+        predictions=preds,
+    )
+    if result.num_unreadable:
+        logger.warning(
+            "%d instances left out of the evaluation, their images are unreadable: %s",
+            result.num_unreadable,
+            ", ".join(result.unreadable_files) or "?",
         )
+    skel = dataset.skeleton
+    if with_coco and cfg.data.format == "coco" and keep.any():
+        det = cfg.eval.use_detections and cfg.data.detections
+        entries = coco_results(preds, dataset, cfg, with_areas=True)
         if det:
             entries = oks_nms_per_image(entries, cfg.eval.nms_threshold, skel.sigmas)
         gt = str(cfg.data.val_ann)
-        result.coco["labels"] = evaluate_coco(gt, entries, sigmas=skel.sigmas)
+        image_ids = None
+        if not keep.all():
+            bad = np.unique(table.image_index[~keep])
+            image_ids = np.delete(table.image_ids, bad).tolist()
+        result.coco["labels"] = evaluate_coco(gt, entries, sigmas=skel.sigmas, image_ids=image_ids)
         if table.keypoints_clean is not None:
-            result.coco["clean"] = evaluate_coco(gt, entries, sigmas=skel.sigmas, use_clean=True)
+            result.coco["clean"] = evaluate_coco(
+                gt, entries, sigmas=skel.sigmas, use_clean=True, image_ids=image_ids
+            )
     if not (cfg.eval.use_detections and cfg.data.detections):
         truth = table.keypoints_clean if table.keypoints_clean is not None else table.keypoints
         result.truth = "clean" if table.keypoints_clean is not None else "labels"
-        visible = truth[..., 2] > 0
+        visible = (truth[..., 2] > 0) & keep[:, None]
         ref = np.sqrt(np.maximum(table.areas, 1e-6))
         err = np.linalg.norm(preds.keypoints - truth[..., :2], axis=-1) / ref[:, None]
         result.error = float(err[visible].mean()) if visible.any() else float("nan")
@@ -235,6 +320,9 @@ def run_evaluation(
 ) -> EvalResult:
     """``posereg eval``: load a checkpoint, evaluate it on ``cfg``'s validation set.
 
+    Reads only: a synthetic validation set (``data.synth``) that is missing is an error saying
+    how to make it, never generated here.
+
     Arguments:
         cfg: the evaluation config (data and eval sections; the model section must describe the
             checkpoint's model, which :func:`load_model_state` checks).
@@ -252,15 +340,10 @@ def run_evaluation(
     _, val = build_datasets(cfg, train_split=False)
     result = evaluate(model, val, cfg, dev)
     if out is not None and result.predictions is not None:
-        table = val.table
-        entries = make_coco_predictions(
-            table.image_ids[table.image_index],
-            result.predictions.keypoints,
-            result.predictions.confidence,
-            bbox_scores=table.bbox_scores if cfg.eval.use_detections else None,
-            rule=cfg.eval.score_rule,
-        )
-        for entry, sig in zip(entries, result.predictions.sigma, strict=True):
+        preds = result.predictions
+        entries = coco_results(preds, val, cfg)  # none for the instances of unreadable images
+        sigmas = preds.sigma[kept_instances(preds, val)]
+        for entry, sig in zip(entries, sigmas, strict=True):
             entry["sigma"] = sig.round(3).tolist()
         from pathlib import Path
 

@@ -101,6 +101,7 @@ def write_report(
         "images_per_second": result.images_per_second,
         "wall_time_s": result.wall_time_s,
         "bad_steps": result.bad_steps,
+        "skipped_unreadable": result.skipped_unreadable,
         "val": result.metrics,
     }
     (run_dir / "metrics.json").write_text(

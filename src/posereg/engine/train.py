@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from posereg.config import Config, save_yaml, to_dict
-from posereg.data.dataset import TopDownDataset, collate
+from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
 from posereg.engine.checkpoint import (
     load_checkpoint,
@@ -68,6 +68,7 @@ class TrainResult:
     bad_steps: int = 0
     images_per_second: float = 0.0
     wall_time_s: float = 0.0
+    skipped_unreadable: int = 0  # training items whose image was unreadable (on_bad_image=skip)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -112,16 +113,36 @@ def model_from_checkpoint(
 
 
 def build_datasets(
-    cfg: Config, train_split: bool = True
+    cfg: Config, train_split: bool = True, info: D.DistInfo | None = None
 ) -> tuple[TopDownDataset | None, TopDownDataset]:
-    """(train, val) datasets; the synthetic set is generated first when configured and missing."""
+    """(train, val) datasets.
+
+    With ``data.synth``, training (``train_split``) first makes the synthetic splits that are
+    missing or were made with other settings: rank 0 alone, the other ranks of ``info`` wait for
+    it. Without ``train_split`` (evaluation) nothing is generated: a missing validation set is a
+    :class:`BadInputError` that says how to make it.
+    """
     from dataclasses import replace
 
-    d = cfg.data
-    if d.synth is not None:
-        from posereg.engine.synthdata import ensure_synthetic_dataset
+    from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
 
-        ensure_synthetic_dataset(cfg)
+    d = cfg.data
+    if d.synth is not None and not train_split:
+        check_synthetic_split(d.synth, "val")
+    elif d.synth is not None:
+        info = info or D.DistInfo()
+        error: Exception | None = None
+        if info.is_main:
+            try:
+                ensure_synthetic_dataset(d.synth)
+            except Exception as e:  # re-raised below, once the other ranks know
+                error = e
+        # the gather is the barrier the other ranks wait at; it also tells them rank 0 failed
+        failed = D.all_gather_objects("" if error is None else f"{error}", info)[0]
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"rank 0 could not make the synthetic dataset: {failed}")
     common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image)
     val_transform = replace(d.transform, augment=False)
     if d.format == "mpii":
@@ -266,7 +287,7 @@ def train(
 
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)  # noqa: NPY002  (for code that uses the global state)
-    train_set, val_set = build_datasets(cfg)
+    train_set, val_set = build_datasets(cfg, info=info)
     assert train_set is not None
     model = build_model(cfg).to(dev)
     if cfg.model.init_from and ckpt is None:
@@ -338,6 +359,7 @@ def train(
             )
 
     bad_total, bad_run = 0, 0
+    skipped = SkippedImages()
     images_seen, t_train = 0, 0.0
     metrics: dict[str, Any] = {}
     result_eval: EvalResult | None = None
@@ -359,6 +381,7 @@ def train(
         )
         t0, images_this_epoch = time.perf_counter(), 0
         for batch in loader:
+            skipped.update(batch)  # their target weights are 0: no loss, no gradient
             images = batch.image.to(dev, non_blocking=True)
             if cfg.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -419,6 +442,7 @@ def train(
                 break
         t_train += time.perf_counter() - t0
         progress.close()
+        skipped.end_epoch(lambda x: D.all_gather_objects(x, info), log=info.is_main)
         if not done:
             epoch, step_in_epoch = epoch + 1, 0
         last_epoch = epoch >= cfg.train.epochs or done
@@ -440,11 +464,12 @@ def train(
         tb.close()
     rate = images_seen / max(t_train, 1e-9)
     result = TrainResult(run_dir, step, epoch, metrics, bad_total, rate)
+    result.skipped_unreadable = skipped.total_items
     if info.is_main:
         if result_eval is None:
             result_eval = evaluate(model, val_set, cfg, dev, info)
             metrics = result_eval.summary()
-        result.metrics = _with_baseline(metrics, train_set, val_set, cfg)
+        result.metrics = _with_baseline(metrics, train_set, val_set, cfg, result_eval)
         result.wall_time_s = time.perf_counter() - t_start
         from posereg.engine.report import write_report
 
@@ -462,7 +487,11 @@ def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 
 
 def _with_baseline(
-    metrics: dict[str, Any], train_set: TopDownDataset, val_set: TopDownDataset, cfg: Config
+    metrics: dict[str, Any],
+    train_set: TopDownDataset,
+    val_set: TopDownDataset,
+    cfg: Config,
+    model_eval: EvalResult | None = None,
 ) -> dict[str, Any]:
     """Add the mean-pose baseline's numbers (and the model/baseline error ratio) to ``metrics``."""
     from posereg.engine.evaluate import evaluate_predictions, mean_pose, mean_pose_predictions
@@ -470,7 +499,11 @@ def _with_baseline(
     if cfg.eval.use_detections:
         return metrics
     base = evaluate_predictions(
-        mean_pose_predictions(mean_pose(train_set), val_set), val_set, cfg
+        mean_pose_predictions(
+            mean_pose(train_set), val_set, model_eval.predictions if model_eval else None
+        ),
+        val_set,
+        cfg,
     ).summary()
     out = dict(metrics)
     for key in ("AP", "AP_clean", "PCK", "error"):

@@ -1,8 +1,9 @@
 """Synthetic COCO-format person-keypoint datasets, and a fast 3D-only (2D, 3D, camera) sampler.
 
 ``generate(out_dir, split, num_images, seed, config, num_workers)`` writes
-``out_dir/images/<split>/*.jpg`` and ``out_dir/annotations/person_keypoints_<split>.json``;
-``generate_3d`` / ``sample_poses`` skip rendering. Conventions and the noise model are documented
+``out_dir/images/<split>/*.jpg``, ``out_dir/annotations/person_keypoints_<split>.json`` and,
+last, the record of the settings it was made with (:class:`SplitRecord`,
+``person_keypoints_<split>.settings.json``); ``generate_3d`` / ``sample_poses`` skip rendering. Conventions and the noise model are documented
 in docs/synth.md.
 
 Determinism: images are made in fixed chunks of ``CHUNK_SIZE``; chunk c draws from
@@ -65,6 +66,10 @@ from posereg.synth.scene import (
 
 __all__ = [
     "SynthConfig",
+    "SplitRecord",
+    "GENERATOR_VERSION",
+    "read_split_record",
+    "split_record_path",
     "PRESETS",
     "CAMERA_SOURCES",
     "CHUNK_SIZE",
@@ -79,6 +84,9 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 16
+# Raise when the same (settings, seed, split) would render different images or labels, so that a
+# set recorded with an older version is regenerated rather than reused.
+GENERATOR_VERSION = 1
 NEAR_MM = 200.0  # people with a joint nearer to the camera than this are not placed
 CAMERA_SOURCES = ("random", "h36m")
 IMAGE_FORMATS = ("jpg", "png")
@@ -363,6 +371,97 @@ _SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def _check_split(split: str) -> None:
     if not _SPLIT_RE.match(split):
         raise ValueError(f"split must be a simple name (letters, digits, _ . -), got {split!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The record of the settings a split was made with
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """The settings a generated split was made with (``person_keypoints_<split>.settings.json``).
+
+    :func:`generate` deletes the record before it starts and writes it after the annotation
+    json is complete, so a split without a record is unfinished (or older than the record) and
+    a split with one holds exactly what these settings render. Two splits made with equal
+    records are byte-identical whatever the number of workers.
+
+    Arguments:
+        split: split name.
+        num_images: images in the split.
+        seed: base random seed.
+        config: the resolved generator settings.
+        preset: the preset the settings started from, when the caller said (informative: the
+            comparison uses ``config``).
+        generator_version: :data:`GENERATOR_VERSION` of the code that rendered the split.
+    """
+
+    split: str
+    num_images: int
+    seed: int
+    config: SynthConfig
+    preset: str | None = None
+    generator_version: int = GENERATOR_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Json form (what the settings file holds)."""
+        from posereg import __version__
+
+        return {
+            "split": self.split,
+            "num_images": int(self.num_images),
+            "seed": int(self.seed),
+            "preset": self.preset,
+            "generator_version": self.generator_version,
+            "posereg_version": __version__,
+            "config": json.loads(_dumps(self.config.to_dict())),  # tuples -> lists
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitRecord:
+        """Inverse of :meth:`to_dict`; ValueError (or KeyError) on a malformed record."""
+        return cls(
+            split=str(d["split"]),
+            num_images=int(d["num_images"]),
+            seed=int(d["seed"]),
+            config=SynthConfig.from_dict(d["config"]),
+            preset=d.get("preset"),
+            generator_version=int(d["generator_version"]),
+        )
+
+    def differences(self, recorded: SplitRecord) -> list[str]:
+        """What differs from ``recorded``, one ``"<setting> <this> != <recorded> recorded"`` each.
+
+        Compared: the split, number of images, seed, generator version and every field of the
+        resolved config (``noise.<field>`` for the noise model); not the preset's name.
+        """
+        out = []
+        for name in ("split", "num_images", "seed", "generator_version"):
+            mine, theirs = getattr(self, name), getattr(recorded, name)
+            if mine != theirs:
+                out.append(f"{name} {mine} != {theirs} recorded")
+        mine_cfg, theirs_cfg = self.to_dict()["config"], recorded.to_dict()["config"]
+        for key in mine_cfg:
+            a, b = mine_cfg[key], theirs_cfg.get(key)
+            if key == "noise":
+                out += [f"noise.{k} {a[k]} != {b.get(k)} recorded" for k in a if a[k] != b.get(k)]
+            elif a != b:
+                out.append(f"{key} {a} != {b} recorded")
+        return out
+
+
+def split_record_path(out_dir: str | Path, split: str) -> Path:
+    """``out_dir/annotations/person_keypoints_<split>.settings.json``."""
+    return Path(out_dir) / "annotations" / f"person_keypoints_{split}.settings.json"
+
+
+def read_split_record(out_dir: str | Path, split: str) -> SplitRecord | None:
+    """The record of ``split`` under ``out_dir``; None when there is none or it is unreadable."""
+    path = split_record_path(out_dir, split)
+    try:
+        return SplitRecord.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -795,12 +894,14 @@ def generate(
     config: SynthConfig | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    preset: str | None = None,
 ) -> Path:
     """Render a synthetic COCO person-keypoints split.
 
-    Writes ``out_dir/images/<split>/<id:012d>.jpg`` and
-    ``out_dir/annotations/person_keypoints_<split>.json``. Every setting is checked before any
-    work starts.
+    Writes ``out_dir/images/<split>/<id:012d>.jpg``,
+    ``out_dir/annotations/person_keypoints_<split>.json`` and then the settings record
+    (:class:`SplitRecord`, :func:`split_record_path`). Every setting is checked before any work
+    starts; an existing record of the split is deleted first, so an interrupted run leaves none.
 
     Arguments:
         out_dir: dataset folder (created if needed).
@@ -810,6 +911,7 @@ def generate(
         config: generator settings (None: the medium preset).
         num_workers: worker processes (None: all cores; 0: in this process).
         progress: report progress on stderr.
+        preset: the preset ``config`` started from, kept in the record for information.
 
     Returns:
         Path of the annotation json.
@@ -826,6 +928,8 @@ def generate(
     ann_dir = out / "annotations"
     _check_writable(image_dir)
     _check_writable(ann_dir)
+    record_path = split_record_path(out, split)
+    record_path.unlink(missing_ok=True)
 
     num_chunks = math.ceil(num_images / CHUNK_SIZE)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
@@ -860,6 +964,10 @@ def generate(
                 for part in pool.map(_run_chunk, range(num_chunks)):
                     collect(part)
     _write_coco(path, side, images, config, seed, split)
+    record = SplitRecord(split, int(num_images), int(seed), config, preset)
+    tmp = record_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record.to_dict(), indent=2))
+    tmp.replace(record_path)
     return path
 
 

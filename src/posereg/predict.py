@@ -508,6 +508,7 @@ def predict_files(
                 else:
                     record = f"detection #{d.index} ({path.name})"
                     dets.report.skip(dets.source, record, "unusable box", problem)
+                    dets.report.num_instances -= 1
             if not usable:
                 summary.no_boxes.append(path.name)
                 continue

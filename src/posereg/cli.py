@@ -106,14 +106,17 @@ def _run_predict(args: argparse.Namespace) -> int:
     from posereg.predict import predict_files
 
     try:
-        out = predict_files(
+        summary = predict_files(
             args.checkpoint, args.inputs, args.out, boxes=args.boxes,
             score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
+            exif_orientation=not args.ignore_exif,
         )  # fmt: skip
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, OSError, ValueError) as e:  # OSError: missing input, unwritable out
         return _error("predict", e)
-    print(out)
-    return 0
+    for line in summary.lines():
+        print(f"posereg predict: {line}", file=sys.stderr)
+    print(f"{summary.predictions} ({summary.num_instances} poses)")
+    return 1 if summary.failed else 0
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -122,12 +125,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument(
         "--boxes",
-        help="person boxes as COCO results json (image_id = the file name's number, as in COCO); "
-        "without it each image is one box",
+        help="person boxes as COCO results json; an entry matches an image by its file_name, "
+        "else by image_id = the file name's number (as in COCO); without it each image is one box",
     )
     p.add_argument("--score-threshold", type=float, default=0.0, help="drop boxes scored below")
     p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     p.add_argument("--no-draw", action="store_true", help="no overlay images")
+    p.add_argument(
+        "--ignore-exif",
+        action="store_true",
+        help="predict on the stored pixels, ignoring the photos' EXIF orientation tag",
+    )
     p.add_argument("--device")
     p.set_defaults(func=_run_predict)
 

@@ -3,17 +3,29 @@
 Top-down: each person box is cropped (box -> centre/scale with the model's aspect ratio and
 1.25 padding), the regressor predicts crop-normalized keypoints and sigmas, and they are mapped
 back to image pixels. The flow is never run.
+
+Colour order: an image file is decoded by posereg (:func:`posereg.data.image_io.read_image`,
+BGR); an array is taken as BGR, OpenCV's order (``cv2.imread``, ``cv2.VideoCapture`` frames),
+unless ``color="rgb"`` says otherwise (Pillow, imageio, matplotlib). Photos read from files are
+turned upright by their EXIF orientation tag, so keypoints are in the upright image's pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.dataset import image_to_tensor
 from posereg.data.image_io import read_image
 from posereg.data.transforms import (
@@ -25,7 +37,11 @@ from posereg.data.transforms import (
 )
 from posereg.skeletons import Skeleton, get_skeleton
 
-__all__ = ["Predictor", "PoseResult"]
+__all__ = ["Predictor", "PoseResult", "PredictSummary", "box_problem", "predict_files"]
+
+# A box larger than this many times the image's longer side is not a person in that image
+# (a detector never produces one); its crop would shrink the whole image to a few pixels.
+MAX_BOX_TO_IMAGE = 10.0
 
 
 @dataclass
@@ -47,6 +63,29 @@ class PoseResult:
     scores: np.ndarray
 
 
+def box_problem(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
+    """Why a person box (x, y, w, h) cannot be cropped from an (h, w) image; None if it can.
+
+    A usable box has 4 finite numbers, sides of at least 1 pixel and at most
+    ``MAX_BOX_TO_IMAGE`` x the image's longer side, and overlaps the image. Boxes that reach
+    past the image border are kept (the crop is padded with black, as in evaluation).
+    """
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        return f"box is not 4 finite numbers (x, y, w, h): {box.tolist()}"
+    x, y, w, h = box.tolist()
+    if w < 1 or h < 1:
+        return f"box has no area: w={w:g}, h={h:g} (need >= 1 pixel)"
+    height, width = image_size
+    if max(w, h) > MAX_BOX_TO_IMAGE * max(height, width):
+        return f"box {w:g}x{h:g} is over {MAX_BOX_TO_IMAGE:g}x the image ({width}x{height})"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return (
+            f"box {[round(v, 2) for v in box.tolist()]} lies outside the image ({width}x{height})"
+        )
+    return None
+
+
 class Predictor:
     """A trained regressor ready for images.
 
@@ -57,12 +96,17 @@ class Predictor:
         padding: box context factor (1.25).
         flip_test: average with the prediction on the mirrored crop.
         device: where the model runs.
+        exif_orientation: turn photos read from files upright by their EXIF orientation tag
+            (default); False predicts on the stored raster, as datasets do.
 
     Example:
         >>> predictor = Predictor.from_checkpoint("runs/synth_rle/best.pt")  # doctest: +SKIP
         >>> result = predictor("photo.jpg", boxes=[[50, 30, 120, 300]])  # doctest: +SKIP
         >>> result.keypoints.shape  # doctest: +SKIP
         (1, 17, 2)
+        >>> frame = cv2.imread("photo.jpg")  # BGR: the default  # doctest: +SKIP
+        >>> rgb = np.asarray(PIL.Image.open("photo.jpg"))  # doctest: +SKIP
+        >>> result = predictor(rgb, boxes=[[50, 30, 120, 300]], color="rgb")  # doctest: +SKIP
     """
 
     def __init__(
@@ -73,6 +117,7 @@ class Predictor:
         padding: float = 1.25,
         flip_test: bool = True,
         device: str | torch.device = "cpu",
+        exif_orientation: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -80,6 +125,7 @@ class Predictor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.padding = padding
         self.flip_test = flip_test
+        self.exif_orientation = exif_orientation
         self.sigma_scale = 1.0  # what one sigma means in pixels of error (set from a checkpoint)
 
     @classmethod
@@ -88,6 +134,7 @@ class Predictor:
         path: str | Path,
         device: str | torch.device | None = None,
         flip_test: bool | None = None,
+        exif_orientation: bool = True,
     ) -> Predictor:
         """Build the model a posereg checkpoint was trained with and load its weights."""
         from posereg.engine.train import model_from_checkpoint
@@ -101,9 +148,36 @@ class Predictor:
             cfg.data.transform.padding,
             cfg.eval.flip_test if flip_test is None else flip_test,
             device,
+            exif_orientation,
         )
         predictor.sigma_scale = float((state.get("metrics") or {}).get("sigma_calibration", 1.0))
         return predictor
+
+    def load_image(
+        self, image: str | Path | np.ndarray, color: Literal["bgr", "rgb"] = "bgr"
+    ) -> np.ndarray:
+        """The (H, W, 3) uint8 BGR pixels the predictor crops from.
+
+        Arguments:
+            image: a file path (decoded by posereg, EXIF orientation applied when
+                ``self.exif_orientation``), or an (H, W, 3) uint8 array in ``color`` order.
+            color: ``"bgr"`` (OpenCV, the default) or ``"rgb"`` (Pillow, imageio); ignored for
+                file paths.
+
+        Raises:
+            BadInputError: an unreadable image file. ValueError: a wrong array or ``color``.
+        """
+        if color not in ("bgr", "rgb"):
+            raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        if isinstance(image, str | Path):
+            return read_image(image, exif_orientation=self.exif_orientation)
+        pixels = np.asarray(image)
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(
+                f"image must be an (H, W, 3) uint8 {color.upper()} array, "
+                f"got {pixels.shape} {pixels.dtype}"
+            )
+        return np.ascontiguousarray(pixels[..., ::-1]) if color == "rgb" else pixels
 
     @torch.no_grad()
     def __call__(
@@ -111,26 +185,38 @@ class Predictor:
         image: str | Path | np.ndarray,
         boxes: np.ndarray | list | None = None,
         box_scores: np.ndarray | list | None = None,
+        *,
+        color: Literal["bgr", "rgb"] = "bgr",
     ) -> PoseResult:
         """Predict the poses in ``image``.
 
         Arguments:
-            image: a file path, or an (H, W, 3) uint8 BGR array (OpenCV's order).
-            boxes: (N, 4) person boxes (x, y, w, h) in pixels; None: the whole image is one box.
+            image: a file path, or an (H, W, 3) uint8 array, BGR unless ``color="rgb"``.
+            boxes: (N, 4) person boxes (x, y, w, h) in pixels of the (upright) image; None: the
+                whole image is one box.
             box_scores: (N,) detection scores (default 1).
+            color: channel order of an array ``image``: ``"bgr"`` (OpenCV) or ``"rgb"``.
+
+        Raises:
+            ValueError: a box that :func:`box_problem` rejects (named by its index), or
+                ``box_scores`` of another length.
         """
-        bgr = read_image(image) if isinstance(image, str | Path) else np.asarray(image)
-        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 BGR, got {bgr.shape} {bgr.dtype}")
+        bgr = self.load_image(image, color)
         h_img, w_img = bgr.shape[:2]
         box_arr = np.array(
             [[0, 0, w_img, h_img]] if boxes is None else boxes, dtype=np.float64
         ).reshape(-1, 4)
+        for i, box in enumerate(box_arr):
+            problem = box_problem(box, (h_img, w_img))
+            if problem is not None:
+                raise ValueError(f"box #{i}: {problem}")
         det = (
             np.ones(len(box_arr))
             if box_scores is None
-            else np.asarray(box_scores, dtype=np.float64)
+            else np.asarray(box_scores, dtype=np.float64).reshape(-1)
         )
+        if len(det) != len(box_arr):
+            raise ValueError(f"{len(det)} box_scores for {len(box_arr)} boxes")
         k = self.skeleton.num_keypoints
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
@@ -181,39 +267,185 @@ def _image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def _image_id(path: Path) -> int | None:
-    """COCO's convention: the file name is the zero-padded image id (000000000785.jpg -> 785)."""
-    return int(path.stem) if path.stem.isdigit() else None
+    """COCO's convention: the file name is the zero-padded image id (000000000785.jpg -> 785).
+
+    Only ASCII digits count: ``str.isdigit`` also accepts '²' or '١٢٣', which are not ids.
+    """
+    return int(path.stem) if _ASCII_DIGITS.fullmatch(path.stem) else None
 
 
-def _load_boxes(path: str, score_threshold: float) -> dict[int, list[tuple[list[float], float]]]:
-    import json
+def _detection_key(value: object) -> int | str | None:
+    """A detection's ``image_id`` as an int (ints, integral floats, ASCII-digit strings) or a
+    file stem (any other non-empty string); None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and np.isfinite(value) and value == int(value):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return int(text) if _ASCII_DIGITS.fullmatch(text) else text
+    return None
 
+
+@dataclass
+class Detection:
+    """One person box of a detections file: its index in the file, box (x, y, w, h), score."""
+
+    index: int
+    box: list[float]
+    score: float
+    image_id: int | None = None
+
+
+@dataclass
+class Detections:
+    """Person boxes of a COCO results json, keyed the ways an image file can match them.
+
+    The rule: a detection with a ``file_name`` matches the image file of that name (the base
+    name; folders in it are ignored); otherwise its ``image_id`` matches an image whose file
+    stem is that integer in ASCII digits (leading zeros allowed, COCO's ``000000000785.jpg``)
+    or, for a string id that is not a number, whose stem is that string.
+    """
+
+    source: str
+    by_name: dict[str, list[Detection]] = field(default_factory=dict)
+    by_key: dict[int | str, list[Detection]] = field(default_factory=dict)
+    report: LoadReport = field(default_factory=lambda: LoadReport(""))
+
+    def for_image(self, path: Path) -> list[Detection]:
+        """The detections matching the image file ``path``, in file order."""
+        number = _image_id(path)
+        key: int | str = number if number is not None else path.stem
+        found = self.by_name.get(path.name, []) + self.by_key.get(key, [])
+        return sorted(found, key=lambda d: d.index)
+
+
+def load_detections(path: str | Path, score_threshold: float = 0.0) -> Detections:
+    """Read person boxes from a COCO results json (``[{image_id, bbox, score, ...}]``).
+
+    Entries of another ``category_id`` than 1 (person) or scored below ``score_threshold`` are
+    left out. Entries that cannot be used (no usable ``image_id``/``file_name``, a ``bbox`` that
+    is not 4 finite numbers with positive size, a non-finite score) are counted skips in
+    ``report``, named by their index in the file.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not JSON, or not a list.
+    """
     try:
         entries = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"boxes file not found: {path}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a COCO results list of {{image_id, bbox, score}}")
-    boxes: dict[int, list[tuple[list[float], float]]] = {}
+    dets = Detections(str(path), report=LoadReport(str(path), num_records=len(entries)))
     for i, e in enumerate(entries):
+        record = f"detection #{i}"
+        if not isinstance(e, dict):
+            dets.report.skip(path, record, "not an object", repr(e)[:80])
+            continue
+        name, key = e.get("file_name"), _detection_key(e.get("image_id"))
+        if "image_id" in e:
+            record += f" (image {e['image_id']!r})"
+        if not (isinstance(name, str) and name.strip()) and key is None:
+            dets.report.skip(path, record, "no image_id or file_name to match an image")
+            continue
         try:
-            image_id, bbox, score = (
-                int(e["image_id"]),
-                [float(v) for v in e["bbox"]],
-                float(e.get("score", 1.0)),
-            )
+            box = [float(v) for v in e["bbox"]]
+            score = float(e.get("score", 1.0))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"{path}: entry #{i} is not {{image_id, bbox: [x, y, w, h], score}}: {e!r}"
-            ) from None
-        if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
-            raise ValueError(f"{path}: entry #{i} (image {image_id}) has an invalid box {bbox}")
-        if e.get("category_id", 1) == 1 and score >= score_threshold:
-            boxes.setdefault(image_id, []).append((bbox, score))
-    return boxes
+            dets.report.skip(path, record, "bbox is not [x, y, w, h] numbers", repr(e)[:80])
+            continue
+        if len(box) != 4 or not np.isfinite(box).all():
+            dets.report.skip(path, record, "bbox is not 4 finite numbers", str(box))
+            continue
+        if box[2] < 1 or box[3] < 1:
+            dets.report.skip(path, record, "bbox has no area", f"w={box[2]:g}, h={box[3]:g}")
+            continue
+        if not np.isfinite(score):
+            dets.report.skip(path, record, "score is not finite", str(score))
+            continue
+        if e.get("category_id", 1) != 1 or score < score_threshold:
+            continue
+        det = Detection(i, box, score, key if isinstance(key, int) else None)
+        if isinstance(name, str) and name.strip():
+            dets.by_name.setdefault(Path(name.replace("\\", "/")).name, []).append(det)
+        else:
+            dets.by_key.setdefault(key, []).append(det)  # type: ignore[arg-type]
+    dets.report.num_instances = sum(map(len, [*dets.by_name.values(), *dets.by_key.values()]))
+    return dets
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename); an OSError names the path.
+
+    A full disk or a read-only folder leaves no half-written file behind.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _os_error(e, f"cannot write {path}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _os_error(e, f"cannot write {path}") from None
+
+
+def _os_error(e: OSError, what: str) -> OSError:
+    """An OSError of the same errno whose message says what failed, on which path, and why."""
+    err = OSError(f"{what}: {e.strerror or e}")
+    err.errno = e.errno
+    return err
+
+
+@dataclass
+class PredictSummary:
+    """What ``posereg predict`` did.
+
+    Attributes:
+        predictions: the predictions.json written.
+        num_images: image files given.
+        num_instances: poses written.
+        failed: (file, reason) of each image that could not be read or predicted.
+        no_boxes: files skipped because the detections file has no usable box for them.
+        detections: the detections file's report (skipped entries and boxes), if one was given.
+    """
+
+    predictions: Path
+    num_images: int
+    num_instances: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    no_boxes: list[str] = field(default_factory=list)
+    detections: LoadReport | None = None
+
+    def lines(self) -> list[str]:
+        """The end-of-run report: skips, then failures last (one summary line)."""
+        out = []
+        if self.detections is not None and self.detections.num_skipped:
+            out.append(self.detections.summary())
+        if self.no_boxes:
+            out.append(
+                f"skipped {len(self.no_boxes)} image(s) with no usable box in the detections: "
+                + ", ".join(self.no_boxes[:10])
+                + (" ..." if len(self.no_boxes) > 10 else "")
+            )
+        if self.failed:
+            shown = "; ".join(f"{Path(f).name} ({why})" for f, why in self.failed[:5])
+            more = f"; and {len(self.failed) - 5} more" if len(self.failed) > 5 else ""
+            out.append(f"{len(self.failed)} of {self.num_images} images failed: {shown}{more}")
+        return out
 
 
 def predict_files(
@@ -224,37 +456,77 @@ def predict_files(
     score_threshold: float = 0.0,
     draw: bool = True,
     device: str | None = None,
-) -> Path:
+    exif_orientation: bool = True,
+) -> PredictSummary:
     """``posereg predict``: poses for image files; writes predictions.json (+ overlay PNGs).
 
     predictions.json is a COCO results list (``image_id``, ``category_id``, ``keypoints`` with the
     confidence as third value, ``score``) with ``file_name``, ``bbox`` and ``sigma`` (K x 2 pixels)
-    added. With ``boxes`` (COCO results json) each image's boxes are looked up by its id (the
-    file name's number, as in COCO); images without boxes there are skipped and counted.
-    """
-    import json
+    added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
+    ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
+    image takes the boxes :class:`Detections` matches to it; images without one are skipped and
+    counted, as are unusable boxes.
 
+    An image that cannot be read (corrupt, truncated, not an image) is reported on stderr as it
+    happens and the batch goes on; the summary lists the failures and predictions.json holds the
+    rest. Photos are turned upright by their EXIF orientation (``exif_orientation``).
+
+    Raises:
+        OSError: the output folder or a file in it cannot be written (named in the message).
+    """
     import cv2
 
     from posereg.viz import draw_pose
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    predictor.exif_orientation = exif_orientation
     files = _image_files(inputs)
-    box_map = _load_boxes(boxes, score_threshold) if boxes else None
+    dets = load_detections(boxes, score_threshold) if boxes else None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, f"cannot create the output folder {out}") from None
+    summary = PredictSummary(
+        out / "predictions.json", len(files), detections=dets.report if dets else None
+    )
+    results = []
     for n, path in enumerate(files):
+        try:
+            image = predictor.load_image(path)
+        except BadInputError as e:
+            summary.failed.append((str(path), e.problem or str(e)))
+            print(f"posereg predict: skipped {path}: {e.problem or e}", file=sys.stderr)
+            continue
         image_id = _image_id(path)
-        if box_map is not None:
-            entries = box_map.get(image_id, []) if image_id is not None else []
-            if not entries:
-                skipped.append(path.name)
+        if dets is not None:
+            usable = []
+            for d in dets.for_image(path):
+                problem = box_problem(np.array(d.box), image.shape[:2])
+                if problem is None:
+                    usable.append(d)
+                else:
+                    record = f"detection #{d.index} ({path.name})"
+                    dets.report.skip(dets.source, record, "unusable box", problem)
+                    dets.report.num_instances -= 1
+            if not usable:
+                summary.no_boxes.append(path.name)
                 continue
-            result = predictor(path, [b for b, _ in entries], [s for _, s in entries])
+            ids = {d.image_id for d in usable}
+            if image_id is None and len(ids) == 1 and None not in ids:
+                image_id = ids.pop()
+            result = predictor(image, [d.box for d in usable], [d.score for d in usable])
         else:
-            result = predictor(path)
-        for i in range(len(result.boxes)):
+            result = predictor(image)
+        finite = (
+            np.isfinite(result.keypoints).all(axis=(1, 2))
+            & np.isfinite(result.sigma).all(axis=(1, 2))
+            & np.isfinite(result.scores)
+        )
+        if not finite.all():
+            summary.failed.append((str(path), f"{int((~finite).sum())} non-finite prediction(s)"))
+            print(f"posereg predict: {path}: the model gave non-finite keypoints", file=sys.stderr)
+        for i in np.flatnonzero(finite):
             flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
             results.append(
                 {
@@ -267,10 +539,11 @@ def predict_files(
                     "sigma": result.sigma[i].round(3).tolist(),
                 }
             )
+        summary.num_instances += int(finite.sum())
         if draw:
-            canvas = read_image(path)
+            canvas = image.copy()
             thickness = max(1, round(max(canvas.shape[:2]) / 300))
-            for i in range(len(result.boxes)):
+            for i in np.flatnonzero(finite):
                 x, y, bw, bh = result.boxes[i]
                 cv2.rectangle(
                     canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1
@@ -279,8 +552,9 @@ def predict_files(
                     canvas, result.keypoints[i], predictor.skeleton, result.confidence[i],
                     result.sigma[i], predictor.sigma_scale, thickness=thickness,
                 )  # fmt: skip
-            cv2.imwrite(str(out / f"{path.stem}_pose.png"), canvas)
-    (out / "predictions.json").write_text(json.dumps(results))
-    if skipped:
-        print(f"skipped {len(skipped)} image(s) with no box in {boxes}: {', '.join(skipped[:10])}")
-    return out / "predictions.json"
+            ok, png = cv2.imencode(".png", canvas)
+            if not ok:
+                raise OSError(f"cannot encode the overlay of {path} as PNG")
+            _write_file(out / f"{path.stem}_pose.png", png.tobytes())
+    _write_file(summary.predictions, json.dumps(results, allow_nan=False).encode())
+    return summary

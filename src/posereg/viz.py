@@ -25,6 +25,7 @@ def draw_pose(
     ellipse_scale: float = 1.0,
     thickness: int = 2,
     limb_color: tuple[int, int, int] = (255, 180, 0),
+    point_color: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Draw one pose on a copy of ``image`` (H, W, 3) uint8 BGR.
 
@@ -37,6 +38,9 @@ def draw_pose(
             sigma is a relative scale: pass the evaluation's ``sigma_calibration`` (median
             |error| / sigma) as ``ellipse_scale`` to draw the typical error.
         thickness: line width.
+        limb_color: BGR colour of the limbs.
+        point_color: one BGR colour for every keypoint (e.g. the truth beside a prediction);
+            None: the confidence colour.
 
     Returns:
         The drawn image (H, W, 3) uint8.
@@ -45,6 +49,7 @@ def draw_pose(
     pts = np.asarray(keypoints, dtype=np.float64)
     k = len(pts)
     conf = np.ones(k) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    colors = [point_color or confidence_color(c) for c in conf]
     shift = 4  # sub-pixel drawing
     scale = 1 << shift
 
@@ -63,16 +68,14 @@ def draw_pose(
                     max(1, int(round(sig[i, 0] * scale))),
                     max(1, int(round(sig[i, 1] * scale))),
                 )
-                cv2.ellipse(
-                    out, p(i), axes, 0, 0, 360, confidence_color(conf[i]), 1, cv2.LINE_AA, shift
-                )
+                cv2.ellipse(out, p(i), axes, 0, 0, 360, colors[i], 1, cv2.LINE_AA, shift)
     for i in range(k):
         if finite[i]:
             cv2.circle(
                 out,
                 p(i),
                 (thickness + 1) * scale,
-                confidence_color(conf[i]),
+                colors[i],
                 -1,
                 cv2.LINE_AA,
                 shift,
@@ -81,7 +84,11 @@ def draw_pose(
 
 
 def tile(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
-    """Arrange equally sized (H, W, 3) images in a grid (row-major), with a dark padding."""
+    """Arrange equally sized (H, W, 3) images in a grid (row-major), with a dark padding.
+
+    Image ``n`` lands at row ``r, c = divmod(n, columns)``, top-left corner
+    ``(x, y) = (pad + c * (W + pad), pad + r * (H + pad))``.
+    """
     if not images:
         raise ValueError("tile() needs at least one image")
     h, w = images[0].shape[:2]

@@ -1,4 +1,9 @@
-"""Image decoding: RGB/BGR uint8 from any input mode, JPEG decoded only at the resolution the crop needs.
+"""Image decoding: BGR uint8 from any input mode, JPEG decoded only at the resolution the crop needs.
+
+Colour order: every pixel array in posereg is (h, w, 3) uint8 **BGR**, OpenCV's order (what
+``cv2.imread`` returns, and what ``cv2.imwrite`` and :mod:`posereg.viz` expect);
+:func:`posereg.data.dataset.image_to_tensor` is the one place that turns BGR into the RGB model
+input.
 
 Decoders (measured on the COCO fixtures, one thread; docs/data.md has the numbers):
 
@@ -10,8 +15,10 @@ Decoders (measured on the COCO fixtures, one thread; docs/data.md has the number
 - Every other format (PNG, BMP, TIFF, WebP ...): OpenCV ``IMREAD_UNCHANGED``, then an explicit
   conversion: grey replicated to 3 channels, alpha dropped (not composited), 16 bit rounded to 8.
 
-EXIF orientation is ignored: keypoint labels and the json's width/height refer to the stored
-raster, which is what COCO-format annotation tools see.
+EXIF orientation: datasets ignore it. COCO-format keypoint labels and the json's width/height
+refer to the stored raster, as OpenCV reads it with ``IMREAD_IGNORE_ORIENTATION``. Prediction on
+photos applies it (``read_image(path, exif_orientation=True)``): a phone photo stored sideways
+with an orientation tag is predicted upright, in the pixel coordinates of the upright image.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ __all__ = [
     "is_jpeg",
     "decode_bgr",
     "read_image",
+    "read_exif_orientation",
+    "apply_orientation",
     "max_reduction",
 ]
 
@@ -216,7 +225,93 @@ def decode_bgr(
     return DecodedImage(pixels, 1.0, (pixels.shape[0], pixels.shape[1]))
 
 
-def read_image(path: str | Path, record: str = "") -> np.ndarray:
-    """Read an image file as (h, w, 3) uint8 RGB at full resolution."""
-    decoded = decode_bgr(read_bytes(path, record), path, record)
-    return np.ascontiguousarray(decoded.pixels[..., ::-1])
+def read_exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1..8) of a JPEG's APP1 segment; 1 (as stored) when absent.
+
+    Reads only the markers before the scan data; malformed EXIF counts as absent (a photo with a
+    broken tag is still a photo).
+    """
+    if not is_jpeg(data):
+        return 1
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return 1
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF before the pixels
+            return 1
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(segment[6:])
+        pos += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 0x0112 of IFD0 of a TIFF header (the body of an EXIF segment); 1 when absent."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+
+    def u(offset: int, size: int) -> int:
+        return int.from_bytes(tiff[offset : offset + size], order)  # type: ignore[arg-type]
+
+    ifd = u(4, 4)
+    if ifd + 2 > len(tiff):
+        return 1
+    for n in range(u(ifd, 2)):
+        entry = ifd + 2 + 12 * n
+        if entry + 12 > len(tiff):
+            break
+        if u(entry, 2) == 0x0112 and u(entry + 2, 2) == 3:  # ORIENTATION, type SHORT
+            value = u(entry + 8, 2)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored raster (h, w, C) upright by its EXIF orientation (1..8), as viewers show it.
+
+    The eight cases of the EXIF standard (same result as Pillow's ``ImageOps.exif_transpose``):
+    1 as stored, 2 mirrored, 3 rotated 180, 4 flipped upside down, 5 transposed, 6 rotated 90
+    clockwise, 7 transversed, 8 rotated 90 counter-clockwise.
+    """
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.rot90(a, 1)[::-1],
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    if orientation not in ops:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
+    return np.ascontiguousarray(ops[orientation](pixels))
+
+
+def read_image(path: str | Path, record: str = "", exif_orientation: bool = False) -> np.ndarray:
+    """Read an image file as (h, w, 3) uint8 **BGR** (OpenCV's order) at full resolution.
+
+    Arguments:
+        path: the image file (any format :func:`decode_bgr` reads).
+        record: named in errors.
+        exif_orientation: turn the pixels upright by the JPEG's EXIF orientation tag (for
+            photos to predict on); False keeps the stored raster (what dataset labels refer to).
+
+    Raises:
+        BadInputError: a missing, empty, corrupt or truncated file, or one that is not an image.
+    """
+    data = read_bytes(path, record)
+    pixels = decode_bgr(data, path, record).pixels
+    if exif_orientation:
+        pixels = apply_orientation(pixels, read_exif_orientation(data))
+    return pixels

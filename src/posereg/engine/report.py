@@ -12,6 +12,7 @@ import numpy as np
 
 from posereg.config import Config
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
+from posereg.data.transforms import affine_points
 from posereg.viz import draw_pose, tile
 
 __all__ = ["write_report", "plot_curves", "draw_validation_grid", "format_summary"]
@@ -55,38 +56,90 @@ def plot_curves(run_dir: Path) -> Path | None:
     return out
 
 
+# val_predictions.png layout: a legend band on top, then one tile per instance (left the truth,
+# right the prediction, SEPARATOR pixels apart) arranged GRID_COLUMNS tiles per row by viz.tile.
+GRID_MIN_PANEL_HEIGHT = 256  # crops are enlarged by a whole factor to at least this height
+GRID_COLUMNS = 4
+GRID_PAD = 4
+GRID_SEPARATOR = 2
+GRID_LEGEND_HEIGHT = 44
+TRUTH_COLOR = (255, 0, 255)  # BGR magenta: no confidence colour (red-yellow-green) is close
+TRUTH_LIMB_COLOR = (230, 230, 230)
+
+
+def grid_factor(input_size: tuple[int, int]) -> int:
+    """The whole enlargement factor of a (H, W) crop in val_predictions.png (>= 1)."""
+    return max(1, -(-GRID_MIN_PANEL_HEIGHT // int(input_size[0])))
+
+
+def enlarge_points(xy: np.ndarray, factor: int) -> np.ndarray:
+    """Crop pixel coordinates (..., 2) -> the enlarged crop's (pixel centres stay centres)."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * factor - 0.5
+
+
 def draw_validation_grid(
     dataset: TopDownDataset, predictions, out: Path, num: int = 16, sigma_scale: float = 1.0
 ) -> Path | None:
-    """val_predictions.png: evaluation crops with predicted skeletons, confidences and sigma ellipses.
+    """val_predictions.png: evaluation crops, enlarged, the truth beside the prediction.
 
-    Ellipse half-axes are ``sigma_scale`` x sigma (the evaluation's ``sigma_calibration``).
+    Each instance is two panels of its crop enlarged ``grid_factor`` times (at least 256 px
+    high): left the truth (the clean truth when the file has it, else the labels; labelled
+    keypoints in magenta), right the prediction (keypoints coloured by confidence, red 0 to
+    green 1, and ellipses of ``sigma_scale`` x sigma, the evaluation's ``sigma_calibration``).
+    A legend band on top says so.
+
+    Arguments:
+        dataset: the evaluation dataset (no augmentation).
+        predictions: :class:`posereg.engine.evaluate.Predictions` in dataset order.
+        out: the PNG to write.
+        num: instances drawn, spread evenly over the dataset.
+        sigma_scale: ellipse half-axes in units of sigma.
     """
     if predictions is None or num <= 0 or len(dataset) == 0:
         return None
     idx = np.linspace(0, len(dataset) - 1, min(num, len(dataset))).round().astype(int)
     h, w = dataset.input_size
+    f = grid_factor(dataset.input_size)
+    thickness = max(1, f // 2)
     mean = np.array(IMAGENET_MEAN) * 255
     std = np.array(IMAGENET_STD) * 255
-    crops = []
+    tiles = []
+    truth_kind = "labels"
     for i in idx:
         sample = dataset[int(i)]
         rgb = sample.image.numpy().transpose(1, 2, 0) * std + mean
-        bgr = np.ascontiguousarray(np.clip(rgb[..., ::-1], 0, 255).astype(np.uint8))
-        kp = (predictions.normalized[i] + 0.5) * np.array([w, h])  # crop pixels
-        sigma = predictions.sigma[i] / sample.scale * np.array([w, h])
-        crops.append(
-            draw_pose(
-                bgr,
-                kp,
-                dataset.skeleton,
-                predictions.confidence[i],
-                sigma,
-                sigma_scale,
-                thickness=1,
-            )
-        )
-    cv2.imwrite(str(out), tile(crops, columns=min(8, len(crops))))
+        bgr = np.clip(rgb[..., ::-1] + 0.5, 0, 255).astype(np.uint8)
+        big = cv2.resize(bgr, (w * f, h * f), interpolation=cv2.INTER_LINEAR)
+        truth = sample.keypoints if sample.keypoints_clean is None else sample.keypoints_clean
+        truth_kind = "labels" if sample.keypoints_clean is None else "clean truth"
+        matrix = dataset.crop_matrix(sample.center, sample.scale, sample.rotation, sample.flipped)
+        truth_xy = enlarge_points(affine_points(truth[:, :2], matrix), f)
+        truth_xy[truth[:, 2] <= 0] = np.nan  # unlabelled: not drawn
+        pred_xy = enlarge_points((predictions.normalized[i] + 0.5) * np.array([w, h]), f)
+        sigma = predictions.sigma[i] / sample.scale * np.array([w, h]) * f  # enlarged crop px
+        left = draw_pose(
+            big, truth_xy, dataset.skeleton, thickness=thickness,
+            limb_color=TRUTH_LIMB_COLOR, point_color=TRUTH_COLOR,
+        )  # fmt: skip
+        right = draw_pose(
+            big, pred_xy, dataset.skeleton, predictions.confidence[i], sigma, sigma_scale,
+            thickness=thickness,
+        )  # fmt: skip
+        gap = np.full((h * f, GRID_SEPARATOR, 3), 30, dtype=np.uint8)
+        tiles.append(np.concatenate([left, gap, right], axis=1))
+    grid = tile(tiles, columns=min(GRID_COLUMNS, len(tiles)), pad=GRID_PAD)
+    legend = np.full((GRID_LEGEND_HEIGHT, grid.shape[1], 3), 30, dtype=np.uint8)
+    lines = (
+        f"left: {truth_kind} (magenta)   right: prediction",
+        f"dot colour = confidence (red 0 - green 1), ellipse = {sigma_scale:.2f} x sigma",
+    )
+    for n, text in enumerate(lines):
+        cv2.putText(
+            legend, text, (GRID_PAD, 17 + 20 * n), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+            (235, 235, 235), 1, cv2.LINE_AA,
+        )  # fmt: skip
+    if not cv2.imwrite(str(out), np.concatenate([legend, grid], axis=0)):
+        raise OSError(f"cannot write {out}")
     return out
 
 

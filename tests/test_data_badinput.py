@@ -18,7 +18,6 @@ SKIPS = {
     "wrong_length.json": ("wrong keypoint length", "annotation id 2 (image id 1)"),
     "nan_keypoint.json": ("non-finite keypoint", "annotation id 2 (image id 1)"),
     "inf_keypoint.json": ("non-finite keypoint", "annotation id 2 (image id 1)"),
-    "negative_coordinate.json": ("negative keypoint coordinate", "annotation id 2 (image id 1)"),
     "bad_visibility.json": ("invalid visibility code", "annotation id 2 (image id 1)"),
     "zero_area_box.json": ("non-positive box size", "annotation id 2 (image id 1)"),
     "negative_box.json": ("non-positive box size", "annotation id 2 (image id 1)"),

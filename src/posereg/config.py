@@ -267,7 +267,9 @@ class DataConfig:
     val_images: str = "data/coco/val2017"
     detections: str | None = None  # COCO results json of person boxes for evaluation
     det_score_threshold: float = 0.0
-    skeleton: str = "coco17"
+    # a built-in name (posereg.skeletons.SKELETONS), a YAML file, "auto" (from the json's person
+    # category), or the resolved dict a run saves (Skeleton.to_dict); see docs/data.md
+    skeleton: str | dict[str, Any] = "coco17"
     input_size: tuple[int, int] = (256, 192)  # (h, w)
     transform: TransformConfig = dataclasses.field(
         default_factory=lambda: TransformConfig(augment=True)

@@ -35,7 +35,7 @@ from posereg.data.transforms import (
     get_affine_transform,
     warp_crop,
 )
-from posereg.skeletons import Skeleton, get_skeleton
+from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = ["Predictor", "PoseResult", "PredictSummary", "box_problem", "predict_files"]
 
@@ -143,7 +143,7 @@ class Predictor:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,
-            get_skeleton(cfg.data.skeleton),
+            resolve_skeleton(cfg.data.skeleton),
             tuple(cfg.data.input_size),
             cfg.data.transform.padding,
             cfg.eval.flip_test if flip_test is None else flip_test,

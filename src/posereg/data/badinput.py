@@ -3,7 +3,9 @@
 Every loader in :mod:`posereg.data` follows one rule: a problem with the *file as a whole*
 (unreadable json, duplicate ids, a path escaping the dataset root, nothing usable left) raises
 :class:`BadInputError`; a problem with *one record* (a malformed annotation, a missing image) is
-skipped and counted in a :class:`LoadReport`, or raises with ``strict=True``. The table of cases
+skipped and counted in a :class:`LoadReport`, or raises with ``strict=True``; a record that is
+kept with a documented change (a keypoint outside the image dropped, a missing ``area`` filled)
+is counted there as an adjustment. The table of cases
 is in docs/data.md ("Bad input policy").
 """
 
@@ -69,12 +71,14 @@ class LoadReport:
         num_records: records seen (annotations or detections).
         num_instances: instances kept.
         skipped: one entry per record left out.
+        adjusted: one entry per change to a record that was kept (``reason`` says what).
     """
 
     source: str
     num_records: int = 0
     num_instances: int = 0
     skipped: list[SkippedRecord] = field(default_factory=list)
+    adjusted: list[SkippedRecord] = field(default_factory=list)
 
     def skip(
         self, file: str | Path, record: str, reason: str, detail: str = "", strict: bool = False
@@ -83,6 +87,14 @@ class LoadReport:
         if strict:
             raise BadInputError(file, record, f"{reason}{': ' + detail if detail else ''}")
         self.skipped.append(SkippedRecord(str(file), record, reason, detail))
+
+    def adjust(self, file: str | Path, record: str, what: str, detail: str = "") -> None:
+        """Count a change made to a kept record (never raises: the record is usable)."""
+        self.adjusted.append(SkippedRecord(str(file), record, what, detail))
+
+    def adjustments(self) -> dict[str, int]:
+        """Number of changes per kind, e.g. ``{"keypoints outside the image dropped": 2}``."""
+        return dict(Counter(s.reason for s in self.adjusted))
 
     @property
     def num_skipped(self) -> int:
@@ -104,9 +116,15 @@ class LoadReport:
                 f"{s.record}{' (' + s.detail + ')' if s.detail else ''}" for s in examples
             )
             lines.append(f"  {reason}: {n} (e.g. {shown})")
+        for what, n in sorted(self.adjustments().items(), key=lambda kv: -kv[1]):
+            examples = [s for s in self.adjusted if s.reason == what][:max_examples]
+            shown = "; ".join(
+                f"{s.record}{' (' + s.detail + ')' if s.detail else ''}" for s in examples
+            )
+            lines.append(f"  kept, {what}: {n} (e.g. {shown})")
         return "\n".join(lines)
 
     def log(self) -> None:
         """Log the summary: INFO when nothing was skipped, WARNING otherwise."""
-        level = logging.WARNING if self.skipped else logging.INFO
+        level = logging.WARNING if self.skipped or self.adjusted else logging.INFO
         logger.log(level, "%s", self.summary())

@@ -17,10 +17,13 @@ import numpy as np
 
 from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.instances import (
+    AREA_PER_BOX_AREA,
     InstanceTable,
     check_box,
     check_keypoint_values,
     clip_box,
+    keypoints_outside_image,
+    missing_image_detail,
     resolve_image_path,
 )
 from posereg.skeletons import Skeleton
@@ -47,11 +50,45 @@ def _int_id(value: object) -> int | None:
     return int(value)
 
 
-def _person_category(data: dict) -> int:
-    for cat in data.get("categories") or []:
+def _person_category(data: dict, source: str, skeleton: Skeleton) -> int:
+    """The id of the first category with a ``keypoints`` list (1 when there is none)."""
+    cats = data.get("categories") or []
+    if not isinstance(cats, list):
+        raise BadInputError(source, "", f"'categories' must be a list, got {type(cats).__name__}")
+    for i, cat in enumerate(cats):
         if isinstance(cat, dict) and cat.get("keypoints"):
-            return int(cat["id"])
+            cid = _int_id(cat.get("id"))
+            if cid is None:
+                raise BadInputError(
+                    source, f"category #{i}", f"category id {cat.get('id')!r} is not an integer"
+                )
+            names = cat["keypoints"]
+            k = skeleton.num_keypoints
+            if isinstance(names, list) and len(names) != k:
+                raise BadInputError(
+                    source,
+                    f"category id {cid} ({cat.get('name', '?')})",
+                    f"{len(names)} keypoints, but skeleton {skeleton.name} has {k}; set "
+                    "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)",
+                )
+            return cid
     return 1
+
+
+def _image_size(img: dict, key: str, source: str, record: str) -> int:
+    """An image's height or width: absent -> 0 (unknown); else a positive whole number."""
+    value = img.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int | float) or isinstance(value, bool) or not np.isfinite(value):
+        raise BadInputError(
+            source, record, f"{key} must be a whole number of pixels, got {value!r}"
+        )
+    if value < 0 or not float(value).is_integer():
+        raise BadInputError(
+            source, record, f"{key} must be a whole number of pixels >= 0, got {value!r}"
+        )
+    return int(value)
 
 
 def _read_images(data: dict, source: str, image_root: Path) -> tuple[dict, list, list, list]:
@@ -76,11 +113,10 @@ def _read_images(data: dict, source: str, image_root: Path) -> tuple[dict, list,
         by_id[iid] = len(files)
         files.append(img["file_name"])
         ids.append(iid)
-        h, w = img.get("height", 0), img.get("width", 0)
         sizes.append(
             (
-                int(h) if isinstance(h, int | float) else 0,
-                int(w) if isinstance(w, int | float) else 0,
+                _image_size(img, "height", source, record),
+                _image_size(img, "width", source, record),
             )
         )
     return by_id, files, ids, sizes
@@ -113,9 +149,15 @@ def load_coco_instances(
     Returns:
         The instances and the load report (kept / skipped per reason).
 
+    A labelled keypoint outside the image (:func:`keypoints_outside_image`) is dropped (v = 0)
+    and the person kept; a missing ``area`` becomes ``AREA_PER_BOX_AREA`` x box area and a
+    missing ``iscrowd`` 0. Each is counted in the report's adjustments.
+
     Raises:
         BadInputError: unreadable json, no images list, duplicate image or annotation ids, an
-            image path outside ``image_root``, or no usable instance at all.
+            image path outside ``image_root``, an image height/width or category id that is not
+            a whole number, a person category whose keypoint count differs from the skeleton's,
+            or no usable instance at all.
     """
     source = str(ann_file)
     image_root = Path(image_root)
@@ -125,7 +167,7 @@ def load_coco_instances(
             source, "", "top level must be a JSON object with 'images' and 'annotations'"
         )
     by_id, files, ids, sizes = _read_images(data, source, image_root)
-    person = _person_category(data)
+    person = _person_category(data, source, skeleton)
     k = skeleton.num_keypoints
     report = LoadReport(source)
 
@@ -156,7 +198,9 @@ def load_coco_instances(
                 f"annotation id {aid} (image id {iid})" if aid is not None else f"annotation #{i}"
             )
             if aid is None:
-                report.skip(source, record, "missing annotation id", strict=strict)
+                raw = ann.get("id")
+                detail = "" if raw is None else f"id {raw!r} is not an integer"
+                report.skip(source, record, "missing annotation id", detail, strict=strict)
                 continue
             if aid in seen:
                 raise BadInputError(
@@ -167,16 +211,42 @@ def load_coco_instances(
             seen[aid] = i
             if iid not in by_id:
                 report.skip(
-                    source, record, "unknown image_id", f"no image with id {iid}", strict=strict
+                    source,
+                    record,
+                    "unknown image_id",
+                    f"no image with id {ann.get('image_id')!r}",
+                    strict=strict,
                 )
                 continue
-            if ann.get("category_id", person) != person:
+            category = ann.get("category_id", person)
+            if _int_id(category) is None:
+                report.skip(
+                    source,
+                    record,
+                    "invalid category_id",
+                    f"category_id {category!r} is not an integer",
+                    strict=strict,
+                )
+                continue
+            if category != person:
                 report.skip(source, record, "not the person category", strict=False)
                 continue
-            if ann.get("iscrowd", 0):
+            crowd = ann.get("iscrowd", 0)
+            if crowd not in (0, 1):  # True / False compare equal to 1 / 0
+                report.skip(
+                    source,
+                    record,
+                    "invalid iscrowd",
+                    f"iscrowd {crowd!r}, expected 0 or 1",
+                    strict=strict,
+                )
+                continue
+            if crowd:
                 report.skip(source, record, "crowd annotation", strict=False)
                 continue
-            kpts, reason, detail = check_keypoint_values(ann.get("keypoints"), k)
+            kpts, reason, detail = check_keypoint_values(
+                ann.get("keypoints"), k, reject_negative=False
+            )
             if kpts is None:
                 report.skip(source, record, reason, detail, strict=strict)
                 continue
@@ -194,24 +264,52 @@ def load_coco_instances(
                 report.skip(source, record, reason, detail, strict=strict)
                 continue
             img = by_id[iid]
+            box_area = float(box[2] * box[3])
             box = clip_box(box, *sizes[img])
             if box[2] <= 0 or box[3] <= 0:
                 report.skip(
                     source, record, "box outside the image", f"bbox {ann['bbox']}", strict=strict
                 )
                 continue
+            outside = keypoints_outside_image(kpts, *sizes[img])
+            if outside.size and skip_unlabelled and outside.size == np.count_nonzero(kpts[:, 2]):
+                report.skip(
+                    source,
+                    record,
+                    "no labelled keypoints",
+                    f"all {outside.size} labelled keypoints are outside the image",
+                    strict=False,
+                )
+                continue
+            for j in outside:
+                report.adjust(
+                    source,
+                    record,
+                    "keypoints outside the image dropped",
+                    f"keypoint {j} at {kpts[j, :2].tolist()}",
+                )
+            kpts[outside] = 0.0  # v = 0: not labelled
             if skip_unlabelled and not np.any(kpts[:, 2] > 0):
                 report.skip(source, record, "no labelled keypoints", strict=False)
                 continue
+            if "iscrowd" not in ann:
+                report.adjust(source, record, "iscrowd missing, 0 used")
             area = ann.get("area")
             ok_area = isinstance(area, int | float) and np.isfinite(area) and area > 0
+            if not ok_area:
+                report.adjust(
+                    source,
+                    record,
+                    f"area missing or invalid, {AREA_PER_BOX_AREA} x box area used",
+                    f"area {area!r}",
+                )
             rows["image_index"].append(img)
             rows["ann_ids"].append(aid)
             rows["boxes"].append(box)
             rows["keypoints"].append(kpts)
             rows["keypoints_clean"].append(clean)
             rows["bbox_scores"].append(1.0)
-            rows["areas"].append(float(area) if ok_area else float(box[2] * box[3]))
+            rows["areas"].append(float(area) if ok_area else AREA_PER_BOX_AREA * box_area)
     else:
         det_source = str(detections) if isinstance(detections, str | Path) else "<detections>"
         source = f"{source} + {det_source}"
@@ -324,6 +422,12 @@ def _drop_missing_images(
                 if aid >= 0
                 else f"detection (image id {ids[img]})"
             )
-            report.skip(image_root / files[img], record, "image file not found", strict=strict)
+            report.skip(
+                image_root / files[img],
+                record,
+                "image file not found",
+                missing_image_detail(image_root, files[img]),
+                strict=strict,
+            )
         keep.append(exists[img])
     return keep

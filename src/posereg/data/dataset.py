@@ -36,7 +36,7 @@ from posereg.data.transforms import (
     reduction_matrix,
     warp_crop,
 )
-from posereg.skeletons import Skeleton, get_skeleton
+from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
     "TransformConfig",
@@ -336,7 +336,7 @@ class TopDownDataset(Dataset):
     def __init__(
         self,
         table: InstanceTable,
-        skeleton: Skeleton | str,
+        skeleton: Skeleton | str | dict,
         input_size: tuple[int, int] = (256, 192),
         codec: Codec | None = None,
         transform: TransformConfig | None = None,
@@ -344,7 +344,7 @@ class TopDownDataset(Dataset):
         report: LoadReport | None = None,
     ) -> None:
         self.table = table
-        self.skeleton = get_skeleton(skeleton) if isinstance(skeleton, str) else skeleton
+        self.skeleton = resolve_skeleton(skeleton)
         if table.keypoints.shape[1] != self.skeleton.num_keypoints:
             raise ValueError(
                 f"{table.source}: {table.keypoints.shape[1]} keypoints per instance but skeleton "
@@ -382,7 +382,7 @@ class TopDownDataset(Dataset):
         ann_file: str | Path,
         image_root: str | Path,
         *,
-        skeleton: Skeleton | str = "coco17",
+        skeleton: Skeleton | str | dict = "coco17",
         input_size: tuple[int, int] = (256, 192),
         codec: Codec | None = None,
         transform: TransformConfig | None = None,
@@ -396,7 +396,7 @@ class TopDownDataset(Dataset):
         """From a COCO person_keypoints json (+ optional detections); see :func:`load_coco_instances`."""
         from posereg.data.coco import load_coco_instances
 
-        skel = get_skeleton(skeleton) if isinstance(skeleton, str) else skeleton
+        skel = resolve_skeleton(skeleton, ann_file)
         table, report = load_coco_instances(
             ann_file,
             image_root,

@@ -15,7 +15,19 @@ import numpy as np
 
 from posereg.data.badinput import BadInputError
 
-__all__ = ["InstanceTable", "resolve_image_path", "check_keypoint_values"]
+__all__ = [
+    "AREA_PER_BOX_AREA",
+    "InstanceTable",
+    "resolve_image_path",
+    "check_keypoint_values",
+    "keypoints_outside_image",
+    "missing_image_detail",
+]
+
+#: A missing annotation ``area`` (OKS scale s^2) is this fraction of the box area ``w * h``: the
+#: rule of xtcocotools / crowdposetools and MMPose's loaders for sets without segment areas
+#: (CrowdPose, AI Challenger); it approximates COCO's segment area, which ``area`` stands for.
+AREA_PER_BOX_AREA = 0.53
 
 
 @dataclass
@@ -96,8 +108,17 @@ def resolve_image_path(image_root: Path, file_name: object, source: str, record:
     return Path(full)
 
 
-def check_keypoint_values(values: object, num_keypoints: int) -> tuple[np.ndarray | None, str, str]:
+def check_keypoint_values(
+    values: object, num_keypoints: int, *, reject_negative: bool = True
+) -> tuple[np.ndarray | None, str, str]:
     """Validate a flat COCO keypoint list (x1, y1, v1, ...).
+
+    Arguments:
+        values: the list.
+        num_keypoints: K.
+        reject_negative: a labelled keypoint with a negative coordinate makes the record invalid
+            (the MPII loader); the COCO loader passes False and drops only that keypoint
+            (:func:`keypoints_outside_image`).
 
     Returns:
         (array (K, 3), "", "") when valid, else (None, reason, detail) with reason one of
@@ -130,7 +151,7 @@ def check_keypoint_values(values: object, num_keypoints: int) -> tuple[np.ndarra
         j = int(np.argmax(bad_v))
         return None, "invalid visibility code", f"keypoint {j} has v={vis[j]:g}, expected 0, 1 or 2"
     neg = (vis > 0) & np.any(kpts[:, :2] < 0, axis=1)
-    if neg.any():
+    if reject_negative and neg.any():
         j = int(np.argmax(neg))
         return (
             None,
@@ -138,6 +159,46 @@ def check_keypoint_values(values: object, num_keypoints: int) -> tuple[np.ndarra
             f"labelled keypoint {j} at {kpts[j, :2].tolist()}",
         )
     return kpts, "", ""
+
+
+def keypoints_outside_image(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Indices of labelled keypoints (v > 0) outside the image.
+
+    Outside means x < 0 or y < 0, or, when the image size is known (> 0), x > width or
+    y > height (COCO's keypoint coordinates run over [0, width] x [0, height]).
+
+    Arguments:
+        keypoints: (K, 3) labels (x, y, v) in image pixels.
+        height, width: image size from the annotation file; 0 when unknown.
+    """
+    x, y, v = keypoints[:, 0], keypoints[:, 1], keypoints[:, 2]
+    out = (x < 0) | (y < 0)
+    if height > 0 and width > 0:
+        out |= (x > width) | (y > height)
+    return np.flatnonzero(out & (v > 0))
+
+
+def missing_image_detail(image_root: Path, file_name: str) -> str:
+    """The detail of an "image file not found" skip: the path, the root searched, and a hint
+    when the file exists one folder up or without the json's folder part."""
+    path = Path(image_root) / file_name
+    hint = ""
+    for alt_root, alt_name in (
+        (Path(image_root).parent, file_name),
+        (Path(image_root), Path(file_name).name),
+    ):
+        if (alt_root / alt_name).is_file() and (alt_root, alt_name) != (
+            Path(image_root),
+            file_name,
+        ):
+            hint = f"; {alt_root / alt_name} exists: is the image root {alt_root}?"
+            if alt_name != file_name:
+                hint = f"; {alt_root / alt_name} exists: the json's file_name has folder parts the image root already holds"
+            break
+    return (
+        f"{path} (searched under image root {image_root}; set data.train_images / "
+        f"data.val_images to the folder the json's file_name entries are relative to{hint})"
+    )
 
 
 def check_box(values: object) -> tuple[np.ndarray | None, str, str]:

@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from posereg.engine.checkpoint import (
 )
 from posereg.engine.evaluate import EvalResult, evaluate
 from posereg.models import create_pose_model
-from posereg.skeletons import get_skeleton
+from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
     "train",
@@ -44,6 +44,7 @@ __all__ = [
     "build_model",
     "model_from_checkpoint",
     "build_datasets",
+    "data_skeleton",
     "NonFiniteLossError",
 ]
 
@@ -72,9 +73,16 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- building blocks
+def data_skeleton(cfg: Config) -> Skeleton:
+    """``cfg.data.skeleton`` resolved (``auto`` reads ``data.train_ann``, or ``data.val_ann``
+    when there is no training file); see :func:`posereg.skeletons.resolve_skeleton`."""
+    ann = cfg.data.train_ann if Path(cfg.data.train_ann).is_file() else cfg.data.val_ann
+    return resolve_skeleton(cfg.data.skeleton, ann)
+
+
 def build_model(cfg: Config) -> nn.Module:
     """The PoseRegressor a config describes (backbone + regression head + loss with its flow)."""
-    skeleton = get_skeleton(cfg.data.skeleton)
+    skeleton = data_skeleton(cfg)
     return create_pose_model(
         backbone=cfg.model.backbone,
         num_keypoints=skeleton.num_keypoints,
@@ -100,12 +108,21 @@ def model_from_checkpoint(
     Returns:
         (model, the config used, the checkpoint dict).
     """
-    from dataclasses import replace
-
     from posereg.config import from_dict
 
     state = load_checkpoint(checkpoint)
-    cfg = cfg if cfg is not None else from_dict(Config, state["config"])
+    saved = from_dict(Config, state["config"])
+    if cfg is None:
+        cfg = saved
+    elif isinstance(saved.data.skeleton, dict):  # the model was trained with this skeleton
+        if cfg.data.skeleton not in (saved.data.skeleton, saved.data.skeleton.get("name")):
+            logger.warning(
+                "%s: using the skeleton saved in the checkpoint (%s), not data.skeleton %r",
+                checkpoint,
+                saved.data.skeleton.get("name"),
+                cfg.data.skeleton if isinstance(cfg.data.skeleton, str) else "(a dict)",
+            )
+        cfg = replace(cfg, data=replace(cfg.data, skeleton=saved.data.skeleton))
     cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
     model = build_model(cfg)
     load_model_state(model, state["model"], str(checkpoint))
@@ -122,7 +139,6 @@ def build_datasets(
     it. Without ``train_split`` (evaluation) nothing is generated: a missing validation set is a
     :class:`BadInputError` that says how to make it.
     """
-    from dataclasses import replace
 
     from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
 
@@ -153,9 +169,10 @@ def build_datasets(
         )
         val = TopDownDataset.from_mpii(d.val_ann, d.val_images, transform=val_transform, **common)
         return train, val
+    skeleton = data_skeleton(cfg)
     train = (
         TopDownDataset.from_coco(
-            d.train_ann, d.train_images, skeleton=d.skeleton, transform=d.transform, **common
+            d.train_ann, d.train_images, skeleton=skeleton, transform=d.transform, **common
         )
         if train_split
         else None
@@ -164,7 +181,7 @@ def build_datasets(
     val = TopDownDataset.from_coco(
         d.val_ann,
         d.val_images,
-        skeleton=d.skeleton,
+        skeleton=skeleton,
         transform=val_transform,
         detections=d.detections if use_dets else None,
         det_score_threshold=d.det_score_threshold,
@@ -275,6 +292,8 @@ def train(
         raise ValueError("train() needs a config or a run to resume")
     else:
         run_dir = Path(cfg.out_dir) / cfg.name
+    # the resolved skeleton (names, flip pairs, limbs, sigmas) goes into config.yaml and checkpoints
+    cfg = replace(cfg, data=replace(cfg.data, skeleton=data_skeleton(cfg).to_dict()))
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:  # a new run in an old run's folder starts its logs afresh

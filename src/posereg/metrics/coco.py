@@ -2,7 +2,9 @@
 
 ``evaluate_coco`` runs the official COCOeval (or, optionally, faster-coco-eval, which gives the
 same numbers) with any OKS sigma table, and can evaluate against the synthetic sets' noise-free
-truth (``keypoints_clean``) instead of the labels. The official RLE evaluation with detected boxes
+truth (``keypoints_clean``) instead of the labels. The ground truth first goes through
+:func:`prepare_coco_gt`, which makes COCO-format files as they are (no ``area``, no ``iscrowd``,
+an annotation id 0) evaluate as the labels mean. The official RLE evaluation with detected boxes
 is: per-keypoint confidence -> instance score (det score + mean + max) -> OKS-NMS (0.9) per image
 -> COCOeval; :func:`make_coco_predictions` and :func:`oks_nms_per_image` do those steps.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections import defaultdict
+import logging
+import math
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,11 +26,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posereg.data.badinput import BadInputError
+from posereg.data.instances import AREA_PER_BOX_AREA
 from posereg.skeletons import COCO17
 
 __all__ = [
     "COCOKeypointResult",
     "load_coco_gt",
+    "prepare_coco_gt",
+    "AREA_PER_BOX_AREA",
     "evaluate_coco",
     "evaluate_coco_reports",
     "oks",
@@ -39,6 +46,8 @@ __all__ = [
 ]
 
 COCO_EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
+logger = logging.getLogger("posereg.metrics")
+
 _STAT_NAMES = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
 
 
@@ -106,6 +115,123 @@ def _coco_from_dataset(dataset: dict, backend: str):
     return coco
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _malformed(ann: dict, num_keypoints: int | None) -> str:
+    """Why pycocotools cannot evaluate an annotation ("" when it can)."""
+    if not (_number(ann.get("image_id")) and float(ann["image_id"]).is_integer()):
+        return f"image_id {ann.get('image_id')!r} is not an integer"
+    if not (_number(ann.get("category_id")) and float(ann["category_id"]).is_integer()):
+        return f"category_id {ann.get('category_id')!r} is not an integer"
+    box = ann.get("bbox")
+    if not (isinstance(box, list | tuple) and len(box) == 4 and all(_number(v) for v in box)):
+        return f"bbox {box!r} is not four numbers"
+    if box[2] < 0 or box[3] < 0:
+        return f"bbox {list(box)} has a negative size"
+    kpts = ann.get("keypoints")
+    if not (isinstance(kpts, list | tuple) and all(_number(v) for v in kpts)):
+        return "keypoints are not a list of finite numbers"
+    if len(kpts) % 3 or (num_keypoints is not None and len(kpts) != 3 * num_keypoints):
+        expected = "a multiple of 3" if num_keypoints is None else str(3 * num_keypoints)
+        return f"{len(kpts)} keypoint values, expected {expected}"
+    crowd = ann.get("iscrowd", 0)
+    if crowd not in (0, 1):  # True/False compare equal to 1/0
+        return f"iscrowd {crowd!r} is not 0 or 1"
+    return ""
+
+
+_REPORTED: set[str] = set()
+
+
+def prepare_coco_gt(
+    dataset: Mapping, source: str, num_keypoints: int | None = None
+) -> tuple[dict, Counter]:
+    """A copy of a COCO keypoint ground truth that pycocotools evaluates as the labels mean.
+
+    - ``area`` missing (or not a finite number > 0): ``AREA_PER_BOX_AREA x w x h`` of the box.
+    - ``iscrowd`` missing: 0. ``num_keypoints`` missing: the count of keypoints with v > 0.
+    - Annotation ids are renumbered 1..N in file order: pycocotools marks an unmatched ground
+      truth with id 0, so an annotation whose id is 0 could never be matched (perfect
+      predictions scored AP 0.69 on the fixtures); duplicate or non-integer ids are fixed too.
+      Nothing outside the evaluation sees these ids (predictions name images, not annotations).
+    - An annotation pycocotools cannot read (non-integer image or category id, a bbox that is
+      not four numbers, keypoints that are not 3 x K finite numbers, iscrowd not 0/1) is left
+      out of the evaluation, as the loader leaves it out of the dataset.
+
+    What was changed is counted and logged once per source (a WARNING).
+
+    Arguments:
+        dataset: the COCO dict (``images``, ``annotations``, ``categories``).
+        source: the file, for messages.
+        num_keypoints: K, when known (the length of the sigma table).
+
+    Returns:
+        (the prepared copy, counts per change).
+
+    Raises:
+        BadInputError: no ``images``/``annotations`` list, or an image entry without an integer id.
+    """
+    images = dataset.get("images")
+    anns = dataset.get("annotations")
+    if not isinstance(images, list) or not isinstance(anns, list):
+        raise BadInputError(
+            source, "", "a COCO ground truth needs 'images' and 'annotations' lists"
+        )
+    for i, img in enumerate(images):
+        iid = img.get("id") if isinstance(img, dict) else None
+        if not (_number(iid) and float(iid).is_integer()):
+            raise BadInputError(source, f"image entry #{i}", f"image id {iid!r} is not an integer")
+    counts: Counter = Counter()
+    examples: dict[str, str] = {}
+    out_anns = []
+    ids = [a.get("id") if isinstance(a, dict) else None for a in anns]
+    valid_ids = [i for i in ids if _number(i) and float(i).is_integer() and i > 0]
+    if len(set(valid_ids)) != len(ids):
+        counts["annotation ids renumbered (an id 0, negative, duplicate or non-integer)"] += 1
+    for i, ann in enumerate(anns):
+        record = (
+            f"annotation #{i} (id {ann.get('id')!r})"
+            if isinstance(ann, dict)
+            else f"annotation #{i}"
+        )
+        why = _malformed(ann, num_keypoints) if isinstance(ann, dict) else "not an object"
+        if why:
+            key = "left out (malformed)"
+            counts[key] += 1
+            examples.setdefault(key, f"{record}: {why}")
+            continue
+        ann = dict(ann)
+        ann["id"] = len(out_anns) + 1
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            counts["iscrowd missing, set to 0"] += 1
+        area = ann.get("area")
+        if not (_number(area) and area > 0):
+            w, h = ann["bbox"][2], ann["bbox"][3]
+            ann["area"] = AREA_PER_BOX_AREA * float(w) * float(h)
+            key = f"area missing or invalid, set to {AREA_PER_BOX_AREA} x box area"
+            counts[key] += 1
+            examples.setdefault(key, record)
+        if not _number(ann.get("num_keypoints")):
+            ann["num_keypoints"] = int(sum(1 for v in ann["keypoints"][2::3] if v > 0))
+            counts["num_keypoints missing, counted from the keypoints"] += 1
+        out_anns.append(ann)
+    said = f"{source} {sorted(counts.items())}"
+    if counts and said not in _REPORTED:  # once per file and outcome, not at every validation
+        _REPORTED.add(said)
+        shown = "; ".join(
+            f"{k}: {n}" + (f" (e.g. {examples[k]})" if k in examples else "")
+            for k, n in counts.items()
+        )
+        logger.warning("%s: evaluation ground truth adjusted: %s", source, shown)
+    out = dict(dataset)
+    out["annotations"] = out_anns
+    out.setdefault("categories", [{"id": 1, "name": "person"}])
+    return out, counts
+
+
 def _with_clean_truth(dataset: dict, source: str) -> dict:
     """A copy of a COCO dataset whose keypoints are replaced by ``keypoints_clean``."""
     out = dict(dataset)
@@ -132,14 +258,22 @@ def _with_clean_truth(dataset: dict, source: str) -> dict:
 
 
 def load_coco_gt(
-    gt: str | Path | Mapping | COCO, *, use_clean: bool = False, backend: str = "pycocotools"
+    gt: str | Path | Mapping | COCO,
+    *,
+    use_clean: bool = False,
+    backend: str = "pycocotools",
+    num_keypoints: int | None = None,
 ):
     """A COCO ground-truth object from a json path, a dict or a COCO object.
+
+    The annotations go through :func:`prepare_coco_gt` (missing area / iscrowd filled, ids
+    renumbered, malformed annotations left out), so every evaluation path gets the same truth.
 
     Arguments:
         gt: the ground truth.
         use_clean: replace every annotation's keypoints by its ``keypoints_clean``.
         backend: which COCO class to build (``pycocotools`` or ``faster_coco_eval``).
+        num_keypoints: K when known; annotations with another keypoint count are left out.
     """
     if backend not in COCO_EVAL_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(COCO_EVAL_BACKENDS)}")
@@ -152,10 +286,13 @@ def load_coco_gt(
         source, dataset = "<ground-truth dict>", dict(gt)
     else:
         source, dataset = "<COCO object>", gt.dataset
+    if not isinstance(dataset, dict):
+        raise BadInputError(
+            source, "", "top level must be a JSON object with 'images' and 'annotations'"
+        )
+    dataset, _ = prepare_coco_gt(dataset, source, num_keypoints)
     if use_clean:
         dataset = _with_clean_truth(dataset, source)
-    if not use_clean and backend == "pycocotools" and isinstance(gt, COCO):
-        return gt
     return _coco_from_dataset(dataset, backend)
 
 
@@ -212,7 +349,14 @@ def evaluate_coco(
                 f"prediction #{i} (image id {p['image_id']}) has {len(p['keypoints'])} keypoint "
                 f"values, expected {3 * len(sig)} for {len(sig)} sigmas"
             )
-    coco_gt = load_coco_gt(gt, use_clean=use_clean, backend=backend)
+    coco_gt = load_coco_gt(gt, use_clean=use_clean, backend=backend, num_keypoints=len(sig))
+    known = set(coco_gt.getImgIds())
+    unknown = sorted({p["image_id"] for p in preds} - known)
+    if unknown:
+        raise ValueError(
+            f"predictions for image ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''} that "
+            "the ground truth does not have"
+        )
     coco_dt = _quiet(coco_gt.loadRes, preds)
     if backend == "faster_coco_eval":
         from faster_coco_eval import COCOeval_faster

@@ -2,10 +2,30 @@
 
 from posereg.models.backbones import create_backbone, init_from_checkpoint
 from posereg.models.factory import create_pose_model
-from posereg.models.heads import NormLinear, RegressionHead, RegressionOutput
+from posereg.models.heads import (
+    HEADS,
+    HeatmapHead,
+    HeatmapOutput,
+    IntegralHead,
+    IntegralOutput,
+    NormLinear,
+    PoseHead,
+    RegressionHead,
+    RegressionOutput,
+    average_outputs,
+    create_head,
+)
 from posereg.models.pose import PoseRegressor
 
 __all__ = [
+    "HEADS",
+    "HeatmapHead",
+    "HeatmapOutput",
+    "IntegralHead",
+    "IntegralOutput",
+    "PoseHead",
+    "average_outputs",
+    "create_head",
     "NormLinear",
     "RegressionHead",
     "RegressionOutput",

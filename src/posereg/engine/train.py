@@ -666,8 +666,9 @@ def _tensorboard(run_dir: Path, enabled: bool, resume_step: int | None):
 
 
 class _Progress:
-    """One epoch's progress: a tqdm bar when stderr is a terminal, and plain lines when stdout is
-    a file or pipe (nohup, SLURM): one every ``every`` steps and one at the end of the epoch.
+    """One epoch's progress: a tqdm bar when stderr is a terminal, and plain lines on stdout when
+    stdout or stderr is a file or pipe (nohup, SLURM, ``| tee``): one every ``every`` steps and
+    one at the end of the epoch.
 
     Arguments:
         total: batches in this epoch; desc: ``epoch E/N``; enabled: False prints nothing.
@@ -677,7 +678,7 @@ class _Progress:
     def __init__(self, total: int, desc: str, enabled: bool, every: int, steps_left: float) -> None:
         self.bar = None
         self.desc, self.every, self.steps_left = desc, every, steps_left
-        self.lines = enabled and not sys.stdout.isatty()
+        self.lines = enabled and not (sys.stdout.isatty() and sys.stderr.isatty())
         self.done, self.loss_sum, self.rate, self.t0 = 0, 0.0, 0.0, time.perf_counter()
         if enabled:
             from tqdm.auto import tqdm

@@ -42,3 +42,20 @@ def test_demo_learns_sigma_that_follows_the_noise_scale():
     assert sigma == sorted(sigma) and sigma[-1] > 3 * sigma[0]  # noise scale grows 8x
     m = re.search(r"RLE ([0-9.]+), L2 ([0-9.]+)", out.stdout)
     assert m and float(m.group(1)) < float(m.group(2))
+
+
+def test_a_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    missing = tmp_path / "nope.pt"
+    out = _run("info", str(missing))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"posereg info: error: checkpoint not found: {missing}"
+    for argv in (["--debug", "info", str(missing)], ["info", str(missing), "--debug"]):
+        out = _run(*argv)
+        assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
+        assert out.stderr.strip().endswith(f"CheckpointError: checkpoint not found: {missing}")
+
+
+def test_train_without_a_config_is_one_line():
+    out = _run("train")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "posereg train: error: give a CONFIG file, or --resume RUN_DIR"

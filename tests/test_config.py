@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from posereg.config import (
     load_config,
     save_yaml,
     to_dict,
+    validate,
 )
 from posereg.data.dataset import TransformConfig
 
@@ -112,3 +114,66 @@ def test_invalid_values_are_rejected_by_the_schema_owner():
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert to_dict(cfg)["name"] == cfg.name
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size=0", "train.batch_size: 0 is out of range; allowed: >= 1"),
+        ("train.batch_size=-4", "train.batch_size: -4 is out of range; allowed: >= 1"),
+        (
+            "data.input_size=[0, 0]",
+            "data.input_size: (0, 0) is out of range; allowed: each value >= 1",
+        ),
+        ("data.input_size=[64, -48]", "data.input_size: (64, -48) is out of range"),
+        ("train.epochs=0", "train.epochs: 0 is out of range; allowed: >= 1"),
+        ("train.max_steps=0", "train.max_steps: 0 is out of range; allowed: >= 1"),
+        ("optim.lr=-0.001", "optim.lr: -0.001 is out of range; allowed: >= 0"),
+        ("optim.momentum=1.5", "optim.momentum: 1.5 is out of range; allowed: in [0, 1]"),
+        ("optim.grad_clip=0", "optim.grad_clip: 0.0 is out of range; allowed: > 0"),
+        ("optim.milestones=[10, -1]", "optim.milestones: [10, -1] is out of range"),
+        ("data.workers=-1", "data.workers: -1 is out of range; allowed: >= 0"),
+        ("train.log_every=0", "train.log_every: 0 is out of range; allowed: >= 1"),
+        ("train.eval_every=-1", "train.eval_every: -1 is out of range; allowed: >= 0"),
+        ("train.checkpoint_every=-5", "train.checkpoint_every: -5 is out of range"),
+        ("eval.batch_size=0", "eval.batch_size: 0 is out of range; allowed: >= 1"),
+        ("model.width=0", "model.width: 0.0 is out of range; allowed: > 0"),
+        (
+            "data.transform.flip_prob=2",
+            "data.transform: TransformConfig.flip_prob must be in [0, 1]",
+        ),
+    ],
+)
+def test_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        apply_overrides(Config(), [override])
+
+
+def test_ranges_allow_the_edges_and_null():
+    cfg = apply_overrides(
+        Config(),
+        ["optim.lr=0", "train.eval_every=0", "data.workers=0", "optim.grad_clip=null",
+         "train.max_steps=null", "optim.momentum=1", "data.input_size=[1, 1]"],
+    )  # fmt: skip
+    assert cfg.optim.lr == 0.0 and cfg.train.max_steps is None and cfg.data.input_size == (1, 1)
+
+
+def test_configs_built_in_python_are_range_checked_by_validate(tmp_path):
+    from posereg.engine.train import train
+
+    cfg = Config()
+    cfg.train.batch_size = 0
+    with pytest.raises(ConfigError, match=r"train\.batch_size: 0 is out of range"):
+        validate(cfg)
+    cfg = Config(out_dir=str(tmp_path))
+    cfg.data.input_size = (256, 0)
+    with pytest.raises(ConfigError, match=r"data\.input_size: \(256, 0\) is out of range"):
+        train(cfg, device="cpu")
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_range_error_in_a_file_names_the_file_and_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"train": {"batch_size": -4}}))
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.batch_size: -4 is out of range"):
+        load_config(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -127,9 +128,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert (state["epoch"], state["step"], state["step_in_epoch"]) == (0, 4, 4)
     assert not (run / "metrics.json").exists()
+    assert (run / ".lock").exists()  # the killed process could not remove its lock: taken over
+    (run / ".last.pt.x1y2.tmp").write_bytes(b"a write killed half way")
 
     resumed = _posereg("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
+    with (run / "train_log.csv").open() as f:  # step 5 was logged before the kill: once only
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 13))
     a, b = _model_tensors(tmp_path / "runs" / "full" / "last.pt"), _model_tensors(run / "last.pt")
     assert a.keys() == b.keys()
     for k in a:

@@ -2,7 +2,9 @@
 
 Each ``_add_*`` function declares one sub-command and binds it to a ``_run_*`` function that
 imports its implementation lazily, so ``posereg --help`` stays fast and nothing heavy runs
-at import time.
+at import time. User errors (a bad file, key, value or option; a missing or read-only path;
+a full disk) are turned into one line ``posereg CMD: error: ...`` and exit status 2 in one
+place, :func:`main`; ``--debug`` shows the traceback instead. Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -31,9 +33,25 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_demo)
 
 
-def _error(command: str, e: Exception) -> int:
-    print(f"posereg {command}: error: {e}", file=sys.stderr)
+def _message(e: BaseException) -> str:
+    """One line for a user error; an OSError without its ``[Errno N]`` prefix and with its path."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e) or type(e).__name__
+
+
+def _error(command: str, e: BaseException) -> int:
+    print(f"posereg {command}: error: {_message(e)}", file=sys.stderr)
     return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix (the rest are bugs and keep their traceback)."""
+    from posereg.engine.rundir import RunLockedError
+    from posereg.engine.train import NonFiniteLossError
+
+    # ValueError covers ConfigError, CheckpointError and BadInputError (and bad option values)
+    return (ValueError, OSError, NonFiniteLossError, RunLockedError, ModuleNotFoundError)
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -49,20 +67,28 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from posereg.config import ConfigError, load_config
-    from posereg.engine.train import train
-
-    try:
-        if args.resume:
-            cfg = None
-        elif args.config is None:
-            raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
-        else:
-            cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        return _error("train", e)
     from posereg.engine.report import format_summary
+    from posereg.engine.train import RunFinished, train
 
-    result = train(cfg, resume=args.resume, device=args.device)  # type: ignore[arg-type]
+    if args.resume:
+        if args.config is not None:
+            raise ConfigError(
+                f"give CONFIG or --resume, not both: a resumed run keeps its own config "
+                f"({args.resume}/config.yaml); to train it longer use --set train.epochs=M"
+            )
+        cfg = None
+    elif args.config is None:
+        raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    try:
+        result = train(
+            cfg, resume=args.resume, device=args.device, exist_ok=args.exist_ok,
+            overrides=args.overrides if args.resume else (),
+        )  # fmt: skip
+    except RunFinished as e:  # nothing to do is not a failure: a requeued job may resume again
+        print(f"posereg train: {e}", file=sys.stderr)
+        return 0
     print(format_summary(result))
     return 0
 
@@ -71,21 +97,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a regressor from a YAML config (or resume a run)")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     _add_set(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run exactly where it stopped (with its own config; --set may only "
+        "raise train.epochs or train.max_steps)",
+    )
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="reuse out_dir/name when it holds an earlier run (deleting that run's logs, report "
+        "and checkpoints) instead of writing to name-2, name-3, ...",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_run_train)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from posereg.config import ConfigError, load_config
-    from posereg.engine.checkpoint import CheckpointError
+    from posereg.config import load_config
     from posereg.engine.evaluate import run_evaluation
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
-    except (ConfigError, CheckpointError) as e:
-        return _error("eval", e)
+    cfg = load_config(args.config, args.overrides)
+    result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
     for k, v in result.summary().items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     return 0
@@ -102,17 +135,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from posereg.engine.checkpoint import CheckpointError
     from posereg.predict import predict_files
 
-    try:
-        summary = predict_files(
-            args.checkpoint, args.inputs, args.out, boxes=args.boxes,
-            score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
-            exif_orientation=not args.ignore_exif,
-        )  # fmt: skip
-    except (CheckpointError, OSError, ValueError) as e:  # OSError: missing input, unwritable out
-        return _error("predict", e)
+    summary = predict_files(
+        args.checkpoint, args.inputs, args.out, boxes=args.boxes,
+        score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
+        exif_orientation=not args.ignore_exif,
+    )  # fmt: skip
     for line in summary.lines():
         print(f"posereg predict: {line}", file=sys.stderr)
     print(f"{summary.predictions} ({summary.num_instances} poses)")
@@ -141,15 +170,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from posereg.engine.checkpoint import CheckpointError
     from posereg.export import export_checkpoint
 
-    try:
-        path, err = export_checkpoint(
-            args.checkpoint, args.out, args.format, check=not args.no_check
-        )
-    except (CheckpointError, ValueError, ImportError) as e:
-        return _error("export", e)
+    path, err = export_checkpoint(args.checkpoint, args.out, args.format, check=not args.no_check)
     print(path)
     if err is not None:
         print(f"onnxruntime vs PyTorch: max abs difference {err:.2e}")
@@ -166,12 +189,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from posereg.engine.checkpoint import CheckpointError, describe_checkpoint
+    from posereg.engine.checkpoint import describe_checkpoint
 
-    try:
-        print(describe_checkpoint(args.checkpoint))
-    except CheckpointError as e:
-        return _error("info", e)
+    print(describe_checkpoint(args.checkpoint))
     return 0
 
 
@@ -184,10 +204,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from posereg.convert import convert_official
 
-    try:
-        conversion = convert_official(args.src, args.dst)
-    except (ValueError, FileNotFoundError) as e:
-        return _error("convert", e)
+    conversion = convert_official(args.src, args.dst)
     c = conversion.config
     print(
         f"{args.dst}: {conversion.variant} -> {c['backbone']}, K={c['num_keypoints']}, D={c['dim']}"
@@ -214,37 +231,34 @@ def _key_values(items: list[str], what: str) -> dict[str, str]:
 def _run_data_synth(args: argparse.Namespace) -> int:
     from posereg.synth.generate import SynthConfig, generate, generate_3d
 
-    try:
-        config = SynthConfig.preset(args.preset)
-        overrides = _key_values(args.set, "--set")
-        if args.image_size is not None:
-            overrides["image_size"] = ",".join(str(x) for x in args.image_size)
-        for flag, key in (
-            ("people_per_image", "people_per_image"),
-            ("camera", "camera"),
-            ("keypoint_set", "keypoint_set"),
-        ):
-            if getattr(args, flag) is not None:
-                overrides[key] = getattr(args, flag)
-        if args.noise == ["off"]:
-            overrides |= {"noise.scale": "0", "noise.outlier_prob": "0", "noise.swap_prob": "0"}
-        elif args.noise:
-            overrides |= {f"noise.{k}": v for k, v in _key_values(args.noise, "--noise").items()}
-        config = config.with_overrides(overrides)
-        if args.only_3d:
-            path = generate_3d(args.out, args.split, args.num_images, args.seed, config)
-        else:
-            path = generate(
-                args.out,
-                args.split,
-                args.num_images,
-                args.seed,
-                config,
-                args.workers,
-                not args.quiet,
-            )
-    except (ValueError, FileNotFoundError) as e:
-        return _error("data synth", e)
+    config = SynthConfig.preset(args.preset)
+    overrides = _key_values(args.set, "--set")
+    if args.image_size is not None:
+        overrides["image_size"] = ",".join(str(x) for x in args.image_size)
+    for flag, key in (
+        ("people_per_image", "people_per_image"),
+        ("camera", "camera"),
+        ("keypoint_set", "keypoint_set"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    if args.noise == ["off"]:
+        overrides |= {"noise.scale": "0", "noise.outlier_prob": "0", "noise.swap_prob": "0"}
+    elif args.noise:
+        overrides |= {f"noise.{k}": v for k, v in _key_values(args.noise, "--noise").items()}
+    config = config.with_overrides(overrides)
+    if args.only_3d:
+        path = generate_3d(args.out, args.split, args.num_images, args.seed, config)
+    else:
+        path = generate(
+            args.out,
+            args.split,
+            args.num_images,
+            args.seed,
+            config,
+            args.workers,
+            not args.quiet,
+        )
     print(path)
     return 0
 
@@ -301,12 +315,7 @@ def _add_data_synth(sub: argparse._SubParsersAction) -> None:
 def _run_data_show(args: argparse.Namespace) -> int:
     from posereg.synth.show import contact_sheet
 
-    try:
-        path = contact_sheet(
-            args.dir, args.split, args.out, args.num_images, args.columns, args.scale
-        )
-    except (ValueError, FileNotFoundError) as e:
-        return _error("data show", e)
+    path = contact_sheet(args.dir, args.split, args.out, args.num_images, args.columns, args.scale)
     print(path)
     return 0
 
@@ -360,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Human pose regression with Residual Log-likelihood Estimation (RLE).",
     )
     parser.add_argument("--version", action="version", version=f"posereg {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_train(sub)
@@ -369,7 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_convert(sub)
     _add_data(sub)
+    _add_debug_everywhere(sub)
     return parser
+
+
+_DEBUG_HELP = "show the full traceback of an error instead of one line"
+
+
+def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
+    """``--debug`` also after a sub-command (``posereg train CONFIG --debug``)."""
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug_everywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,7 +402,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    command = " ".join(c for c in (args.command, getattr(args, "data_command", None)) if c)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        print(f"posereg {command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug or not isinstance(e, _user_errors()):
+            raise
+        return _error(command, e)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -34,6 +34,8 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "load_config",
+    "Range",
+    "validate",
 ]
 
 T = TypeVar("T")
@@ -45,6 +47,66 @@ class ConfigError(ValueError):
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a number (each element for a tuple or list; None always passes).
+
+    Arguments:
+        low, high: bounds (None: unbounded).
+        low_open: ``low < x`` instead of ``low <= x``.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or x <= self.high
+
+    def __str__(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is None:
+            return lo
+        if self.low is None:
+            return f"<= {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_1, FRACTION = (
+    Range(0, low_open=True),
+    Range(0),
+    Range(1),
+    Range(0, 1),
+)
+
+
+def _check_ranges(cls: type, values: dict[str, Any], prefix: str) -> None:
+    """ConfigError naming the key and its range for a value outside ``cls.ranges``."""
+    for name, allowed in getattr(cls, "ranges", {}).items():
+        value = values.get(name)
+        many = isinstance(value, list | tuple)
+        if any(x is not None and x not in allowed for x in (value if many else [value])):
+            each = "each value " if many else ""
+            raise ConfigError(
+                f"{prefix}{name}: {value!r} is out of range; allowed: {each}{allowed}"
+            )
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check the ranges of a config built in Python (``from_dict`` checks its own on the way).
+
+    Raises:
+        ConfigError: naming the dotted key and the allowed range.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    _check_ranges(type(cfg), values, prefix)
+    for name, value in values.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, f"{prefix}{name}.")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -152,7 +214,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     ]
     if missing:
         raise ConfigError(f"missing config keys: {', '.join(prefix + m for m in missing)}")
-    return cls(**kwargs)
+    _check_ranges(cls, kwargs, prefix)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a schema owner's own check (TransformConfig.__post_init__)
+        if isinstance(e, ConfigError) or not prefix:
+            raise
+        raise ConfigError(f"{prefix.rstrip('.')}: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -251,6 +319,10 @@ class SynthDataConfig:
     workers: int | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    ranges: ClassVar[dict[str, Range]] = {
+        "num_train": AT_LEAST_1, "num_val": AT_LEAST_1, "workers": NON_NEGATIVE,
+    }  # fmt: skip
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -278,6 +350,10 @@ class DataConfig:
     on_bad_image: Literal["raise", "skip"] = "raise"
     synth: SynthDataConfig | None = None
 
+    ranges: ClassVar[dict[str, Range]] = {
+        "det_score_threshold": FRACTION, "input_size": AT_LEAST_1, "workers": NON_NEGATIVE,
+    }  # fmt: skip
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -291,6 +367,8 @@ class ModelConfig:
     freeze_bn: bool = False  # BatchNorm layers use their running statistics while training
     loss: str = "rle"
     loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    ranges: ClassVar[dict[str, Range]] = {"width": POSITIVE}
 
 
 @dataclasses.dataclass
@@ -307,6 +385,13 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     grad_clip: float | None = None  # max global grad norm
+
+    # lr 0 is allowed: it trains nothing, which a frozen-backbone check or a smoke test wants
+    ranges: ClassVar[dict[str, Range]] = {
+        "momentum": FRACTION, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+        "milestones": NON_NEGATIVE, "gamma": POSITIVE, "warmup_steps": NON_NEGATIVE,
+        "min_lr_ratio": FRACTION, "grad_clip": POSITIVE,
+    }  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -326,6 +411,12 @@ class TrainConfig:
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: PyTorch's default)
 
+    ranges: ClassVar[dict[str, Range]] = {
+        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "max_steps": AT_LEAST_1,
+        "log_every": AT_LEAST_1, "eval_every": NON_NEGATIVE, "checkpoint_every": NON_NEGATIVE,
+        "max_bad_steps": AT_LEAST_1, "threads": AT_LEAST_1,
+    }  # fmt: skip
+
 
 @dataclasses.dataclass
 class EvalConfig:
@@ -337,6 +428,10 @@ class EvalConfig:
     use_detections: bool = False  # evaluate on data.detections boxes (with OKS-NMS)
     nms_threshold: float = 0.9
     num_vis: int = 16  # validation crops drawn in the run report
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "batch_size": AT_LEAST_1, "nms_threshold": FRACTION, "num_vis": NON_NEGATIVE,
+    }  # fmt: skip
 
 
 @dataclasses.dataclass

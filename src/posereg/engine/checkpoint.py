@@ -38,7 +38,12 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
-    A run killed while saving leaves the previous checkpoint intact.
+    A run killed while saving leaves the previous checkpoint intact (and a ``.NAME.XXXX.tmp``
+    file, which :func:`posereg.engine.rundir.clean_partial_writes` removes on the next start).
+
+    Raises:
+        OSError: the write failed (no space left on device, file too large, ...); the message
+            names the file and says that the previous checkpoint is unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,8 +55,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save wraps the file's OSError in "[enforce fail at inline_container.cc] ...";
+        # the OSError with its errno is the exception's context
+        cause = e if isinstance(e, OSError) else e.__context__
+        if isinstance(e, OSError | RuntimeError) and isinstance(cause, OSError) and cause.errno:
+            kept = "is unchanged" if path.exists() else "was not written"
+            raise OSError(
+                cause.errno,
+                f"{os.strerror(cause.errno).lower()} while writing {path} ({path.name} {kept})",
+            ) from e
         raise
     return path
 

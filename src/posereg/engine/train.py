@@ -1,7 +1,8 @@
 """The training loop, top to bottom: data, model, optimizer, resume, epochs, checkpoints, report.
 
 ``train(cfg)`` runs on one process or, under torchrun, on each rank of a data-parallel job.
-Everything a run produces goes into ``cfg.out_dir / cfg.name``: ``config.yaml`` (resolved),
+Everything a run produces goes into its run folder, ``cfg.out_dir / cfg.name`` (``name-2``, ...
+when that holds an earlier run; see :mod:`posereg.engine.rundir`): ``config.yaml`` (resolved),
 ``last.pt`` and ``best.pt``, ``train_log.csv``, ``val_log.csv``, ``tb/`` (TensorBoard),
 and the report (``metrics.json``, ``curves.png``, ``val_predictions.png``).
 """
@@ -12,9 +13,11 @@ import csv
 import logging
 import math
 import os
-import shutil
 import signal
+import sys
+import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from posereg.config import Config, save_yaml, to_dict
+from posereg.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    save_yaml,
+    to_dict,
+    validate,
+)
 from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
 from posereg.engine.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_model_state,
     rng_state,
@@ -35,6 +47,7 @@ from posereg.engine.checkpoint import (
     set_rng_state,
 )
 from posereg.engine.evaluate import EvalResult, evaluate
+from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
 from posereg.models import create_pose_model
 from posereg.skeletons import Skeleton, resolve_skeleton
 
@@ -46,6 +59,9 @@ __all__ = [
     "build_datasets",
     "data_skeleton",
     "NonFiniteLossError",
+    "RunFinished",
+    "TrainingInterrupted",
+    "RESUME_KEYS",
 ]
 
 logger = logging.getLogger("posereg.train")
@@ -54,8 +70,20 @@ logger = logging.getLogger("posereg.train")
 FAULT_KILL_ENV = "POSEREG_FAULT_KILL_AT_STEP"
 
 
+#: The config keys ``--resume`` may change: a run is trained longer, never made another run.
+RESUME_KEYS = ("train.epochs", "train.max_steps")
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses."""
+
+
+class RunFinished(Exception):
+    """``resume`` of a run that already reached its end; nothing was trained or written."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; ``last.pt`` holds the step reached."""
 
 
 @dataclass
@@ -108,8 +136,6 @@ def model_from_checkpoint(
     Returns:
         (model, the config used, the checkpoint dict).
     """
-    from posereg.config import from_dict
-
     state = load_checkpoint(checkpoint)
     saved = from_dict(Config, state["config"])
     if cfg is None:
@@ -139,7 +165,6 @@ def build_datasets(
     it. Without ``train_split`` (evaluation) nothing is generated: a missing validation set is a
     :class:`BadInputError` that says how to make it.
     """
-
     from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
 
     d = cfg.data
@@ -249,11 +274,21 @@ def _loader(dataset, sampler, workers: int, device: torch.device) -> DataLoader:
 
 
 class _CSVLog:
-    def __init__(self, path: Path, columns: list[str], enabled: bool) -> None:
+    """A CSV log with a ``step`` column; on resume, rows past the checkpoint's step are dropped
+    (the resumed run writes them again)."""
+
+    def __init__(
+        self, path: Path, columns: list[str], enabled: bool, resume_step: int | None
+    ) -> None:
         self.path, self.columns, self.enabled = path, columns, enabled
-        if enabled and not path.exists():
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerow(columns)
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r["step"] and int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([columns, *([r.get(c, "") for c in columns] for r in rows)])
 
     def write(self, row: dict[str, Any]) -> None:
         if self.enabled:
@@ -263,7 +298,11 @@ class _CSVLog:
 
 # --------------------------------------------------------------------------- the loop
 def train(
-    cfg: Config | None, resume: str | Path | None = None, device: str | None = None
+    cfg: Config | None,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    exist_ok: bool = False,
+    overrides: Sequence[str] = (),
 ) -> TrainResult:
     """Train (or resume) a run; returns its final metrics.
 
@@ -272,6 +311,16 @@ def train(
             own config is used, so a resumed run continues the same run.
         resume: a run directory (or its ``last.pt``) to continue exactly where it stopped.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CUDA when available.
+        exist_ok: a new run reuses ``out_dir/name`` even when it holds an earlier run (whose
+            logs, report and checkpoints are deleted) instead of going to ``name-2``, ...
+        overrides: with ``resume`` only, ``KEY=VALUE`` items for :data:`RESUME_KEYS`, to train
+            a run longer (``train.epochs=300``); any other key raises ConfigError.
+
+    Raises:
+        RunFinished: ``resume`` of a run that has finished (and written its report).
+        TrainingInterrupted: Ctrl-C; ``last.pt`` holds the step reached (single process).
+        RunLockedError: another process trains in the run folder.
+        ConfigError, CheckpointError, BadInputError, NonFiniteLossError, OSError.
     """
     t_start = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -279,28 +328,84 @@ def train(
     if dev.type == "cuda" and info.distributed:
         dev = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(dev)
-    ckpt = None
+    ckpt, ckpt_path, note = None, None, ""
     if resume is not None:
-        resume_path = Path(resume)
-        ckpt_path = resume_path / "last.pt" if resume_path.is_dir() else resume_path
-        ckpt = load_checkpoint(ckpt_path)
-        from posereg.config import from_dict
-
-        cfg = from_dict(Config, ckpt["config"])
-        run_dir = ckpt_path.parent
+        ckpt_path, ckpt, cfg = _load_resume(Path(resume), overrides)
+        run_dir, lock = ckpt_path.parent, RunLock(ckpt_path.parent)
+        if info.is_main:
+            lock.acquire()
     elif cfg is None:
         raise ValueError("train() needs a config or a run to resume")
     else:
-        run_dir = Path(cfg.out_dir) / cfg.name
-    # the resolved skeleton (names, flip pairs, limbs, sigmas) goes into config.yaml and checkpoints
-    cfg = replace(cfg, data=replace(cfg.data, skeleton=data_skeleton(cfg).to_dict()))
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:  # a new run in an old run's folder starts its logs afresh
-            for old in ("train_log.csv", "val_log.csv", "metrics.json"):
-                (run_dir / old).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        save_yaml(cfg, run_dir / "config.yaml")
+        if overrides:
+            raise ValueError("train(overrides=...) is for resume; apply_overrides(cfg, ...) first")
+        validate(cfg)
+        # the resolved skeleton (names, flip pairs, limbs, sigmas) goes into config.yaml and checkpoints
+        cfg = replace(cfg, data=replace(cfg.data, skeleton=data_skeleton(cfg).to_dict()))
+        lock = None
+        if info.is_main:
+            run_dir, lock, note = new_run_dir(cfg.out_dir, cfg.name, exist_ok)
+        run_dir = Path(str(D.all_gather_objects(str(run_dir) if info.is_main else "", info)[0]))
+        cfg = replace(cfg, name=run_dir.relative_to(cfg.out_dir).as_posix())
+    try:
+        if info.is_main:
+            removed = clean_partial_writes(run_dir)
+            for line in [note] * bool(note) + [f"removed a partial write: {p}" for p in removed]:
+                print(f"posereg: {line}", flush=True)
+        with _SigintStop(enabled=not info.distributed) as stop:
+            return _fit(cfg, run_dir, ckpt, ckpt_path, dev, info, t_start, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_resume(path: Path, overrides: Sequence[str]) -> tuple[Path, dict[str, Any], Config]:
+    """(checkpoint path, checkpoint, config with the allowed overrides) of a run to resume."""
+    if not path.exists():
+        raise CheckpointError(f"no run to resume at {path}")
+    ckpt_path = path / "last.pt" if path.is_dir() else path
+    run = ckpt_path.parent
+    if not ckpt_path.exists():
+        again = (
+            f"posereg train {run / 'config.yaml'} --exist-ok"
+            if (run / "config.yaml").exists()
+            else "posereg train CONFIG"
+        )
+        raise CheckpointError(
+            f"no last.pt in {run}: the run stopped before its first checkpoint; start it again ({again})"
+        )
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = from_dict(Config, ckpt["config"])
+    refused = [o for o in overrides if o.partition("=")[0].strip() not in RESUME_KEYS]
+    if refused:
+        raise ConfigError(
+            f"--resume continues {run} with its own config ({run / 'config.yaml'}); --set may only "
+            f"change {' and '.join(RESUME_KEYS)} (to train longer), not: {' '.join(refused)}"
+        )
+    cfg = apply_overrides(cfg, list(overrides))
+    t, epoch, step = cfg.train, ckpt["epoch"], ckpt["step"]
+    at_steps = t.max_steps is not None and step >= t.max_steps
+    if (epoch >= t.epochs or at_steps) and (run / "metrics.json").exists():
+        where = f"step {step}/{t.max_steps}" if at_steps else f"epoch {epoch}/{t.epochs}"
+        more = f"train.max_steps=S (S > {step})" if at_steps else f"train.epochs=M (M > {epoch})"
+        raise RunFinished(
+            f"run {run} already finished at {where}; to train longer use "
+            f"--resume {run} --set {more}"
+        )
+    return ckpt_path, ckpt, cfg
+
+
+def _fit(
+    cfg: Config,
+    run_dir: Path,
+    ckpt: dict[str, Any] | None,
+    ckpt_path: Path | None,
+    dev: torch.device,
+    info: D.DistInfo,
+    t_start: float,
+    stop: _SigintStop,
+) -> TrainResult:
+    """The loop of :func:`train` in a prepared, locked run folder."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
@@ -309,6 +414,8 @@ def train(
     train_set, val_set = build_datasets(cfg, info=info)
     assert train_set is not None
     model = build_model(cfg).to(dev)
+    if info.is_main:  # after the data loaded: a run that failed to start leaves its folder free
+        save_yaml(cfg, run_dir / "config.yaml")
     if cfg.model.init_from and ckpt is None:
         from posereg.models.backbones import init_from_checkpoint
 
@@ -333,13 +440,8 @@ def train(
         set_rng_state(ckpt["rng"])
         epoch, step, step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
         best = ckpt["best"]
-        logger.info(
-            "resumed %s at epoch %d, step %d (%d into the epoch)",
-            run_dir,
-            epoch,
-            step,
-            step_in_epoch,
-        )
+        if info.is_main:
+            print(f"posereg: resuming {run_dir} at epoch {epoch + 1}, step {step}", flush=True)
 
     step_module: nn.Module = _TrainStep(model)
     if info.distributed:
@@ -347,15 +449,20 @@ def train(
             step_module, device_ids=[dev.index] if dev.type == "cuda" else None
         )
 
+    resume_step = None if ckpt is None else step
     train_log = _CSVLog(
         run_dir / "train_log.csv",
         ["step", "epoch", "loss", "lr", "images_per_s", "mean_sigma"],
         info.is_main,
+        resume_step,
     )
     val_log = _CSVLog(
-        run_dir / "val_log.csv", ["epoch", "step", "AP", "AP_clean", "PCK", "error"], info.is_main
+        run_dir / "val_log.csv",
+        ["epoch", "step", "AP", "AP_clean", "PCK", "error"],
+        info.is_main,
+        resume_step,
     )
-    tb = _tensorboard(run_dir, info.is_main)
+    tb = _tensorboard(run_dir, info.is_main, resume_step)
     kill_at = int(os.environ.get(FAULT_KILL_ENV, "0"))
 
     def checkpoint(name: str, metrics: dict[str, Any] | None = None) -> None:
@@ -377,6 +484,13 @@ def train(
                 run_dir / name,
             )
 
+    def interrupted() -> TrainingInterrupted:
+        if tb is not None:
+            tb.close()
+        return TrainingInterrupted(
+            f"interrupted at step {step}; resume with posereg train --resume {run_dir}"
+        )
+
     bad_total, bad_run = 0, 0
     skipped = SkippedImages()
     images_seen, t_train = 0, 0.0
@@ -384,7 +498,9 @@ def train(
     result_eval: EvalResult | None = None
     max_steps = cfg.train.max_steps
     done = max_steps is not None and step >= max_steps
+    total_steps = min(cfg.train.epochs * batches_per_epoch, max_steps or math.inf)
 
+    stop.armed = True  # Ctrl-C from here on: save last.pt at the current step and stop
     while epoch < cfg.train.epochs and not done:
         train_set.set_epoch(cfg.train.seed, epoch)
         sampler = D.EpochBatchSampler(
@@ -397,9 +513,11 @@ def train(
             len(sampler),
             f"epoch {epoch + 1}/{cfg.train.epochs}",
             cfg.train.progress and info.is_main,
+            cfg.train.log_every,
+            total_steps - step,
         )
         t0, images_this_epoch = time.perf_counter(), 0
-        for batch in loader:
+        for batch in _batches(loader, stop):
             skipped.update(batch)  # their target weights are 0: no loss, no gradient
             images = batch.image.to(dev, non_blocking=True)
             if cfg.train.channels_last:
@@ -451,7 +569,7 @@ def train(
                 if tb is not None:
                     for k in ("loss", "lr", "images_per_s", "mean_sigma"):
                         tb.add_scalar(f"train/{k}", row[k], step)
-            progress.update(loss=float(loss.detach()), lr=scheduler.get_last_lr()[0], rate=rate)
+            progress.update(step, float(loss.detach()), scheduler.get_last_lr()[0], rate)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 checkpoint("last.pt")
             if kill_at and step == kill_at:
@@ -459,13 +577,18 @@ def train(
             if max_steps is not None and step >= max_steps:
                 done = True
                 break
+            if stop.requested:
+                break
         t_train += time.perf_counter() - t0
-        progress.close()
         skipped.end_epoch(lambda x: D.all_gather_objects(x, info), log=info.is_main)
+        if stop.requested and not done and step_in_epoch < batches_per_epoch:
+            checkpoint("last.pt")  # mid-epoch: the sampler resumes at step_in_epoch
+            raise interrupted()
         if not done:
             epoch, step_in_epoch = epoch + 1, 0
         last_epoch = epoch >= cfg.train.epochs or done
-        if last_epoch or (cfg.train.eval_every and epoch % cfg.train.eval_every == 0):
+        evaluated = last_epoch or bool(cfg.train.eval_every and epoch % cfg.train.eval_every == 0)
+        if evaluated:
             result_eval = evaluate(model, val_set, cfg, dev, info)
             metrics = result_eval.summary()
             val_log.write({"epoch": epoch, "step": step, **metrics})
@@ -477,7 +600,11 @@ def train(
             if score > best:
                 best = score
                 checkpoint("best.pt", metrics)
+        progress.close(step, metrics if evaluated else {})
         checkpoint("last.pt", metrics)
+        if stop.requested and not last_epoch:
+            raise interrupted()
+    stop.armed = False
 
     if tb is not None:
         tb.close()
@@ -533,8 +660,54 @@ def _with_baseline(
     return out
 
 
+# --------------------------------------------------------------------------- Ctrl-C
+class _SigintStop:
+    """SIGINT handler while training: the first Ctrl-C asks the loop to save ``last.pt`` and stop
+    after the current step; a second one (or one before the loop starts) stops at once.
+
+    Single process only: under torchrun the agent signals the workers itself, and the ranks
+    would have to agree on the step; a data-parallel run resumes from its last checkpoint.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.armed = self.requested = False
+
+    def __enter__(self) -> _SigintStop:
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.armed or self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "posereg: stopping after this step (Ctrl-C again: at once)", file=sys.stderr, flush=True
+        )
+
+
+def _batches(loader: Iterable, stop: _SigintStop) -> Iterator:
+    """The loader's batches; ends early when a Ctrl-C also stopped its worker processes."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError:  # "DataLoader worker exited unexpectedly": they got the SIGINT too
+            if stop.requested:
+                return
+            raise
+        yield batch
+
+
 # --------------------------------------------------------------------------- logging helpers
-def _tensorboard(run_dir: Path, enabled: bool):
+def _tensorboard(run_dir: Path, enabled: bool, resume_step: int | None):
     if not enabled:
         return None
     try:
@@ -542,29 +715,66 @@ def _tensorboard(run_dir: Path, enabled: bool):
     except ImportError:  # tensorboard not installed: CSV logs only
         logger.info("tensorboard is not installed; logging to CSV only")
         return None
-    return SummaryWriter(str(run_dir / "tb"))
+    # on resume, events after the checkpoint's step are dropped (the resumed run writes them again)
+    purge = None if resume_step is None else resume_step + 1
+    return SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
 
 class _Progress:
-    """tqdm bar with loss, learning rate, images/s and ETA (a no-op when disabled)."""
+    """One epoch's progress: a tqdm bar when stderr is a terminal, and plain lines on stdout when
+    stdout or stderr is a file or pipe (nohup, SLURM, ``| tee``): one every ``every`` steps and
+    one at the end of the epoch.
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+    Arguments:
+        total: batches in this epoch; desc: ``epoch E/N``; enabled: False prints nothing.
+        every: steps between lines; steps_left: optimizer steps left in the run (for the ETA).
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool, every: int, steps_left: float) -> None:
         self.bar = None
+        self.desc, self.every, self.steps_left = desc, every, steps_left
+        self.lines = enabled and not (sys.stdout.isatty() and sys.stderr.isatty())
+        self.done, self.loss_sum, self.rate, self.t0 = 0, 0.0, 0.0, time.perf_counter()
         if enabled:
             from tqdm.auto import tqdm
 
-            # disable=None: a bar on a terminal, nothing in a log file (CSV/TensorBoard have it all)
+            # disable=None: a bar on a terminal, nothing when stderr is a file
             self.bar = tqdm(
                 total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False, disable=None
             )
 
-    def update(self, loss: float, lr: float, rate: float) -> None:
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
+        self.done, self.loss_sum, self.rate = self.done + 1, self.loss_sum + loss, rate
         if self.bar is not None:
             self.bar.set_postfix(
                 loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False
             )
             self.bar.update(1)
+        if self.lines and step % self.every == 0:
+            per_step = (time.perf_counter() - self.t0) / self.done
+            eta = _hms(max(self.steps_left - self.done, 0) * per_step)
+            print(
+                f"{self.desc} step {step} loss {loss:.4f} lr {lr:.2e} {rate:.0f} img/s ETA {eta}",
+                flush=True,
+            )
 
-    def close(self) -> None:
+    def close(self, step: int, metrics: dict[str, Any]) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.lines:
+            val = "".join(
+                f" {k} {metrics[k]:.4f}"
+                for k in ("AP", "PCK", "error")
+                if isinstance(metrics.get(k), float)
+            )
+            mean = self.loss_sum / max(self.done, 1)
+            print(
+                f"{self.desc} done: step {step} mean loss {mean:.4f} {self.rate:.0f} img/s "
+                f"{_hms(time.perf_counter() - self.t0)}{val}",
+                flush=True,
+            )
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -132,3 +132,82 @@ def test_prior_moves_with_the_module_dtype():
 def test_rejects_dimension_below_two(bad):
     with pytest.raises(ValueError, match="dim >= 2"):
         RealNVP(dim=bad)
+
+
+# --- the fused computation (issue 9): same function as the official per-network one -------
+
+
+def _per_net_reference(flow: RealNVP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official RealNVP.forward (rlepose/models/layers/real_nvp.py), network by network."""
+    z, ladj = x, x.new_zeros(x.shape[0])
+    for i in reversed(range(len(flow.s))):
+        b = flow.mask[i]
+        z_ = b * z
+        s = flow.s[i](z_) * (1 - b)
+        t = flow.t[i](z_) * (1 - b)
+        z = (1 - b) * (z - t) * torch.exp(-s) + z_
+        ladj = ladj - s.sum(dim=1)
+    return z, ladj
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_flow_equals_the_per_network_computation(dim, dtype):
+    flow = _random_flow(dim, seed=4, dtype=dtype)
+    x = 2 * torch.randn(500, dim, dtype=dtype, requires_grad=True)
+    z, ladj = flow(x)
+    z_ref, ladj_ref = _per_net_reference(flow, x)
+    assert not torch.allclose(z_ref, x, atol=1e-2), "the test flow must not be the identity"
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(z, z_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=tol, atol=tol)
+    # gradients with respect to the input and to every parameter of every s- and t-network
+    inputs = [x, *flow.parameters()]
+    grads = torch.autograd.grad((z.square().sum() + ladj.sum()), inputs)
+    grads_ref = torch.autograd.grad((z_ref.square().sum() + ladj_ref.sum()), inputs)
+    for (name, _), g, g_ref in zip(
+        [("x", x), *flow.named_parameters()], grads, grads_ref, strict=True
+    ):
+        scale = float(g_ref.abs().max())
+        assert float((g - g_ref).abs().max()) <= 10 * tol * max(scale, 1.0), name
+    # the generative direction, and inputs with leading batch dimensions
+    torch.testing.assert_close(flow.inverse(z_ref), x, rtol=tol, atol=100 * tol)
+    z3, ladj3 = flow(x.detach().reshape(5, 100, dim))
+    torch.testing.assert_close(z3.reshape(500, dim), z.detach(), rtol=0, atol=tol)
+    torch.testing.assert_close(ladj3.reshape(500), ladj.detach(), rtol=0, atol=tol)
+
+
+def test_other_masks_and_parametrized_activations_use_the_per_network_computation():
+    flow = _random_flow(3, seed=5)
+    state = flow.state_dict()
+    state["mask"] = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]] * 3, dtype=torch.float64)
+    flow.load_state_dict(state)  # not two alternating blocks: the fused path does not apply
+    x = torch.randn(50, 3, dtype=torch.float64)
+    z, ladj = flow(x)
+    z_ref, ladj_ref = _per_net_reference(flow, x)
+    torch.testing.assert_close(z, z_ref, rtol=0, atol=0)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=0, atol=0)
+    torch.testing.assert_close(flow.inverse(z), x, rtol=0, atol=1e-10)
+    # the official masks again: back to the fused path, still the same function
+    state["mask"] = coupling_masks(3, 6).double()
+    flow.load_state_dict(state)
+    torch.testing.assert_close(flow(x)[0], _per_net_reference(flow, x)[0], rtol=1e-12, atol=1e-12)
+
+    prelu = RealNVP(dim=2, act_layer=nn.PReLU).double()  # an activation with a parameter
+    x2 = torch.randn(40, 2, dtype=torch.float64)
+    torch.testing.assert_close(prelu(x2)[0], _per_net_reference(prelu, x2)[0], rtol=0, atol=0)
+
+
+def test_a_state_dict_in_the_official_layout_loads_and_gives_the_same_density():
+    """Checkpoints written before the fused computation (and official ones) load unchanged."""
+    old = _random_flow(2, seed=6)
+    # the layout every earlier posereg checkpoint has: mask, s.{i}.{j}, t.{i}.{j}, the prior
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    assert {"s.0.0.weight", "s.5.4.bias", "t.0.2.weight", "t.5.4.bias", "mask"} <= set(state)
+    new = RealNVP(dim=2).double()
+    new.load_state_dict(state, strict=True)
+    x = torch.randn(100, 2, dtype=torch.float64)
+    z_ref, ladj_ref = _per_net_reference(old, x)
+    log_prob_ref = old.prior_log_prob(z_ref) + ladj_ref
+    torch.testing.assert_close(new.log_prob(x), log_prob_ref, rtol=1e-12, atol=1e-12)
+    assert set(new.state_dict()) == set(state)  # and saves in the same layout

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from posereg.flows import RealNVP
-from posereg.losses import LOSSES, RLELoss, build_loss
+from posereg.losses import LOSSES, DLELoss, RLELoss, build_loss
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -324,6 +324,54 @@ def test_unlabelled_keypoints_do_not_change_the_loss():
         torch.testing.assert_close(
             crit(pred, sigma, target, weight), crit(pred, sigma, target2, weight)
         )
+
+
+class _RLEOnEveryPoint(RLELoss):
+    """The RLE loss with the flow run on every keypoint, labelled or not (the earlier code)."""
+
+    def log_g(self, bar_mu, weight=None):
+        return super().log_g(bar_mu)
+
+
+class _DLEOnEveryPoint(DLELoss):
+    def log_g(self, bar_mu, weight=None):
+        return super().log_g(bar_mu)
+
+
+def test_flow_runs_only_on_labelled_keypoints_with_the_same_loss_and_gradients():
+    """The flow term of an unlabelled keypoint has weight 0: it is skipped, values unchanged."""
+    flow = _random_flow(seed=11).float()
+    seen: list[int] = []
+    flow.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    pred, sigma, target, weight = (t.float() for t in _inputs(b=8, k=17, seed=11))
+    num_labelled = int((weight[..., 0] != 0).sum())
+    assert 0 < num_labelled < 8 * 17
+    cases = [
+        (RLELoss(flow=flow), _RLEOnEveryPoint(flow=flow)),
+        (RLELoss(flow=flow, convention="paper"), _RLEOnEveryPoint(flow=flow, convention="paper")),
+        (DLELoss(dim=2, flow=flow), _DLEOnEveryPoint(dim=2, flow=flow)),
+    ]
+    for crit, reference in cases:
+        losses, grads = [], []
+        for c, expected_points in ((crit, num_labelled), (reference, 8 * 17)):
+            p, s = pred.clone().requires_grad_(), sigma.clone().requires_grad_()
+            seen.clear()
+            losses.append(c(p, s, target, weight))
+            assert seen == [expected_points], type(c).__name__
+            grads.append(torch.autograd.grad(losses[-1], [p, s, *flow.parameters()]))
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+        for g, g_ref in zip(grads[0], grads[1], strict=True):
+            torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    # an unlabelled keypoint with a residual the flow cannot represent no longer gives NaN
+    target_far = target.clone()
+    target_far[weight[..., 0] == 0] = 1e30
+    assert not torch.isfinite(_RLEOnEveryPoint(flow=flow)(pred, sigma, target_far, weight))
+    assert torch.isfinite(RLELoss(flow=flow)(pred, sigma, target_far, weight))
+    # all labelled and none labelled: the flow runs on every point
+    for w in (torch.ones_like(weight), torch.zeros_like(weight)):
+        seen.clear()
+        RLELoss(flow=flow)(pred, sigma, target, w)
+        assert seen == [8 * 17]
 
 
 def test_any_density_module_can_replace_the_flow():

@@ -144,10 +144,27 @@ class _FlowLoss(KeypointLoss):
         # Owned here so that it is trained with the model and saved in its checkpoints.
         self.flow = flow if flow is not None else RealNVP(dim=dim)
 
-    def log_g(self, bar_mu: Tensor) -> Tensor:
-        """log G_phi per keypoint: bar_mu (B, K, D) -> (B, K, 1)."""
+    def log_g(self, bar_mu: Tensor, weight: Tensor | None = None) -> Tensor:
+        """log G_phi per keypoint: bar_mu (B, K, D) -> (B, K, 1).
+
+        With ``weight`` (B, K, 1 or D), the flow term's weight is ``weight[..., :1]``, and on the
+        CPU the flow runs only on the keypoints where it is nonzero; the others get 0, which
+        their zero weight would have multiplied anyway (so the loss and its gradients are the
+        same, and an extreme residual of an unlabelled keypoint cannot turn the loss into
+        NaN). The flow's cost on the CPU is proportional to the number of points; on a GPU it
+        is kernel launches, and selecting the points would cost a device-to-host sync.
+        """
         b, k, d = bar_mu.shape
-        return self.flow.log_prob(bar_mu.reshape(b * k, d)).reshape(b, k, 1)
+        points = bar_mu.reshape(b * k, d)
+        if weight is not None and points.device.type == "cpu":
+            labelled = (weight[..., 0] != 0).reshape(b * k).nonzero().squeeze(1)
+            # all labelled: nothing to skip; none: keep the zero gradients that the flow's
+            # parameters get from the full computation (the optimizer steps them either way)
+            if 0 < len(labelled) < b * k:
+                log_prob = self.flow.log_prob(points.index_select(0, labelled))
+                full = points.new_zeros(b * k).index_copy(0, labelled, log_prob)
+                return full.reshape(b, k, 1)
+        return self.flow.log_prob(points).reshape(b, k, 1)
 
 
 class DLELoss(_FlowLoss):
@@ -162,7 +179,7 @@ class DLELoss(_FlowLoss):
         sigma = sigma.clamp_min(SIGMA_EPS)
         bar_mu = (target - pred) / sigma
         # (B, K, 1): the joint flow term once per keypoint, plus the per-coordinate log sigma
-        loss = -self.log_g(bar_mu) * weight[..., :1] + (torch.log(sigma) * weight).sum(
+        loss = -self.log_g(bar_mu, weight) * weight[..., :1] + (torch.log(sigma) * weight).sum(
             -1, keepdim=True
         )
         return _reduce(loss, weight)
@@ -228,9 +245,12 @@ class RLELoss(_FlowLoss):
 
     def _official(self, pred: Tensor, sigma: Tensor, target: Tensor, weight: Tensor) -> Tensor:
         # rlepose/models/regression_nf.py: bar_mu = (pred - gt) / sigma, nf_loss = log sigma - log_phi
-        bar_mu = (pred - target) / sigma
-        nf_loss = torch.log(sigma) - self.log_g(bar_mu)  # (B, K, D): log_phi broadcast over D
-        residual = (target - pred).abs()
+        delta = pred - target
+        bar_mu = delta / sigma
+        nf_loss = torch.log(sigma) - self.log_g(
+            bar_mu, weight
+        )  # (B, K, D): log_phi broadcast over D
+        residual = delta.abs()  # |target - pred|
         if self.q == "laplace":
             # rlepose/models/criterion.py RLELoss.logQ: Laplace of scale sqrt(2) sigma, constant amp
             log_q = torch.log(sigma / _AMP) + residual / (math.sqrt(2) * sigma + 1e-9)
@@ -242,7 +262,7 @@ class RLELoss(_FlowLoss):
     def _paper(self, pred: Tensor, sigma: Tensor, target: Tensor, weight: Tensor) -> Tensor:
         bar_mu = (target - pred) / sigma  # paper's reparameterization
         per_coord = (_neg_log_q(self.q, bar_mu) + torch.log(sigma)) * weight  # -log Q + log sigma
-        per_keypoint = -self.log_g(bar_mu)  # -log G_phi, joint over D
+        per_keypoint = -self.log_g(bar_mu, weight)  # -log G_phi, joint over D
         if self.log_s:
             per_keypoint = per_keypoint + self.log_normalizer(pred.device, pred.dtype)
         return per_coord.sum(-1, keepdim=True) + per_keypoint * weight[..., :1]  # (B, K, 1)

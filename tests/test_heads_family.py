@@ -289,14 +289,13 @@ def test_heatmap_loss_is_the_official_joints_mse():
 
 
 def test_regression_head_from_create_head_equals_the_pose_regressor():
-    """Same numbers as create_pose_model's head + criterion once the criterion's keys move under
-    the head (``criterion.*`` -> ``head.criterion.*``)."""
+    """create_pose_model's head is create_head's: same keys (the criterion and its flow under the
+    head), same numbers, same loss through the model."""
     torch.manual_seed(0)
     model = create_pose_model("resnet18", num_keypoints=K, width=0.125)
     head = create_head("regression", 64, K, INPUT)
-    state = {**model.head.state_dict()}
-    state.update({f"criterion.{k}": v for k, v in model.criterion.state_dict().items()})
-    head.load_state_dict(state)
+    head.load_state_dict(model.head.state_dict())
+    assert model.criterion is model.head.criterion
     feats = torch.randn(3, 64, *FEAT)
     ours, theirs = head(feats), model.head(feats)
     torch.testing.assert_close(ours.mu, theirs.mu, rtol=0, atol=0)

@@ -239,7 +239,7 @@ class RegressionHead(nn.Module):
             plain ``nn.Linear`` (xavier gain 0.01 as well).
         input_size: (H, W) of the model input; needed by ``codec`` and ``flip_back``.
         criterion: the training loss, a :mod:`posereg.losses` loss (its flow trains and saves
-            with the head); None for a head whose loss the caller computes (``PoseRegressor``).
+            with the head); None for an inference-only head.
 
     Example:
         >>> head = RegressionHead(in_channels=512, num_keypoints=17)

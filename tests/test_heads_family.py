@@ -371,3 +371,12 @@ def test_each_head_overfits_a_tiny_batch(name):
         assert last < first - 30.0  # a log-likelihood: it goes below zero
     else:
         assert last < first / 5.0
+
+
+def test_map_heads_need_input_sides_that_are_multiples_of_32():
+    """At 64x48 a stride-32 backbone gives 2x2 features (48 / 32 rounded up), so the maps would be
+    16x16 against the codec's 16x12: refused when the head is built, naming a size that fits."""
+    for name in [n for n in HEADS if n != "regression"]:
+        with pytest.raises(ValueError, match=f"the {name} head needs .* got 64x48; e.g. 64x64"):
+            create_head(name, 16, K, (64, 48))
+    assert create_head("regression", 16, K, (64, 48)).codec.input_size == (64, 48)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from posereg.codecs import Codec
 from posereg.config import Config, save_yaml, to_dict
 from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
@@ -34,8 +35,8 @@ from posereg.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from posereg.engine.evaluate import EvalResult, evaluate
-from posereg.models import create_pose_model
+from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
+from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
 from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "build_model",
     "model_from_checkpoint",
     "build_datasets",
+    "codec_for",
     "data_skeleton",
     "NonFiniteLossError",
 ]
@@ -80,8 +82,8 @@ def data_skeleton(cfg: Config) -> Skeleton:
     return resolve_skeleton(cfg.data.skeleton, ann)
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The PoseRegressor a config describes (backbone + regression head + loss with its flow)."""
+def build_model(cfg: Config) -> TopDownModel:
+    """The TopDownModel a config describes (backbone + ``model.head`` with its loss and flow)."""
     skeleton = data_skeleton(cfg)
     return create_pose_model(
         backbone=cfg.model.backbone,
@@ -92,7 +94,23 @@ def build_model(cfg: Config) -> nn.Module:
         pretrained=cfg.model.pretrained,
         width=cfg.model.width,
         norm_mu=cfg.model.norm_mu,
+        head=cfg.model.head,
+        head_options=dict(cfg.model.head_options),
+        input_size=tuple(cfg.data.input_size),
     )
+
+
+def codec_for(cfg: Config) -> Codec:
+    """The codec of the head ``cfg.model`` describes: the targets its datasets must encode.
+
+    Built from the head alone, on the meta device (no weights, no backbone): a head's codec
+    depends on the input size and the head's options only.
+    """
+    m = cfg.model
+    options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
+    with torch.device("meta"):
+        head = create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
+    return head.codec
 
 
 def model_from_checkpoint(
@@ -159,7 +177,7 @@ def build_datasets(
             raise error
         if failed:
             raise RuntimeError(f"rank 0 could not make the synthetic dataset: {failed}")
-    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image)
+    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image, codec=codec_for(cfg))
     val_transform = replace(d.transform, augment=False)
     if d.format == "mpii":
         train = (
@@ -223,11 +241,14 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, images: Tensor, target: Tensor, weight: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         out = self.model(images)
-        # the likelihood is computed in float32 even under autocast
-        loss = self.model.criterion(out.mu.float(), out.sigma.float(), target, weight)
-        return loss, out.sigma.detach()
+        # the head computes its loss in float32, also under autocast
+        loss = self.model.loss(out, target, weight)
+        sigma = getattr(out, "sigma", None)  # heads that predict one: logged
+        return loss, None if sigma is None else sigma.detach()
 
 
 def _autocast(cfg: Config, device: torch.device):
@@ -294,6 +315,7 @@ def train(
         run_dir = Path(cfg.out_dir) / cfg.name
     # the resolved skeleton (names, flip pairs, limbs, sigmas) goes into config.yaml and checkpoints
     cfg = replace(cfg, data=replace(cfg.data, skeleton=data_skeleton(cfg).to_dict()))
+    primary_metric(cfg)  # an unknown eval.primary_metric fails now, not after an epoch
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:  # a new run in an old run's folder starts its logs afresh
@@ -445,12 +467,13 @@ def train(
             if step % cfg.train.log_every == 0 or step_in_epoch == 1:
                 row = {
                     "step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": rate, "mean_sigma": float(sigma.mean()),
+                    "images_per_s": rate, "mean_sigma": "" if sigma is None else float(sigma.mean()),
                 }  # fmt: skip
                 train_log.write(row)
                 if tb is not None:
                     for k in ("loss", "lr", "images_per_s", "mean_sigma"):
-                        tb.add_scalar(f"train/{k}", row[k], step)
+                        if row[k] != "":
+                            tb.add_scalar(f"train/{k}", row[k], step)
             progress.update(loss=float(loss.detach()), lr=scheduler.get_last_lr()[0], rate=rate)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 checkpoint("last.pt")
@@ -473,7 +496,7 @@ def train(
                 for k, v in metrics.items():
                     if isinstance(v, int | float):
                         tb.add_scalar(f"val/{k}", v, step)
-            score = float(metrics.get("AP", -math.inf))
+            score = primary_score(metrics, cfg)
             if score > best:
                 best = score
                 checkpoint("best.pt", metrics)

@@ -329,6 +329,19 @@ def _final_layer(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
+def _map_head_input_size(name: str, input_size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) checked for a map head: multiples of 32, or the stride-32 features (rounded up by
+    the backbone) would give maps of another size than the codec's ``input / 4``."""
+    h, w = int(input_size[0]), int(input_size[1])
+    if h % 32 or w % 32:
+        fit = f"{-(-h // 32) * 32}x{-(-w // 32) * 32}"
+        raise ValueError(
+            f"the {name} head needs an input size whose sides are multiples of 32 (its maps come "
+            f"from stride-32 features), got {h}x{w}; e.g. {fit}"
+        )
+    return h, w
+
+
 def _map_size(input_size: tuple[int, int], num_layers: int) -> tuple[int, int]:
     """(h, w) of the maps from stride-32 features after ``num_layers`` doublings."""
     stride = 32 // 2**num_layers
@@ -399,7 +412,7 @@ class HeatmapHead(nn.Module):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.dim = 2
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = _map_head_input_size("heatmap", input_size)
         self.shift_flipped = shift_flipped
         self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
         self.final_layer = _final_layer(deconv_channels, num_keypoints)

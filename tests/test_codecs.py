@@ -9,8 +9,10 @@ import torch
 from posereg.codecs import (
     CODECS,
     HeatmapCodec,
+    IntegralCodec,
     RegressionCodec,
     create_codec,
+    soft_argmax,
 )
 from posereg.data.transforms import denormalize_coords
 
@@ -92,9 +94,36 @@ def test_heatmap_quarter_shift_goes_toward_the_higher_neighbour():
     torch.testing.assert_close(dec.scores, torch.tensor([[1.0, 0.5]]))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_integral_soft_argmax_round_trip(seed):
+    codec = IntegralCodec(INPUT)
+    xy = random_keypoints(seed, margin=40)  # the Gaussian must not be cut by the border
+    hm = (xy / 4.0)[:, None, None, :]
+    ys, xs = np.mgrid[0:64, 0:48]
+    logits = -((xs - hm[..., 0]) ** 2 + (ys - hm[..., 1]) ** 2) / (2 * 1.5**2)  # log of a Gaussian
+    dec = codec.decode(torch.from_numpy(logits)[None])
+    err = np.abs(denormalize_coords(dec.keypoints[0].numpy(), INPUT) - xy)
+    assert err.max() < 1e-5
+    enc = codec.encode(xy, np.full(17, 2))
+    np.testing.assert_allclose(enc.target, xy / [192, 256] - 0.5, atol=1e-7)
+
+
+def test_soft_argmax_is_differentiable_and_stable_for_large_logits():
+    logits = torch.full((1, 1, 8, 6), -1e4, requires_grad=True)
+    with torch.no_grad():
+        logits[0, 0, 2, 3] = 1e4
+    kp, score = soft_argmax(logits)
+    assert torch.isfinite(kp).all() and float(score.detach()) == pytest.approx(1.0)
+    torch.testing.assert_close(kp[0, 0], torch.tensor([3 / 6 - 0.5, 2 / 8 - 0.5]))
+    kp.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_create_codec_by_name():
     assert isinstance(create_codec("heatmap", input_size=(128, 96)), HeatmapCodec)
     assert create_codec("heatmap", input_size=(128, 96)).heatmap_size == (32, 24)
-    with pytest.raises(ValueError, match="unknown codec 'argmax'; valid: regression, heatmap"):
+    with pytest.raises(
+        ValueError, match="unknown codec 'argmax'; valid: regression, heatmap, integral"
+    ):
         create_codec("argmax")
-    assert set(CODECS) == {"regression", "heatmap"}
+    assert set(CODECS) == {"regression", "heatmap", "integral"}

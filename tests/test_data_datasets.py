@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from _real_data import real
-from posereg.codecs import HeatmapCodec, RegressionCodec
+from posereg.codecs import HeatmapCodec, IntegralCodec
 from posereg.data import TopDownDataset, TransformConfig, collate
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from posereg.data.h36m import load_h36m_body3d
@@ -54,7 +54,7 @@ def test_image_is_rgb_imagenet_normalized_crop(coco_json):
     assert np.abs(got * 255.0 - want).mean() < 1.0  # Pillow and libjpeg-turbo may differ by 1
 
 
-@pytest.mark.parametrize("codec_cls", [HeatmapCodec])
+@pytest.mark.parametrize("codec_cls", [HeatmapCodec, IntegralCodec])
 def test_dataset_uses_the_codec(codec_cls):
     codec = codec_cls((256, 192))
     ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"), codec=codec)
@@ -73,7 +73,7 @@ def test_dataset_uses_the_codec(codec_cls):
 def test_codec_size_must_match():
     with pytest.raises(ValueError, match=r"codec input_size \(256, 256\) differs"):
         TopDownDataset.from_coco(
-            real("coco", "test_coco.json"), real("coco"), codec=RegressionCodec((256, 256))
+            real("coco", "test_coco.json"), real("coco"), codec=IntegralCodec((256, 256))
         )
 
 

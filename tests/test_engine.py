@@ -94,6 +94,16 @@ def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
             ],
         ),
         (
+            "configs/coco_r50_256x192_integral.yaml",
+            [
+                f"data.train_ann={COCO / 'test_coco.json'}",
+                f"data.train_images={COCO}",
+                f"data.val_ann={COCO / 'test_coco.json'}",
+                f"data.val_images={COCO}",
+                f"data.detections={COCO / 'test_coco_det_AP_H_56.json'}",
+            ],
+        ),
+        (
             "configs/mpii_r50_256x256_rle.yaml",
             [
                 f"data.train_ann={MPII / 'test_mpii.json'}",

@@ -1,7 +1,8 @@
-"""The head family (regression, heatmap) behind one PoseHead protocol.
+"""The head family (regression, heatmap, integral 2D/3D, integral_rle) behind one PoseHead protocol.
 
 Properties: forward shapes without NaN, encode -> decode round trips through each head's own
-decode, the official heatmap decoding, the flip-back conventions, loss values (zero weights, official formulas, RLE equality), and that each
+decode, the official heatmap decoding, soft-argmax of one-hot / symmetric maps and volumes, the
+flip-back conventions, loss values (zero weights, official formulas, RLE equality), and that each
 head overfits a tiny fixed batch with a tiny backbone on the CPU.
 """
 
@@ -17,11 +18,15 @@ from torch import nn
 from posereg.codecs import (
     DecodedKeypoints,
     HeatmapCodec,
+    IntegralCodec,
     RegressionCodec,
+    expected_location,
 )
+from posereg.losses import build_loss
 from posereg.models import (
     HEADS,
     HeatmapOutput,
+    IntegralOutput,
     PoseHead,
     RegressionOutput,
     TopDownModel,
@@ -41,12 +46,16 @@ SMALL = {"deconv_channels": 8}
 VARIANTS = {
     "regression": {},
     "heatmap": SMALL,
+    "integral": SMALL,
+    "integral_3d": {**SMALL, "depth": 8},
+    "integral_rle": SMALL,
 }
 
 
 def make_head(variant: str, **extra) -> nn.Module:
+    name = "integral" if variant == "integral_3d" else variant
     torch.manual_seed(0)
-    return create_head(variant, 16, K, INPUT, **{**VARIANTS[variant], **extra})
+    return create_head(name, 16, K, INPUT, **{**VARIANTS[variant], **extra})
 
 
 def pose(seed: int, margin: float = 16.0) -> np.ndarray:
@@ -80,6 +89,18 @@ def gaussian_logits(kp: np.ndarray, size: tuple[int, int], sigma: float = 1.0) -
     return torch.from_numpy(-d2 / (2 * sigma**2))[None]
 
 
+def integral_output(head: nn.Module, logits: torch.Tensor, sigma=None) -> IntegralOutput:
+    """The integral head's forward on given logits: the trunk bypassed, sigma (for integral_rle)
+    given (default 0.1), the rest of the head unchanged."""
+    with_sigma = head.fc_sigma is not None
+    head.deconv_layers, head.final_layer, head.fc_sigma = nn.Identity(), nn.Identity(), None
+    b = logits.shape[0]
+    out = head(logits.reshape(b, -1, *logits.shape[-2:]))
+    if with_sigma:
+        out.sigma = torch.full_like(out.mu, 0.1) if sigma is None else sigma
+    return out
+
+
 # ----------------------------------------------------------------------------- protocol, factory
 
 
@@ -90,22 +111,27 @@ def test_forward_decode_and_loss_of_every_head(variant):
     feats = torch.randn(2, 16, *FEAT)
     out = head(feats)
     dec = head.decode(out)
-    d = 2
+    d = 3 if variant == "integral_3d" else 2
     assert isinstance(dec, DecodedKeypoints)
     assert dec.keypoints.shape == (2, K, d) and dec.scores.shape == (2, K)
     assert torch.isfinite(dec.keypoints).all() and torch.isfinite(dec.scores).all()
     # every decoded keypoint lies in the crop, every score in [0, 1]
     assert float(dec.keypoints.detach().abs().max()) <= 0.5
     assert 0 <= float(dec.scores.detach().min()) and float(dec.scores.detach().max()) <= 1
-    has_sigma = variant == "regression"
+    has_sigma = variant in ("regression", "integral_rle")
     assert (dec.sigma is not None) == has_sigma
     if has_sigma:
         assert dec.sigma.shape == (2, K, d)
         torch.testing.assert_close(dec.scores, 1 - dec.sigma.mean(-1))  # Eq. 9
+    if isinstance(out, IntegralOutput):
+        sums = out.prob.flatten(2).sum(-1)
+        torch.testing.assert_close(sums, torch.ones_like(sums))
     # the codec's targets feed the loss: one finite scalar with gradients to the head
     encoded = [head.codec.encode(pose(i), np.full(K, 2)) for i in range(2)]
     target = torch.from_numpy(np.stack([e.target for e in encoded]))
     weight = torch.from_numpy(np.stack([e.target_weight for e in encoded]))
+    if variant == "integral_3d":  # the 3D data supplies z; here z = 0 (the middle bin)
+        target = torch.cat([target, torch.zeros(2, K, 1)], dim=-1)
     loss = head.loss(out, target, weight)
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
@@ -118,6 +144,9 @@ def test_each_head_names_the_codec_its_dataset_needs():
     assert codecs == {
         "regression": RegressionCodec,
         "heatmap": HeatmapCodec,
+        "integral": IntegralCodec,
+        "integral_3d": IntegralCodec,
+        "integral_rle": IntegralCodec,
     }
     # sigma 2 at 64x48 maps (256x192 input), scaled with the map height
     assert create_head("heatmap", 16, K, (256, 192)).codec.sigma == 2.0
@@ -126,15 +155,17 @@ def test_each_head_names_the_codec_its_dataset_needs():
 
 
 def test_create_head_errors_list_the_valid_choices():
-    assert list(HEADS) == ["regression", "heatmap"]
+    assert list(HEADS) == ["regression", "heatmap", "integral", "integral_rle"]
     with pytest.raises(
-        ValueError, match="unknown head 'simplebaseline'; valid: regression, heatmap"
+        ValueError, match="unknown head 'simplebaseline'; valid: regression, heatmap, integral, "
     ):
         create_head("simplebaseline", 16, K, INPUT)
     with pytest.raises(
         ValueError, match=r"head 'heatmap' does not take options \['depth'\]; valid"
     ):
         create_head("heatmap", 16, K, INPUT, depth=4)
+    with pytest.raises(ValueError, match="predicts no sigma.*integral_rle"):
+        create_head("integral", 16, K, INPUT, loss="rle")
     with pytest.raises(ValueError, match="unknown loss 'mse'"):
         create_head("regression", 16, K, INPUT, loss="mse")
 
@@ -207,6 +238,72 @@ def test_heatmap_decode_equals_the_official_get_final_preds_on_random_maps():
     np.testing.assert_allclose(dec.scores.numpy(), maxvals)
 
 
+@pytest.mark.parametrize("variant", ["integral", "integral_rle"])
+def test_integral_soft_argmax_of_one_hot_and_symmetric_maps(variant):
+    head = make_head(variant)
+    h, w = head.codec.heatmap_size
+    one_hot = torch.zeros(1, K, h, w, dtype=torch.float64)
+    for k in range(K):
+        one_hot[0, k, (3 * k) % h, (5 * k + 1) % w] = 50.0  # softmax ~ 1 on that pixel
+    out = integral_output(head, one_hot)
+    dec = head.decode(out)
+    for k in range(K):
+        expected = [((5 * k + 1) % w) / w - 0.5, ((3 * k) % h) / h - 0.5]  # the pixel's centre
+        np.testing.assert_allclose(dec.keypoints[0, k].numpy(), expected, atol=1e-12)
+    if variant == "integral":
+        torch.testing.assert_close(dec.scores.float(), torch.ones(1, K))  # all mass in the window
+    # a map symmetric about (10.5, 7) (two equal pixels) -> its centre of mass
+    sym = torch.full((1, K, h, w), -30.0, dtype=torch.float64)
+    sym[..., 7, 10] = sym[..., 7, 11] = 4.0
+    sym[..., 6, 10] = sym[..., 6, 11] = sym[..., 8, 10] = sym[..., 8, 11] = 2.0
+    dec = head.decode(integral_output(make_head(variant), sym))
+    expected = torch.tensor([10.5 / w - 0.5, 7 / h - 0.5]).expand(1, K, 2)
+    torch.testing.assert_close(dec.keypoints.double(), expected.double(), atol=1e-9, rtol=0)
+
+
+def test_integral_score_is_the_peak_mass_and_low_for_a_two_peaked_map():
+    head = make_head("integral")
+    h, w = head.codec.heatmap_size
+    logits = torch.full((1, K, h, w), -40.0, dtype=torch.float64)
+    logits[0, 0, 10, 10] = 0.0  # one sharp peak: all the mass at the prediction
+    logits[0, 1, 10, 4] = logits[0, 1, 10, 20] = 0.0  # left/right confusion: two equal peaks
+    logits[0, 2, 9:12, 9:12] = 0.0  # a 3x3 plateau: mass 1 in the window, maximum 1/9
+    dec = head.decode(integral_output(head, logits))
+    np.testing.assert_allclose(dec.scores[0, :3].numpy(), [1.0, 0.0, 1.0], atol=1e-9)
+    assert float(dec.keypoints[0, 1, 0]) == pytest.approx(12 / w - 0.5)  # between the peaks
+    prob = torch.softmax(logits.flatten(2), -1)  # the maximum would say 1, 0.5 and 1/9
+    np.testing.assert_allclose(prob.amax(-1)[0, :3].numpy(), [1.0, 0.5, 1 / 9], atol=1e-9)
+
+
+def test_integral_round_trip_from_gaussian_logits():
+    head = make_head("integral")
+    kp = pose(1, margin=24)  # the Gaussian must not be cut by the border
+    dec = head.decode(integral_output(head, gaussian_logits(kp, head.codec.heatmap_size)))
+    assert np.abs(to_pixels(dec.keypoints) - kp).max() < 1e-3
+    target = head.codec.encode(kp, np.full(K, 2)).target
+    np.testing.assert_allclose(target, normalized(kp)[0].numpy(), atol=1e-7)
+
+
+def test_integral_3d_decodes_a_sharp_peak_in_a_volume_to_its_voxel():
+    head = make_head("integral_3d")
+    d, (h, w) = head.depth, head.codec.heatmap_size
+    rng = np.random.default_rng(0)
+    voxels = np.stack([rng.integers(0, n, K) for n in (w, h, d)], axis=-1)  # (K, 3) = x, y, z
+    volume = torch.zeros(1, K, d, h, w)
+    for k, (x, y, z) in enumerate(voxels):
+        volume[0, k, z, y, x] = 40.0
+    dec = head.decode(integral_output(head, volume))
+    grid = (dec.keypoints[0].double().numpy() + 0.5) * [w, h, d]
+    assert np.abs(grid - voxels).max() < 1e-3
+    torch.testing.assert_close(dec.scores, torch.ones(1, K))  # the 3x3x3 window holds the mass
+    # a sub-voxel symmetric blob: its centre of mass, in every axis
+    volume = torch.full((1, 1, d, h, w), -50.0)
+    volume[0, 0, 3:5, 10:12, 6:8] = 0.0  # 2x2x2 block centred at (6.5, 10.5, 3.5)
+    kp = integral_output(create_head("integral", 16, 1, INPUT, **VARIANTS["integral_3d"]), volume)
+    grid = (kp.mu[0, 0].double().numpy() + 0.5) * [w, h, d]
+    np.testing.assert_allclose(grid, [6.5, 10.5, 3.5], atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- flip test
 
 
@@ -236,6 +333,40 @@ def test_heatmap_flip_back_lands_where_the_official_shift_puts_it(shift):
     px = to_pixels(head.decode(back).keypoints)
     np.testing.assert_allclose(px[:, 1], kp[:, 1], atol=4e-3)
     np.testing.assert_allclose(px[:, 0], kp[:, 0] + (1.0 if shift else -3.0), atol=4e-3)
+
+
+@pytest.mark.parametrize("variant", ["integral", "integral_rle", "integral_3d"])
+def test_integral_flip_back_restores_the_coordinates_exactly(variant):
+    head = make_head(variant, **({"depth": 32} if variant == "integral_3d" else {}))
+    kp = pose(3, margin=24)
+    logits = gaussian_logits(mirror(kp), head.codec.heatmap_size)
+    z = torch.linspace(-0.2, 0.2, K, dtype=torch.float64)
+    if variant == "integral_3d":  # a Gaussian in depth (sigma 1 bin) at z
+        bins = torch.arange(head.depth, dtype=torch.float64)
+        zc = (z[FLIP] + 0.5) * head.depth
+        logits = (
+            logits[:, :, None] - ((bins[None, :] - zc[:, None]) ** 2 / 2)[None, ..., None, None]
+        )
+    sigma = torch.rand(1, K, head.dim) if variant == "integral_rle" else None
+    back = head.flip_back(
+        integral_output(head, logits, None if sigma is None else sigma[:, FLIP]), FLIP
+    )
+    assert np.abs(to_pixels(back.mu) - kp).max() < 1e-3
+    if variant == "integral_3d":
+        torch.testing.assert_close(back.mu[0, :, 2].double(), z, atol=1e-4, rtol=0)
+    if sigma is not None:
+        torch.testing.assert_close(back.sigma, sigma)
+    # the flipped-back maps agree with the flipped-back coordinates and keep their mass ...
+    torch.testing.assert_close(expected_location(back.prob), back.mu, atol=1e-9, rtol=0)
+    sums = back.prob.flatten(2).sum(-1)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    # ... so the score of the flipped-back output is close to that of the original prediction
+    if variant == "integral":
+        out = integral_output(make_head(variant), gaussian_logits(kp, head.codec.heatmap_size))
+        # (the interpolation widens each map by a (1 - a) = 0.19 px^2, hence not exact)
+        torch.testing.assert_close(
+            head.decode(back).scores, head.decode(out).scores, atol=0.05, rtol=0
+        )
 
 
 def test_symmetric_heatmap_network_commutes_with_flip_back():
@@ -289,6 +420,33 @@ def test_heatmap_loss_is_the_official_joints_mse():
         head.loss(HeatmapOutput(pred), target[..., :-1], weight)
 
 
+def test_integral_loss_is_weighted_l1_on_the_soft_argmax():
+    head = make_head("integral")
+    out = head(torch.randn(2, 16, *FEAT))
+    target = torch.rand(2, K, 2) - 0.5
+    weight = (torch.rand(2, K, 2) > 0.5).float()
+    expected = ((out.mu - target).abs() * weight).sum() / 2  # the official reduction: sum / B
+    torch.testing.assert_close(head.loss(out, target, weight), expected)
+
+
+def test_integral_rle_loss_is_the_rle_loss_on_its_mu_and_sigma():
+    head = make_head("integral_rle")
+    out = head(torch.randn(2, 16, *FEAT))
+    target, weight = torch.rand(2, K, 2) - 0.5, (torch.rand(2, K, 1) > 0.2).float()
+    rle = build_loss("rle")
+    rle.load_state_dict(head.criterion.state_dict())
+    torch.testing.assert_close(
+        head.loss(out, target, weight), rle(out.mu, out.sigma, target, weight)
+    )
+    # and the same as the regression head's loss on the same (mu, sigma)
+    reg = make_head("regression")
+    reg.criterion.load_state_dict(head.criterion.state_dict())
+    torch.testing.assert_close(
+        reg.loss(RegressionOutput(out.mu, out.sigma), target, weight),
+        head.loss(out, target, weight),
+    )
+
+
 def test_regression_head_from_create_head_equals_the_pose_regressor():
     """create_pose_model's head is create_head's: same keys (the criterion and its flow under the
     head), same numbers, same loss through the model."""
@@ -335,6 +493,8 @@ def _tiny_backbone() -> nn.Sequential:
 OVERFIT = {
     "regression": 4.0,
     "heatmap": 3.0,
+    "integral": 6.0,
+    "integral_rle": 5.0,
 }
 
 
@@ -368,7 +528,7 @@ def test_each_head_overfits_a_tiny_batch(name):
     after = error()
     assert before > 15.0 and after < OVERFIT[name], (before, after)
     first, last = losses[0], float(np.mean(losses[-10:]))
-    if name == "regression":
+    if name in ("regression", "integral_rle"):
         assert last < first - 30.0  # a log-likelihood: it goes below zero
     else:
         assert last < first / 5.0

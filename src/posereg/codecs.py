@@ -11,6 +11,9 @@ these codecs and functions; nothing else re-implements them.
   the crop; confidence ``c = 1 - mean_d sigma_d`` (RLE Eq. 9, :func:`sigma_confidence`).
 - :class:`HeatmapCodec`: SimpleBaseline Gaussian heatmaps (sigma 2 at 1/4 resolution), decode by
   argmax + quarter-pixel shift toward the higher neighbour; confidence = heatmap max.
+- :class:`IntegralCodec`: Integral regression (Sun et al. 2018): coordinate targets, decode by
+  soft-argmax (differentiable, 2D maps or 3D volumes); confidence = softmax mass at the peak
+  (:func:`peak_mass`).
 
 Heatmap pixel ``i`` stands for crop pixel ``i * stride`` (the official encoding), so a map
 location ``i`` is the crop-normalized coordinate ``i / w - 0.5`` for every codec.
@@ -30,6 +33,11 @@ __all__ = [
     "DecodedKeypoints",
     "RegressionCodec",
     "HeatmapCodec",
+    "IntegralCodec",
+    "soft_argmax",
+    "spatial_softmax",
+    "expected_location",
+    "peak_mass",
     "sigma_confidence",
     "CODECS",
     "create_codec",
@@ -57,7 +65,7 @@ class DecodedKeypoints:
         keypoints: (B, K, D) crop-normalized coordinates (D = 2, or 3 for volumetric heads).
         scores: (B, K) per-keypoint confidence.
         sigma: (B, K, D) predicted scales in crop-normalized units, for heads that predict them
-            (regression); else None.
+            (regression, integral_rle); else None.
     """
 
     keypoints: Tensor
@@ -233,16 +241,144 @@ class HeatmapCodec:
         return DecodedKeypoints(keypoints, maxval.to(heatmaps.dtype))
 
 
-Codec = RegressionCodec | HeatmapCodec
+def spatial_softmax(logits: Tensor, spatial_dims: int = 2) -> Tensor:
+    """Softmax over the last ``spatial_dims`` axes (h, w) or (d, h, w), in float32.
+
+    The maximum is subtracted before ``exp`` (the log-sum-exp trick, lecture 004), so logits of
+    any size give finite probabilities; the sum runs in float32 even for half-precision logits.
+
+    Arguments:
+        logits: (B, K, h, w) or (B, K, d, h, w).
+        spatial_dims: 2 or 3.
+
+    Returns:
+        probabilities of ``logits``' shape, float32 (or float64 for float64 logits), each map
+        summing to 1.
+    """
+    shape = logits.shape
+    flat = logits.reshape(*shape[:-spatial_dims], -1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    flat = flat - flat.amax(dim=-1, keepdim=True).detach()
+    prob = torch.exp(flat)
+    return (prob / prob.sum(dim=-1, keepdim=True)).reshape(shape)
+
+
+def expected_location(prob: Tensor) -> Tensor:
+    """Soft-argmax: the expected map location under ``prob``, crop-normalized.
+
+    Arguments:
+        prob: (B, K, h, w) or (B, K, d, h, w), each map summing to 1.
+
+    Returns:
+        (B, K, 2) = (x, y) or (B, K, 3) = (x, y, z), with ``x = E[i_x] / w - 0.5``,
+        ``y = E[i_y] / h - 0.5``, ``z = E[i_z] / d - 0.5``.
+    """
+    spatial = prob.shape[2:]
+    coords = []
+    # last axis is x, then y, then z: marginalise the others, then take the mean index
+    for axis in range(prob.dim() - 1, 1, -1):
+        others = tuple(a for a in range(2, prob.dim()) if a != axis)
+        marginal = prob.sum(dim=others)  # (B, K, n)
+        n = spatial[axis - 2]
+        index = torch.arange(n, dtype=prob.dtype, device=prob.device)
+        coords.append((marginal * index).sum(dim=-1) / n - 0.5)
+    return torch.stack(coords, dim=-1)
+
+
+def peak_mass(prob: Tensor, keypoints: Tensor, radius: int = 1) -> Tensor:
+    """Probability mass in the (2r + 1)^n window of map pixels around each keypoint.
+
+    Arguments:
+        prob: (B, K, h, w) or (B, K, d, h, w), each map summing to 1.
+        keypoints: (B, K, 2 or 3) crop-normalized locations (e.g. from :func:`expected_location`).
+        radius: window half-width in map pixels (1: a 3x3 or 3x3x3 window).
+
+    Returns:
+        (B, K) in [0, 1]: the probability that the keypoint lies within ``radius`` map pixels of
+        the prediction.
+    """
+    b, k = prob.shape[:2]
+    spatial = prob.shape[2:]
+    size = 2 * radius + 1
+    pool = torch.nn.functional.avg_pool2d if len(spatial) == 2 else torch.nn.functional.avg_pool3d
+    window = pool(prob.reshape(b * k, 1, *spatial), size, 1, radius, count_include_pad=True)
+    window = window.reshape(b, k, -1) * size ** len(spatial)
+    # nearest map pixel of each keypoint, per axis (x, y[, z]) -> flat index over (..., h, w)
+    flat = torch.zeros(b, k, dtype=torch.long, device=prob.device)
+    stride = 1
+    for i, n in enumerate(reversed(spatial)):  # w, h[, d]
+        pos = torch.round((keypoints[..., i].detach() + 0.5) * n).long().clamp(0, n - 1)
+        flat = flat + pos * stride
+        stride *= n
+    return window.gather(-1, flat[..., None])[..., 0]
+
+
+def soft_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+    """Differentiable soft-argmax (Integral regression): expected location under softmax(heatmaps).
+
+    Arguments:
+        heatmaps: logits (B, K, h, w), or volumes (B, K, d, h, w).
+
+    Returns:
+        keypoints (B, K, 2) (or (B, K, 3)) crop-normalized (``x_hm / w - 0.5``) and the softmax
+        mass in the 3x3 (3x3x3) window at the keypoint (B, K) (see :class:`IntegralCodec`).
+    """
+    prob = spatial_softmax(heatmaps, heatmaps.dim() - 2)
+    keypoints = expected_location(prob)
+    return keypoints, peak_mass(prob, keypoints)
+
+
+class IntegralCodec:
+    """Integral regression: coordinate targets as :class:`RegressionCodec`, soft-argmax decode.
+
+    Arguments:
+        input_size: (H, W) of the model input.
+        heatmap_size: (h, w) of the logits the head produces; default input / 4.
+
+    The score is the softmax mass in the 3x3 window of map pixels around the decoded location
+    (:func:`peak_mass`), not the softmax maximum: the mass is the probability that the joint
+    lies within one map pixel of the prediction, so it stays in [0, 1] and means the same at
+    any map resolution (the maximum of a map spread over the same image distance quarters
+    when the map doubles in size), and a two-peaked map (left/right confusion), whose
+    soft-argmax falls between the peaks, scores low as it should, where the maximum would
+    report one peak's height.
+
+    Encoding is 2D (keypoints (K, 2)); for volumes (B, K, d, h, w) ``decode`` returns
+    (B, K, 3) with ``z = i_z / d - 0.5``, and the 3D data supplies targets in that range.
+    """
+
+    name = "integral"
+
+    def __init__(
+        self, input_size: tuple[int, int] = (256, 192), heatmap_size: tuple[int, int] | None = None
+    ) -> None:
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if heatmap_size is None:
+            heatmap_size = (self.input_size[0] // 4, self.input_size[1] // 4)
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+
+    def encode(self, keypoints: np.ndarray, visibility: np.ndarray) -> EncodedTarget:
+        """Same targets and weights as :meth:`RegressionCodec.encode`."""
+        return _coordinate_target(keypoints, visibility, self.input_size)
+
+    def decode(self, heatmaps: Tensor) -> DecodedKeypoints:
+        """Logits (B, K, h, w) or (B, K, d, h, w) -> keypoints (B, K, 2 or 3) by soft-argmax, scores (B, K)."""
+        keypoints, scores = soft_argmax(heatmaps)
+        return DecodedKeypoints(keypoints, scores)
+
+
+Codec = RegressionCodec | HeatmapCodec | IntegralCodec
 
 CODECS: dict[str, type[Codec]] = {
     "regression": RegressionCodec,
     "heatmap": HeatmapCodec,
+    "integral": IntegralCodec,
 }
 
 
 def create_codec(name: str, **kwargs) -> Codec:
-    """Build a codec by name (one of :data:`CODECS`); ValueError if unknown."""
+    """Build a codec by name (``regression``, ``heatmap``, ``integral``); ValueError if unknown."""
     try:
         cls = CODECS[name]
     except KeyError:

@@ -3,6 +3,10 @@
 - ``regression``: RLE's head (Li et al., ICCV 2021, Sec. 3.3): global average pool + FC -> mu, sigma.
 - ``heatmap``: SimpleBaseline (Xiao et al., ECCV 2018): 3 deconvolutions + 1x1 conv -> K Gaussian
   heatmaps at 1/4 of the input, MSE, argmax decoding.
+- ``integral``: Integral regression (Sun et al., ECCV 2018): the same trunk, soft-argmax of a
+  softmax over each map -> coordinates, L1; 2D maps or 3D volumes (K x d x h x w).
+- ``integral_rle``: the RLE paper's Tab. 2b: soft-argmax -> mu, FC on the pooled backbone
+  features -> sigma, RLE loss.
 
 Every head implements :class:`PoseHead`: ``head(features)`` -> its output dataclass,
 ``head.loss(output, target, target_weight)``, ``head.decode(output)`` ->
@@ -30,16 +34,22 @@ from posereg.codecs import (
     Codec,
     DecodedKeypoints,
     HeatmapCodec,
+    IntegralCodec,
     RegressionCodec,
+    expected_location,
+    peak_mass,
     sigma_confidence,
+    spatial_softmax,
 )
-from posereg.losses import build_loss
+from posereg.losses import L1Loss, L2Loss, build_loss
 
 __all__ = [
     "HEADS",
     "HeadOutput",
     "HeatmapHead",
     "HeatmapOutput",
+    "IntegralHead",
+    "IntegralOutput",
     "NormLinear",
     "PoseHead",
     "RegressionHead",
@@ -49,6 +59,8 @@ __all__ = [
     "flip_back_coordinates",
     "heatmap_head",
     "heatmap_mse_loss",
+    "integral_head",
+    "integral_rle_head",
     "regression_head",
 ]
 
@@ -87,8 +99,23 @@ class HeatmapOutput:
     heatmaps: Tensor
 
 
-HeadOutput = RegressionOutput | HeatmapOutput
-OutputT = TypeVar("OutputT", RegressionOutput, HeatmapOutput)
+@dataclass
+class IntegralOutput:
+    """What the integral heads predict.
+
+    Attributes:
+        mu: soft-argmax locations (B, K, D), crop-normalized, float32.
+        prob: the softmax of each map (B, K, h, w), or of each volume (B, K, d, h, w); float32.
+        sigma: per-coordinate scales (B, K, D) in (0, 1) for ``integral_rle``; None otherwise.
+    """
+
+    mu: Tensor
+    prob: Tensor
+    sigma: Tensor | None = None
+
+
+HeadOutput = RegressionOutput | HeatmapOutput | IntegralOutput
+OutputT = TypeVar("OutputT", RegressionOutput, HeatmapOutput, IntegralOutput)
 
 
 @runtime_checkable
@@ -128,7 +155,9 @@ def average_outputs(output: OutputT, other: OutputT) -> OutputT:
     """Mean of two outputs of one head, field by field (the flip test's merge).
 
     For the regression head this is the official average of mu and sigma; for the heatmap head
-    the official average of the maps before decoding. A field that is None stays None.
+    the official average of the maps before decoding; for the integral heads the average of the
+    (exactly flipped) coordinates, of sigma, and of the probability maps (used for the score). A
+    field that is None stays None.
 
     Example:
         >>> a = HeatmapOutput(torch.zeros(1, 2, 4, 3))
@@ -447,6 +476,125 @@ class HeatmapHead(nn.Module):
         return HeatmapOutput(maps)
 
 
+# ----------------------------------------------------------------------------- integral
+
+
+class IntegralHead(nn.Module):
+    """Integral regression: deconv trunk + 1x1 conv -> maps, softmax, soft-argmax -> coordinates.
+
+    With ``with_sigma`` (``integral_rle``, RLE paper Tab. 2b) an FC on the globally pooled
+    backbone features gives sigma = sigmoid(.) as in :class:`RegressionHead`, and the loss is
+    RLE; otherwise the loss is L1 on the coordinates (Sun et al.).
+
+    Scores: without sigma, the softmax mass in the 3x3 (3x3x3) window of map pixels around the
+    decoded location (:func:`posereg.codecs.peak_mass`), not the softmax maximum: the mass is a
+    probability (the joint within one map pixel of the prediction) with the same meaning at any
+    map size, while the maximum shrinks by 4x when the map doubles; and a two-peaked map (a
+    left/right confusion), whose soft-argmax falls between the peaks, gets a low mass, where the
+    maximum would report one peak's height. With sigma: c = 1 - mean_d sigma_d (Eq. 9).
+
+    Arguments:
+        in_channels: C of the backbone's stride-32 feature map.
+        num_keypoints: K.
+        input_size: (H, W) of the model input.
+        deconv_channels: channels of each deconvolution (256).
+        num_deconv: number of deconvolutions (3: maps at 1/4 of the input).
+        depth: d for the volumetric 3D variant (K x d x h x w volumes, soft-argmax over three
+            axes, keypoints (B, K, 3) with ``z = E[i_z] / d - 0.5``); None for 2D maps.
+        with_sigma: predict sigma from the pooled features (integral_rle).
+        criterion: a :mod:`posereg.losses` loss; one that uses sigma needs ``with_sigma``.
+
+    Example:
+        >>> head = IntegralHead(64, 17, (256, 192), deconv_channels=32, criterion=L1Loss())
+        >>> out = head(torch.randn(2, 64, 8, 6))
+        >>> out.mu.shape, out.prob.shape
+        (torch.Size([2, 17, 2]), torch.Size([2, 17, 64, 48]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int,
+        input_size: tuple[int, int],
+        deconv_channels: int = 256,
+        num_deconv: int = 3,
+        depth: int | None = None,
+        with_sigma: bool = False,
+        criterion: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if criterion is not None and not with_sigma and not isinstance(criterion, L1Loss | L2Loss):
+            raise ValueError(
+                f"the integral head predicts no sigma, which {type(criterion).__name__} needs: "
+                "use the head 'integral_rle', or the loss 'l1' or 'l2'"
+            )
+        if depth is not None and depth < 1:
+            raise ValueError(f"depth must be >= 1 (volume bins), got {depth}")
+        self.num_keypoints = num_keypoints
+        self.depth = depth
+        self.dim = 2 if depth is None else 3
+        name = "integral_rle" if with_sigma else "integral"
+        self.input_size = _map_head_input_size(name, input_size)
+        self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
+        self.final_layer = _final_layer(deconv_channels, num_keypoints * (depth or 1))
+        self.fc_sigma = (
+            NormLinear(in_channels, num_keypoints * self.dim, norm=False) if with_sigma else None
+        )
+        self.criterion = criterion
+        self.codec = IntegralCodec(self.input_size, _map_size(self.input_size, num_deconv))
+
+    def forward(self, features: Tensor) -> IntegralOutput:
+        """features (B, C, h, w) -> mu (B, K, D), prob (B, K, [d,] 8h, 8w), sigma (B, K, D) or None."""
+        logits = self.final_layer(self.deconv_layers(features))  # (B, K * d, h, w)
+        b, _, h, w = logits.shape
+        if self.depth is not None:
+            logits = logits.reshape(b, self.num_keypoints, self.depth, h, w)
+        prob = spatial_softmax(logits, logits.dim() - 2)  # float32, max subtracted
+        mu = expected_location(prob)  # soft-argmax, (B, K, D)
+        sigma = None
+        if self.fc_sigma is not None:
+            pooled = features.mean(dim=(2, 3))  # as RegressionHead
+            sigma = torch.sigmoid(self.fc_sigma(pooled)).reshape(b, self.num_keypoints, self.dim)
+        return IntegralOutput(mu=mu, prob=prob, sigma=sigma)
+
+    def loss(self, output: IntegralOutput, target: Tensor, target_weight: Tensor) -> Tensor:
+        """The criterion on the soft-argmax coordinates in float32; target (B, K, D)."""
+        if self.criterion is None:
+            raise RuntimeError("this IntegralHead was built without a criterion")
+        weight = _coordinate_weight(target_weight, self.dim)
+        mu = output.mu.float()
+        # l1 / l2 ignore sigma; it is passed for the shared signature
+        sigma = torch.ones_like(mu) if output.sigma is None else output.sigma.float()
+        return self.criterion(mu, sigma, target, weight)
+
+    def decode(self, output: IntegralOutput) -> DecodedKeypoints:
+        """keypoints = mu; score = peak mass (no sigma) or 1 - mean_d sigma_d (Eq. 9)."""
+        if output.sigma is None:
+            return DecodedKeypoints(output.mu, peak_mass(output.prob, output.mu))
+        return DecodedKeypoints(output.mu, sigma_confidence(output.sigma), output.sigma)
+
+    def flip_back(self, output: IntegralOutput, flip_index: FlipIndex) -> IntegralOutput:
+        """Coordinates flipped exactly; maps mirrored, swapped and moved by the same amount.
+
+        mu: :func:`flip_back_coordinates` (``u -> -u - 1 / W``, left/right swapped). Mirroring a
+        map (``j -> w - 1 - j``) is ``u -> -u - 1 / w``, short of the image mirror by
+        ``a = 1 - w / W`` map pixels (0.75 at stride 4), so the mirrored maps are moved right by
+        ``a`` with linear interpolation (mass kept at the border): their soft-argmax is then the
+        flipped-back mu, and the score (peak mass) is taken around the right place.
+        """
+        perm = _permutation(flip_index, output.prob.device)
+        prob = output.prob[:, perm].flip(-1)
+        a = 1.0 - prob.shape[-1] / self.input_size[1]
+        moved = torch.cat([torch.zeros_like(prob[..., :1]), prob[..., :-1]], dim=-1)
+        last = torch.cat([torch.zeros_like(prob[..., :-1]), prob[..., -1:]], dim=-1)
+        prob = (1.0 - a) * prob + a * (moved + last)
+        return IntegralOutput(
+            mu=flip_back_coordinates(output.mu, flip_index, self.input_size[1]),
+            prob=prob,
+            sigma=None if output.sigma is None else output.sigma[:, perm],
+        )
+
+
 # ----------------------------------------------------------------------------- factories
 
 
@@ -489,9 +637,46 @@ def heatmap_head(
     )
 
 
+def integral_head(
+    in_channels: int,
+    num_keypoints: int,
+    input_size: tuple[int, int],
+    deconv_channels: int = 256,
+    num_deconv: int = 3,
+    depth: int | None = None,
+    loss: str = "l1",
+    loss_options: dict[str, Any] | None = None,
+) -> IntegralHead:
+    """Integral regression (Sun et al.): soft-argmax + L1; ``depth`` for the 3D volumetric variant."""
+    criterion = _build_criterion(loss, 2 if depth is None else 3, loss_options)
+    return IntegralHead(
+        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, False, criterion
+    )
+
+
+def integral_rle_head(
+    in_channels: int,
+    num_keypoints: int,
+    input_size: tuple[int, int],
+    deconv_channels: int = 256,
+    num_deconv: int = 3,
+    depth: int | None = None,
+    loss: str = "rle",
+    loss_options: dict[str, Any] | None = None,
+) -> IntegralHead:
+    """Integral + RLE (RLE paper Tab. 2b): soft-argmax mu, FC sigma on pooled features, RLE loss."""
+    criterion = _build_criterion(loss, 2 if depth is None else 3, loss_options)
+    return IntegralHead(
+        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, True, criterion
+    )
+
+
+#: Name -> factory(in_channels, num_keypoints, input_size, **options) -> a :class:`PoseHead`.
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "regression": regression_head,
     "heatmap": heatmap_head,
+    "integral": integral_head,
+    "integral_rle": integral_rle_head,
 }
 
 
@@ -510,7 +695,7 @@ def create_head(
         num_keypoints: K.
         input_size: (H, W) of the model input.
         options: the factory's own keyword options (e.g. ``loss``, ``loss_options``, ``dim``,
-            ``deconv_channels``, ``sigma``, ``refine``).
+            ``deconv_channels``, ``sigma``, ``refine``, ``depth``).
 
     Raises:
         ValueError: an unknown name (listing the valid ones) or an option the head does not take

@@ -145,3 +145,24 @@ def test_synth_config_trains_predicts_and_exports_through_the_cli(tmp_path, synt
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["heatmap", "integral", "integral_rle"])
+def test_any_head_initialises_its_backbone_from_a_regression_run(tmp_path, name):
+    """model.init_from (the paper's heatmap-pretrained variant, and the reverse): only the
+    backbone is taken, whatever the heads of the two runs."""
+    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.models import create_pose_model, init_from_checkpoint
+
+    torch.manual_seed(0)
+    source = create_pose_model("resnet18", width=0.125, input_size=(64, 64))
+    path = save_checkpoint({"model": source.state_dict()}, tmp_path / "source.pt")
+    torch.manual_seed(1)
+    target = create_pose_model(
+        "resnet18", width=0.125, head=name, head_options={"deconv_channels": 8}, input_size=(64, 64)
+    )
+    head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
+    assert init_from_checkpoint(target.backbone, path) == len(source.backbone.state_dict())
+    for k, v in source.backbone.state_dict().items():
+        assert torch.equal(target.backbone.state_dict()[k], v), k
+    assert all(torch.equal(target.head.state_dict()[k], v) for k, v in head_before.items())

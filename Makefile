@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # on the real COCO photos the repository carries (src/posereg/samples/coco).
 REAL_COCO ?= src/posereg/samples/coco
 demo: $(STAMP)
-	$(BIN)/posereg train configs/synth_rle.yaml
+	$(BIN)/posereg train configs/synth_rle.yaml --exist-ok
 	$(BIN)/posereg predict $(REAL_COCO) --checkpoint runs/synth_rle/best.pt \
 		--boxes $(REAL_COCO)/test_coco_det_AP_H_56.json --score-threshold 0.5 \
 		--out runs/synth_rle/predict_coco

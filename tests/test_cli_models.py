@@ -38,7 +38,7 @@ def test_export_cli_writes_onnx_that_matches_pytorch(tmp_path):
     import onnx
 
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
-    assert [o.name for o in graph.output] == ["mu", "sigma", "confidence"]
+    assert [o.name for o in graph.output] == ["keypoints", "scores", "sigma"]
 
 
 def test_convert_cli_then_info_and_predict(tmp_path):

@@ -19,6 +19,7 @@ from posereg.config import (
     validate,
 )
 from posereg.data.dataset import TransformConfig
+from posereg.models import create_head, pose_head_options
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -30,7 +31,11 @@ def test_defaults_follow_the_official_recipe():
     assert cfg.data.input_size == (256, 192)
     assert isinstance(cfg.data.transform, TransformConfig) and cfg.data.transform.augment
     assert cfg.data.transform.rotation_factor == 45 and cfg.data.transform.scale_factor == 0.25
-    assert cfg.model.loss == "rle"
+    # the head's default loss: RLE (the official Laplace Q) for the regression head
+    assert cfg.model.head == "regression" and cfg.model.loss is None
+    options = pose_head_options(cfg.model.head_options, cfg.model.loss, cfg.model.loss_options)
+    head = create_head(cfg.model.head, 8, 17, cfg.data.input_size, **options)
+    assert type(head.criterion).__name__ == "RLELoss" and head.criterion.q == "laplace"
 
 
 def test_yaml_round_trip(tmp_path):

@@ -167,7 +167,10 @@ def test_converted_model_predicts_like_the_official_one(tmp_path, depth, num_joi
     assert get_skeleton(cfg.data.skeleton).num_keypoints == num_joints
     assert report.config["backbone"] == f"resnet{depth}"
     assert report.config["num_keypoints"] == num_joints and report.config["dim"] == 2
-    assert set(report.filled) == {"criterion.flow.prior_loc", "criterion.flow.prior_scale"}
+    assert set(report.filled) == {
+        "head.criterion.flow.prior_loc",
+        "head.criterion.flow.prior_scale",
+    }
     assert report.dropped == [] and len(report.mapping) == len(official.state_dict())
 
     model = create_pose_model(**report.config)
@@ -199,7 +202,7 @@ def test_dataparallel_prefix_and_wrapping_are_handled():
     assert converted.state_dict.keys() == plain.state_dict.keys()
     for k, v in plain.state_dict.items():
         assert torch.equal(converted.state_dict[k], v), k
-    assert official_to_posereg_key("module.flow.t.2.0.bias") == "criterion.flow.t.2.0.bias"
+    assert official_to_posereg_key("module.flow.t.2.0.bias") == "head.criterion.flow.t.2.0.bias"
 
 
 def test_missing_fc_sigma_names_the_keys(tmp_path):
@@ -239,7 +242,7 @@ def test_regressflow3d_converts_with_flow3d_and_plain_fc_sigma():
     report = convert_official_state_dict(official.state_dict())
     assert report.variant == "RegressFlow3D" and report.config["dim"] == 3
     assert report.mapping["fc_sigma.weight"] == "head.fc_sigma.linear.weight"
-    assert report.mapping["flow3d.s.0.0.weight"] == "criterion.flow.s.0.0.weight"
+    assert report.mapping["flow3d.s.0.0.weight"] == "head.criterion.flow.s.0.0.weight"
     assert all(k.startswith("flow2d.") for k in report.dropped) and report.dropped
     assert any("root-relative" in note for note in report.notes)
 

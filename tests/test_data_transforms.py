@@ -15,13 +15,17 @@ from posereg.data.transforms import (
     box_to_center_scale,
     compose,
     crop_to_image,
-    flip_back_normalized,
     flip_keypoints,
-    flip_test_average,
     get_affine_transform,
     normalize_coords,
     reduction_matrix,
     warp_crop,
+)
+from posereg.models.heads import (
+    RegressionHead,
+    RegressionOutput,
+    average_outputs,
+    flip_back_coordinates,
 )
 from posereg.skeletons import COCO17, MPII16
 
@@ -136,21 +140,25 @@ def test_flip_back_undoes_a_pixel_mirror_of_the_crop():
     mirrored[..., 0] = 191 - mirrored[..., 0]
     pred = torch.from_numpy(normalize_coords(xy, INPUT))
     pred_flipped = torch.from_numpy(normalize_coords(mirrored, INPUT))
-    back = flip_back_normalized(pred_flipped, COCO17, 192)
+    back = flip_back_coordinates(pred_flipped, COCO17.flip_index, 192)
     torch.testing.assert_close(back, pred, atol=1e-12, rtol=0)
-    scores = torch.rand(4, 17, dtype=torch.float64)
-    mean, mean_scores = flip_test_average(
-        pred, pred_flipped, COCO17, 192, scores, scores[:, COCO17.flip_index]
+    # the flip test of the regression head: mu as above, sigma swapped back, then averaged
+    head = RegressionHead(8, 17, input_size=INPUT)
+    sigma = torch.rand(4, 17, 2, dtype=torch.float64)
+    flipped = RegressionOutput(pred_flipped, sigma[:, COCO17.flip_index])
+    mean = average_outputs(
+        RegressionOutput(pred, sigma), head.flip_back(flipped, COCO17.flip_index)
     )
-    torch.testing.assert_close(mean, pred, atol=1e-12, rtol=0)
-    torch.testing.assert_close(mean_scores, scores)
+    torch.testing.assert_close(mean.mu, pred, atol=1e-12, rtol=0)
+    torch.testing.assert_close(mean.sigma, sigma)
 
 
 def test_cropping_a_mirrored_image_mirrors_the_crop_about_its_centre():
     """Official training flip (mirror the image, then crop at w - 1 - cx) == crop mirrored x -> W - x.
 
     That is why a training flip maps targets u -> -u, while the flip test, which mirrors the crop
-    tensor (x -> W - 1 - x), needs the extra -1/W shift of :func:`flip_back_normalized`.
+    tensor (x -> W - 1 - x), needs the extra -1/W shift of
+    :func:`posereg.models.heads.flip_back_coordinates`.
     """
     ds = TopDownDataset.from_coco(real("coco", "test_coco.json"), real("coco"))
     sample = ds[0]

@@ -85,6 +85,26 @@ def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
             ],
         ),
         (
+            "configs/coco_r50_256x192_heatmap.yaml",
+            [
+                f"data.train_ann={COCO / 'test_coco.json'}",
+                f"data.train_images={COCO}",
+                f"data.val_ann={COCO / 'test_coco.json'}",
+                f"data.val_images={COCO}",
+                f"data.detections={COCO / 'test_coco_det_AP_H_56.json'}",
+            ],
+        ),
+        (
+            "configs/coco_r50_256x192_integral.yaml",
+            [
+                f"data.train_ann={COCO / 'test_coco.json'}",
+                f"data.train_images={COCO}",
+                f"data.val_ann={COCO / 'test_coco.json'}",
+                f"data.val_images={COCO}",
+                f"data.detections={COCO / 'test_coco_det_AP_H_56.json'}",
+            ],
+        ),
+        (
             "configs/mpii_r50_256x256_rle.yaml",
             [
                 f"data.train_ann={MPII / 'test_mpii.json'}",
@@ -109,6 +129,8 @@ def test_paper_configs_construct_and_run_two_iterations(tmp_path, config, overri
     metrics = json.loads((run / "metrics.json").read_text())["val"]
     assert metrics["num_instances"] > 0
     assert "AP" in metrics if "coco" in config else "PCKh_0.5" in metrics
+    # best.pt is chosen by the primary metric (AP for COCO, PCKh_0.5 for MPII): written for both
+    assert load_checkpoint(run / "best.pt")["step"] == 2
 
 
 # --------------------------------------------------------------------------- resume

@@ -1,4 +1,4 @@
-"""ONNX export: parity with PyTorch over a dynamic batch, and no flow in the exported graph."""
+"""ONNX export: parity with PyTorch over a dynamic batch for every head, and no flow in the graph."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from posereg.models import create_pose_model
+from posereg.models import HEADS, create_pose_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -56,9 +56,9 @@ def test_graph_signature_and_metadata(exported):
     }
     assert dims == {
         "images": ["batch", 3, 64, 48],
-        "mu": ["batch", 17, 2],
+        "keypoints": ["batch", 17, 2],
+        "scores": ["batch", 17],
         "sigma": ["batch", 17, 2],
-        "confidence": ["batch", 17],
     }
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["input_size"] == "64,48" and props["num_keypoints"] == "17"
@@ -68,7 +68,7 @@ def test_flow_is_not_exported(exported, tmp_path):
     model, path = exported
     weights = _initializers(path)
     exported_count = sum(int(np.prod(a.shape)) for a in weights.values())
-    trunk = [*model.backbone.named_parameters(), *model.head.named_parameters()]
+    trunk = [(k, p) for k, p in model.named_parameters() if ".criterion." not in k]
     # every backbone/head weight is there (BN may be folded into the convolutions) ...
     lower = sum(p.numel() for _, p in trunk if p.dim() > 1)  # conv and linear weights
     upper = sum(p.numel() for _, p in trunk) + sum(
@@ -94,7 +94,7 @@ def test_check_onnx_catches_a_mismatch_and_restores_modes(exported):
     other = _model()
     with torch.no_grad():
         other.head.fc_coord.linear.bias.add_(0.01)
-    with pytest.raises(OnnxMismatchError, match=r"by 0.01 > atol 0.0001 \(mu at batch \d\)"):
+    with pytest.raises(OnnxMismatchError, match=r"by 0.01 > atol 0.0001 \(keypoints at batch \d\)"):
         check_onnx(other, path, atol=1e-4)
     check_onnx(model, path)
     assert model.training and model.head.training and not model.backbone.bn1.training
@@ -106,3 +106,47 @@ def test_dynamo_exporter_gives_the_same_outputs(tmp_path):
     model = _model()
     path = export_onnx(model, tmp_path / "dynamo.onnx", INPUT_SIZE, opset=18, dynamo=True)
     assert check_onnx(model, path, atol=1e-4, batch_sizes=(1, 3)) < 1e-4
+
+
+def _head_model(name: str) -> torch.nn.Module:
+    """A tiny model with ``name``'s head whose outputs vary with the image (no argmax ties)."""
+    torch.manual_seed(0)
+    options = {} if name == "regression" else {"deconv_channels": 16}
+    model = create_pose_model(
+        "resnet18", num_keypoints=17, width=0.125, head=name, head_options=options,
+        input_size=(64, 64),
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_every_head_exports_its_decoded_outputs(tmp_path, name):
+    """backbone + head + decode in the graph: keypoints, scores and sigma where the head has one,
+    equal to model.predict within 1e-4 for batches of 1 and 3."""
+    model = _head_model(name)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (64, 64))
+    assert check_onnx(model, path, atol=1e-4, batch_sizes=(1, 3)) <= 1e-4
+    # (check_onnx compares every output's shape too; K is not always static in the graph)
+    proto = onnx.load(str(path))
+    outputs = {v.name: v.type.tensor_type.shape.dim[0].dim_param for v in proto.graph.output}
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        decoded = model.predict(images)
+    expected = ["keypoints", "scores"] + ([] if decoded.sigma is None else ["sigma"])
+    assert outputs == dict.fromkeys(expected, "batch")
+    # the graph is the decoded prediction (for the heatmap head: argmax + quarter shift, not the
+    # maps): ONNX Runtime's keypoints and scores are model.predict's, and they move with the image
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    keypoints, scores = session.run(["keypoints", "scores"], {"images": images.numpy()})[:2]
+    np.testing.assert_allclose(keypoints, decoded.keypoints.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(scores, decoded.scores.numpy(), atol=1e-4, rtol=0)
+    assert np.abs(keypoints[0] - keypoints[1]).max() > 0.01

@@ -57,7 +57,7 @@ def test_head_outputs_and_confidence(dim):
 def _tiny_model(loss="rle"):
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU())
-    return PoseRegressor(backbone, RegressionHead(16, 17), build_loss(loss))
+    return PoseRegressor(backbone, RegressionHead(16, 17, criterion=build_loss(loss)))
 
 
 def test_flow_is_in_parameters_and_state_dict_but_not_run_at_inference():
@@ -65,8 +65,8 @@ def test_flow_is_in_parameters_and_state_dict_but_not_run_at_inference():
     flow = model.criterion.flow
     flow_params = {id(p) for p in flow.parameters()}
     assert flow_params <= {id(p) for p in model.parameters()}
-    assert "criterion.flow.s.0.0.weight" in model.state_dict()
-    assert "criterion.flow.mask" in model.state_dict()
+    assert "head.criterion.flow.s.0.0.weight" in model.state_dict()
+    assert "head.criterion.flow.mask" in model.state_dict()
 
     calls = []
     flow.register_forward_hook(lambda *a: calls.append(1))
@@ -88,3 +88,26 @@ def test_inference_only_model_refuses_to_compute_a_loss():
     out = model(torch.randn(2, 8))
     with pytest.raises(RuntimeError, match="without a criterion"):
         model.loss(out, torch.zeros(2, 3, 2), torch.ones(2, 3, 1))
+
+
+def test_checkpoints_with_the_flow_at_the_top_still_load(tmp_path):
+    """Before the head owned its loss, the flow was saved as ``criterion.flow.*``; such state dicts
+    load (strictly) through ``load_state_dict`` and :func:`load_model_state` into the same model."""
+    from posereg.engine.checkpoint import load_model_state
+
+    model = _tiny_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    old = {k.removeprefix("head."): v for k, v in model.state_dict().items() if "criterion" in k}
+    old.update({k: v for k, v in model.state_dict().items() if "criterion" not in k})
+    assert "criterion.flow.s.0.0.weight" in old and not any(k.startswith("head.crit") for k in old)
+    for load in (
+        lambda m: m.load_state_dict(dict(old)),
+        lambda m: load_model_state(m, dict(old), "old.pt"),
+    ):
+        fresh = _tiny_model()
+        fresh.head.criterion.flow.s[0][0].weight.data.zero_()
+        load(fresh)
+        for k, v in model.state_dict().items():
+            assert torch.equal(fresh.state_dict()[k], v), k

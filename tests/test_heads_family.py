@@ -29,6 +29,7 @@ from posereg.models import (
     IntegralOutput,
     PoseHead,
     RegressionOutput,
+    TopDownModel,
     average_outputs,
     create_head,
     create_pose_model,
@@ -447,14 +448,13 @@ def test_integral_rle_loss_is_the_rle_loss_on_its_mu_and_sigma():
 
 
 def test_regression_head_from_create_head_equals_the_pose_regressor():
-    """Same numbers as create_pose_model's head + criterion once the criterion's keys move under
-    the head (``criterion.*`` -> ``head.criterion.*``)."""
+    """create_pose_model's head is create_head's: same keys (the criterion and its flow under the
+    head), same numbers, same loss through the model."""
     torch.manual_seed(0)
     model = create_pose_model("resnet18", num_keypoints=K, width=0.125)
     head = create_head("regression", 64, K, INPUT)
-    state = {**model.head.state_dict()}
-    state.update({f"criterion.{k}": v for k, v in model.criterion.state_dict().items()})
-    head.load_state_dict(state)
+    head.load_state_dict(model.head.state_dict())
+    assert model.criterion is model.head.criterion
     feats = torch.randn(3, 64, *FEAT)
     ours, theirs = head(feats), model.head(feats)
     torch.testing.assert_close(ours.mu, theirs.mu, rtol=0, atol=0)
@@ -532,3 +532,81 @@ def test_each_head_overfits_a_tiny_batch(name):
         assert last < first - 30.0  # a log-likelihood: it goes below zero
     else:
         assert last < first / 5.0
+
+
+def test_map_heads_need_input_sides_that_are_multiples_of_32():
+    """At 64x48 a stride-32 backbone gives 2x2 features (48 / 32 rounded up), so the maps would be
+    16x16 against the codec's 16x12: refused when the head is built, naming a size that fits."""
+    for name in [n for n in HEADS if n != "regression"]:
+        with pytest.raises(ValueError, match=f"the {name} head needs .* got 64x48; e.g. 64x64"):
+            create_head(name, 16, K, (64, 48))
+    assert create_head("regression", 16, K, (64, 48)).codec.input_size == (64, 48)
+
+
+# ----------------------------------------------------------------------------- the model's flip test
+
+
+def _random_model(name: str, **options) -> TopDownModel:
+    """A float64 model of ``name``'s head on a two-layer conv backbone (stride 32), all weights
+    random, in eval mode."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=4, padding=2), nn.ReLU(), nn.Conv2d(8, 16, 9, stride=8, padding=4)
+    )
+    head = create_head(name, 16, K, INPUT, **{**VARIANTS.get(name, SMALL), **options})
+    model = TopDownModel(backbone, head).double().eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
+def _mirror_normalized(keypoints: torch.Tensor, width: int) -> torch.Tensor:
+    """Crop-normalized keypoints of a crop -> those of its mirror on a grid of ``width`` cells
+    (``x -> width - 1 - x``, i.e. ``u -> -u - 1 / width``), left and right swapped."""
+    out = keypoints[:, FLIP].clone()
+    out[..., 0] = -out[..., 0] - 1.0 / width
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in HEADS if n != "heatmap"])
+def test_flip_test_predictions_are_mirror_equivariant_for_any_weights(name):
+    """Through TopDownModel.predict: the flip-test prediction on the mirrored crop is the mirrored
+    flip-test prediction (left/right swapped, x -> W - 1 - x), exactly, whatever the weights; the
+    plain prediction is not, so the test needs the flip test to be done, and done right."""
+    model = _random_model(name)
+    images = torch.randn(3, 3, *INPUT, dtype=torch.float64)
+    with torch.no_grad():
+        dec = model.predict(images, flip_test=True, flip_index=FLIP)
+        dec_m = model.predict(images.flip(-1), flip_test=True, flip_index=FLIP)
+        plain = model.predict(images).keypoints
+        plain_m = model.predict(images.flip(-1)).keypoints
+    expected = _mirror_normalized(dec.keypoints, INPUT[1])
+    torch.testing.assert_close(dec_m.keypoints, expected, atol=1e-12, rtol=0)
+    if dec.sigma is not None:  # Eq. 9 from the swapped sigmas
+        torch.testing.assert_close(dec_m.sigma, dec.sigma[:, FLIP], atol=1e-12, rtol=0)
+        torch.testing.assert_close(dec_m.scores, dec.scores[:, FLIP], atol=1e-12, rtol=0)
+    assert (plain_m - _mirror_normalized(plain, INPUT[1])).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="needs the skeleton's flip_index"):
+        model.predict(images, flip_test=True)
+
+
+def test_heatmap_flip_test_is_mirror_equivariant_on_the_map_grid():
+    """Without the official shift the flip-test maps of the mirrored crop are the mirrored maps, so
+    the decoded keypoints mirror on the map grid (x -> w - 1 - x in map pixels), scores swap;
+    except where the quarter shift's official border rule (1 < x < w - 1) is not symmetric, and
+    for maps with no positive value, which decode to the corner (0, 0) (official)."""
+    model = _random_model("heatmap", shift_flipped=False)
+    images = torch.randn(3, 3, *INPUT, dtype=torch.float64)
+    with torch.no_grad():
+        dec = model.predict(images, flip_test=True, flip_index=FLIP)
+        dec_m = model.predict(images.flip(-1), flip_test=True, flip_index=FLIP)
+    h, w = model.head.codec.heatmap_size
+    column = torch.round((dec.keypoints[..., 0] + 0.5) * w)  # the argmax column (+- 0.25)
+    symmetric = (column != 1) & (column != w - 2) & (dec.scores > 0)
+    expected = _mirror_normalized(dec.keypoints, w)
+    assert symmetric.float().mean() > 0.7
+    torch.testing.assert_close(
+        dec_m.keypoints[symmetric[:, FLIP]], expected[symmetric[:, FLIP]], atol=1e-9, rtol=0
+    )
+    torch.testing.assert_close(dec_m.scores, dec.scores[:, FLIP], atol=1e-12, rtol=0)

@@ -22,7 +22,7 @@ from posereg.data.dataset import TopDownDataset, TransformConfig
 from posereg.data.image_io import apply_orientation, read_exif_orientation, read_image
 from posereg.engine.checkpoint import save_checkpoint
 from posereg.engine.evaluate import predict_dataset
-from posereg.models import create_pose_model
+from posereg.models import HEADS, create_pose_model
 from posereg.predict import Predictor, box_problem, load_detections
 from posereg.skeletons import get_skeleton
 
@@ -306,3 +306,39 @@ def test_disk_full_names_the_file_and_leaves_no_partial_file(tmp_path, checkpoin
         out.stderr
     )
     assert list((tmp_path / "out").iterdir()) == []  # no half-written PNG or temporary file
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_every_head_predicts_the_same_from_a_file_as_in_evaluation(name):
+    """Predictor (file, box) and evaluation (dataset crop) both call model.predict with the flip
+    test: same keypoints, scores and sigma (for the heads that have one), for every head."""
+    size = (64, 64)  # map heads need multiples of 32
+    ds = TopDownDataset.from_coco(
+        real("coco", "test_coco.json"), real("coco"), input_size=size,
+        transform=TransformConfig(fast_decode=False),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    options = {} if name == "regression" else {"deconv_channels": 16}
+    model = create_pose_model(
+        "resnet18", num_keypoints=17, width=0.25, head=name, head_options=options, input_size=size
+    ).eval()
+    with torch.no_grad():  # maps and coordinates that vary with the image: no argmax ties
+        for p in model.head.parameters():
+            p.normal_(0, 0.3)
+    evaluated = predict_dataset(model, ds, torch.device("cpu"), flip_test=True)
+    predictor = Predictor(model, ds.skeleton, size, ds.transform.padding, flip_test=True)
+    assert (evaluated.sigma is None) == (name in ("heatmap", "integral"))
+    table = ds.table
+    for j in np.unique(table.image_index):
+        mine = table.image_index == j
+        result = predictor(table.image_path(int(np.flatnonzero(mine)[0])), table.boxes[mine])
+        # (float32 rounding of other batch sizes: well below a pixel; a map pixel here is >= 4 px)
+        np.testing.assert_allclose(result.keypoints, evaluated.keypoints[mine], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(result.confidence, evaluated.confidence[mine], atol=1e-5)
+        if evaluated.sigma is None:
+            assert result.sigma is None
+        else:
+            np.testing.assert_allclose(result.sigma, evaluated.sigma[mine], rtol=1e-5, atol=1e-4)
+    # the instance score is the evaluation's rule (official: box score + mean + max)
+    c = result.confidence
+    np.testing.assert_allclose(result.scores, 1.0 + c.mean(1) + c.max(1))

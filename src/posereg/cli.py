@@ -258,6 +258,7 @@ def _run_data_synth(args: argparse.Namespace) -> int:
             config,
             args.workers,
             not args.quiet,
+            preset=args.preset,
         )
     print(path)
     return 0

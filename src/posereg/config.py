@@ -357,15 +357,23 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Backbone, head and loss (see posereg.models.create_pose_model and posereg.losses)."""
+    """Backbone, head and loss (see posereg.models.create_pose_model and posereg.losses).
+
+    ``head`` is a name from posereg.models.HEADS (``regression``, ``heatmap``, ...); its own options
+    (e.g. ``{sigma: 2.0}``, ``{deconv_channels: 256}``) go in ``head_options``. ``loss`` and
+    ``loss_options`` are the head's loss (None: its default, RLE for ``regression``); ``norm_mu``
+    is a regression-head option. A head rejects options it does not take, naming the ones it does.
+    """
 
     backbone: str = "resnet50"
+    head: str = "regression"
+    head_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     width: float = 1.0
     pretrained: bool | str = False  # True: torchvision/timm weights (online); str: a local file
     init_from: str | None = None  # a posereg checkpoint whose backbone initialises this one
     norm_mu: bool = True
     freeze_bn: bool = False  # BatchNorm layers use their running statistics while training
-    loss: str = "rle"
+    loss: str | None = None  # None: the head's default
     loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     ranges: ClassVar[dict[str, Range]] = {"width": POSITIVE}
@@ -428,6 +436,9 @@ class EvalConfig:
     use_detections: bool = False  # evaluate on data.detections boxes (with OKS-NMS)
     nms_threshold: float = 0.9
     num_vis: int = 16  # validation crops drawn in the run report
+    # the metric that picks best.pt (a key of metrics.json's "val"); None: AP for COCO-format
+    # data, PCKh_0.5 for MPII (posereg.engine.evaluate.primary_metric)
+    primary_metric: str | None = None
 
     ranges: ClassVar[dict[str, Range]] = {
         "batch_size": AT_LEAST_1, "nms_threshold": FRACTION, "num_vis": NON_NEGATIVE,

@@ -3,7 +3,7 @@
 The official model (rlepose/models/regression_nf.py, ``RegressFlow``) names its parts
 ``preact`` (a ResNet with torchvision's module names), ``fc_coord``/``fc_sigma`` (its
 ``Linear`` wrapper, parameters under ``.linear``) and ``flow`` (rlepose/models/layers/
-real_nvp.py: ``mask``, ``s.{i}``, ``t.{i}``). posereg's PoseRegressor keeps the same inner
+real_nvp.py: ``mask``, ``s.{i}``, ``t.{i}``). posereg's TopDownModel keeps the same inner
 names, so conversion is a renaming of prefixes (table in docs/convert.md) plus the buffers
 posereg has and the official code does not (the flow prior, a ``torch.distributions`` object
 there). The 3D model (regression_nf_3d.py, ``RegressFlow3D``) is converted too.
@@ -42,14 +42,14 @@ _RULES_2D = (
     ("preact.", "backbone."),
     ("fc_coord.linear.", "head.fc_coord.linear."),
     ("fc_sigma.linear.", "head.fc_sigma.linear."),
-    ("flow.", "criterion.flow."),
+    ("flow.", "head.criterion.flow."),
 )
 # RegressFlow3D: fc_sigma is a plain nn.Linear; flow3d is the 3D residual density.
 _RULES_3D = (
     ("preact.", "backbone."),
     ("fc_coord.linear.", "head.fc_coord.linear."),
     ("fc_sigma.", "head.fc_sigma.linear."),
-    ("flow3d.", "criterion.flow."),
+    ("flow3d.", "head.criterion.flow."),
 )
 # Official keys posereg has no place for. ``fcs`` are optional FC layers that the official
 # forward never calls (empty with the released configs, NUM_FC_FILTERS: [-1]); ``flow2d`` is
@@ -58,7 +58,7 @@ _UNUSED_2D = ("fcs.",)
 _UNUSED_3D = ("fcs.", "flow2d.")
 
 # posereg-only buffers: the flow's prior N(0, I) (set in convert_official_state_dict).
-_PRIOR_KEYS = ("criterion.flow.prior_loc", "criterion.flow.prior_scale")
+_PRIOR_KEYS = ("head.criterion.flow.prior_loc", "head.criterion.flow.prior_scale")
 
 #: (blocks per stage, bottleneck) -> backbone name; the official NUM_LAYERS choices.
 RESNET_LAYOUTS: dict[tuple[tuple[int, ...], bool], str] = {
@@ -75,7 +75,7 @@ class OfficialConversion:
     """The result of converting an official state_dict.
 
     Attributes:
-        state_dict: PoseRegressor keys -> tensors, loadable into
+        state_dict: TopDownModel keys -> tensors, loadable into
             ``create_pose_model(**config)`` with strict=True.
         config: ``create_pose_model`` keyword arguments (backbone, num_keypoints, dim, ...).
         variant: ``"RegressFlow"`` (2D) or ``"RegressFlow3D"``.
@@ -195,7 +195,7 @@ def infer_official_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
 
 
 def convert_official_state_dict(state_dict: Mapping[str, Any]) -> OfficialConversion:
-    """Rename an official RegressFlow/RegressFlow3D state_dict to posereg's PoseRegressor.
+    """Rename an official RegressFlow/RegressFlow3D state_dict to posereg's TopDownModel.
 
     Arguments:
         state_dict: the official model's state_dict, bare or wrapped under
@@ -275,7 +275,7 @@ def convert_official_state_dict(state_dict: Mapping[str, Any]) -> OfficialConver
     if variant == "RegressFlow3D":
         notes = [
             "flow2d (the 2D flow for MPII samples in mixed training) is dropped; "
-            "flow3d becomes criterion.flow",
+            "flow3d becomes head.criterion.flow",
             "the official RegressFlow3D makes depth root-relative at evaluation "
             "(z - z[joint 0]) and adds 1e-9 to sigma; posereg's head returns raw z",
         ]
@@ -285,8 +285,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Any]) -> OfficialConver
 
 def _check_flow_layout(converted: Mapping[str, Tensor], variant: str) -> None:
     """posereg's default RealNVP is the official one (6 layers, 64 hidden); others fail here."""
-    mask = converted.get("criterion.flow.mask")
-    first = converted.get("criterion.flow.s.0.0.weight")
+    mask = converted.get("head.criterion.flow.mask")
+    first = converted.get("head.criterion.flow.s.0.0.weight")
     if mask is None or first is None:
         return  # reported as missing keys
     layers, hidden = int(mask.shape[0]), int(first.shape[0])
@@ -303,7 +303,7 @@ def convert_official(
     """Convert an official RLE checkpoint file to a posereg checkpoint file.
 
     The output is ``torch.save``d as ``{"format", "model", "config", "converted_from",
-    "source"}``: ``model`` is the PoseRegressor state_dict and ``config["model"]`` the
+    "source"}``: ``model`` is the TopDownModel state_dict and ``config["model"]`` the
     ``create_pose_model`` arguments, so ``create_pose_model(**ckpt["config"]["model"])``
     followed by ``load_state_dict(ckpt["model"])`` rebuilds the model.
 

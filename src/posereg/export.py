@@ -1,9 +1,10 @@
-"""ONNX export of a pose regressor's inference path: backbone + head, no flow (paper Sec. 3.3).
+"""ONNX export of a top-down model's inference path: backbone + head + decode, no flow (Sec. 3.3).
 
-The exported graph maps ``images`` (B, 3, H, W) to ``mu`` (B, K, D), ``sigma`` (B, K, D)
-and ``confidence`` (B, K) (paper Eq. 9), with a dynamic batch axis. Coordinates are in
-normalized crop coordinates (x / W - 0.5, y / H - 0.5); images must be preprocessed as in
-training. Needs the optional extra ``posereg[export]`` (onnx, onnxruntime).
+The exported graph is ``model.predict`` (without the flip test): it maps ``images`` (B, 3, H, W)
+to ``keypoints`` (B, K, D), ``scores`` (B, K) and, for heads that predict one, ``sigma``
+(B, K, D), with a dynamic batch axis. Keypoints are in normalized crop coordinates
+(x / W - 0.5, y / H - 0.5); images must be preprocessed as in training. Needs the optional extra
+``posereg[export]`` (onnx, onnxruntime).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from posereg.models.pose import PoseRegressor
+from posereg.models.pose import TopDownModel
 
 __all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
 
 INPUT_NAMES = ["images"]
-OUTPUT_NAMES = ["mu", "sigma", "confidence"]
+OUTPUT_NAMES = ["keypoints", "scores", "sigma"]  # sigma only for heads that predict one
 
 
 class OnnxMismatchError(RuntimeError):
@@ -30,24 +31,32 @@ class OnnxMismatchError(RuntimeError):
 
 
 class InferenceModel(nn.Module):
-    """What is exported: ``images -> (mu, sigma, confidence)`` as plain tensors.
+    """What is exported: ``model.predict`` as plain tensors ``(keypoints, scores[, sigma])``.
 
-    Shares the backbone and head of a PoseRegressor (no copy) and leaves its criterion, and
-    with it the flow, out.
+    Shares the model (no copy); the flow in the head's criterion is never called, so it is not
+    in the graph.
 
     Arguments:
-        model: the trained regressor.
+        model: the trained top-down model.
     """
 
-    def __init__(self, model: PoseRegressor) -> None:
+    def __init__(self, model: TopDownModel) -> None:
         super().__init__()
-        self.backbone = model.backbone
-        self.head = model.head
+        self.model = model
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """images (B, 3, H, W) -> mu (B, K, D), sigma (B, K, D), confidence (B, K)."""
-        out = self.head(self.backbone(images))
-        return out.mu, out.sigma, out.confidence
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images (B, 3, H, W) -> keypoints (B, K, D), scores (B, K)[, sigma (B, K, D)]."""
+        decoded = self.model.predict(images)
+        if decoded.sigma is None:
+            return decoded.keypoints, decoded.scores
+        return decoded.keypoints, decoded.scores, decoded.sigma
+
+
+def output_names(model: TopDownModel, input_size: tuple[int, int]) -> list[str]:
+    """The exported outputs of ``model``: keypoints, scores, and sigma when its head has one."""
+    with torch.no_grad(), _eval_mode(model):
+        decoded = model.predict(torch.zeros(1, 3, *input_size, device=_device(model)))
+    return OUTPUT_NAMES[: 2 if decoded.sigma is None else 3]
 
 
 def _require(module: str) -> Any:
@@ -76,7 +85,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def export_onnx(
-    model: PoseRegressor,
+    model: TopDownModel,
     path: str | os.PathLike,
     input_size: tuple[int, int] = (256, 192),
     opset: int = 17,
@@ -85,7 +94,7 @@ def export_onnx(
     """Export the inference path of ``model`` to an ONNX file.
 
     Arguments:
-        model: a PoseRegressor; exported in eval mode (its mode is restored afterwards).
+        model: a TopDownModel; exported in eval mode (its mode is restored afterwards).
         path: the ``.onnx`` file to write (parent folders are created).
         input_size: (H, W) of the input crops (fixed in the graph; the batch is dynamic).
         opset: ONNX opset version.
@@ -102,6 +111,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = input_size
     wrapper = InferenceModel(model)
+    outputs = output_names(model, (h, w))
     # Batch 2, not 1: an example batch of 1 would let the exporter specialise the batch axis.
     example = torch.randn(2, 3, h, w, device=_device(model))
     with _eval_mode(model), _eval_mode(wrapper):
@@ -121,13 +131,13 @@ def export_onnx(
                 "external_data": False,
             }
         else:
-            shapes = {"dynamic_axes": {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}}
+            shapes = {"dynamic_axes": {name: {0: "batch"} for name in INPUT_NAMES + outputs}}
         torch.onnx.export(
             wrapper,
             (example,),
             str(path),
             input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
+            output_names=outputs,
             opset_version=opset,
             dynamo=dynamo,
             verbose=False,
@@ -141,8 +151,10 @@ def export_onnx(
         "input_size": f"{h},{w}",
         "num_keypoints": str(getattr(head, "num_keypoints", "")),
         "dim": str(getattr(head, "dim", "")),
+        "head": type(head).__name__,
+        "outputs": ",".join(outputs),
         "coordinates": "normalized crop coordinates: x / W - 0.5, y / H - 0.5",
-        "confidence": "1 - mean_d sigma (RLE Eq. 9)",
+        "scores": "the head's per-keypoint score (1 - mean_d sigma, RLE Eq. 9, with sigma)",
     }
     onnx.helper.set_model_props(proto, metadata)
     onnx.save(proto, str(path))
@@ -150,7 +162,7 @@ def export_onnx(
 
 
 def check_onnx(
-    model: PoseRegressor,
+    model: TopDownModel,
     path: str | os.PathLike,
     atol: float = 1e-4,
     batch_sizes: tuple[int, ...] = (1, 3),
@@ -159,14 +171,15 @@ def check_onnx(
     """Run the ONNX file with onnxruntime (CPU) and compare it with PyTorch on random images.
 
     Arguments:
-        model: the PoseRegressor that was exported.
+        model: the TopDownModel that was exported.
         path: the ``.onnx`` file.
         atol: the largest accepted absolute difference.
         batch_sizes: batch sizes to try (exercises the dynamic batch axis).
         seed: seed of the random images.
 
     Returns:
-        The largest absolute difference over mu, sigma and confidence and all batch sizes.
+        The largest absolute difference over every output (keypoints, scores[, sigma]) and all
+        batch sizes.
 
     Raises:
         OnnxMismatchError: a difference above ``atol`` (naming the output and batch size).
@@ -174,6 +187,7 @@ def check_onnx(
     ort = _require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     _, _, h, w = session.get_inputs()[0].shape
+    names = [o.name for o in session.get_outputs()]
     wrapper = InferenceModel(model)
     generator = torch.Generator().manual_seed(seed)
     worst, where = 0.0, ""
@@ -182,8 +196,12 @@ def check_onnx(
             images = torch.randn(b, 3, h, w, generator=generator)
             with torch.no_grad():
                 expected = wrapper(images.to(_device(model)))
-            got = session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: images.numpy()})
-            for name, e, g in zip(OUTPUT_NAMES, expected, got, strict=True):
+            got = session.run(names, {INPUT_NAMES[0]: images.numpy()})
+            if len(got) != len(expected):
+                raise OnnxMismatchError(
+                    f"{path}: outputs {names}, but the model gives {len(expected)} outputs"
+                )
+            for name, e, g in zip(names, expected, got, strict=True):
                 if tuple(g.shape) != tuple(e.shape):
                     raise OnnxMismatchError(
                         f"{path}: output {name} has shape {tuple(g.shape)} for batch {b}, "

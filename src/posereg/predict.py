@@ -1,8 +1,9 @@
 """Inference on images: ``Predictor.from_checkpoint(path)(image, boxes)``.
 
 Top-down: each person box is cropped (box -> centre/scale with the model's aspect ratio and
-1.25 padding), the regressor predicts crop-normalized keypoints and sigmas, and they are mapped
-back to image pixels. The flow is never run.
+1.25 padding), the model's ``predict`` (the same call as evaluation's) gives crop-normalized
+keypoints, scores and, for heads that predict one, sigma, and they are mapped back to image
+pixels. The flow is never run.
 
 Colour order: an image file is decoded by posereg (:func:`posereg.data.image_io.read_image`,
 BGR); an array is taken as BGR, OpenCV's order (``cv2.imread``, ``cv2.VideoCapture`` frames),
@@ -31,10 +32,10 @@ from posereg.data.image_io import read_image
 from posereg.data.transforms import (
     box_to_center_scale,
     crop_to_image,
-    flip_test_average,
     get_affine_transform,
     warp_crop,
 )
+from posereg.metrics.coco import instance_score
 from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = ["Predictor", "PoseResult", "PredictSummary", "box_problem", "predict_files"]
@@ -50,14 +51,16 @@ class PoseResult:
 
     Attributes:
         keypoints: (N, K, 2) image pixels.
-        sigma: (N, K, 2) per-axis sigma in image pixels.
-        confidence: (N, K) 1 - mean_d sigma_hat (Eq. 9).
+        sigma: (N, K, 2) per-axis sigma in image pixels; None for a head without sigma.
+        confidence: (N, K) the head's per-keypoint score (1 - mean_d sigma_hat, Eq. 9, for heads
+            with sigma; the heatmap maximum for the heatmap head).
         boxes: (N, 4) the (x, y, w, h) boxes used.
-        scores: (N,) instance scores: box score + mean_k(c) + max_k(c) (official rule).
+        scores: (N,) instance scores by the evaluation's rule (``eval.score_rule``; official:
+            box score + mean_k(c) + max_k(c)).
     """
 
     keypoints: np.ndarray
-    sigma: np.ndarray
+    sigma: np.ndarray | None
     confidence: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
@@ -87,10 +90,10 @@ def box_problem(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
 
 
 class Predictor:
-    """A trained regressor ready for images.
+    """A trained top-down model ready for images.
 
     Arguments:
-        model: a PoseRegressor (its criterion may be None).
+        model: a :class:`posereg.models.TopDownModel` (its head's criterion may be None).
         skeleton: keypoint layout (flip pairs for the flip test, limbs for drawing).
         input_size: (h, w) of the model input.
         padding: box context factor (1.25).
@@ -98,6 +101,8 @@ class Predictor:
         device: where the model runs.
         exif_orientation: turn photos read from files upright by their EXIF orientation tag
             (default); False predicts on the stored raster, as datasets do.
+        score_rule: the instance score rule (:func:`posereg.metrics.instance_score`), the
+            checkpoint's ``eval.score_rule``.
 
     Example:
         >>> predictor = Predictor.from_checkpoint("runs/synth_rle/best.pt")  # doctest: +SKIP
@@ -118,7 +123,10 @@ class Predictor:
         flip_test: bool = True,
         device: str | torch.device = "cpu",
         exif_orientation: bool = True,
+        score_rule: str = "official",
     ) -> None:
+        instance_score(np.ones((1, 1)), None, score_rule)  # an unknown rule fails here
+        self.score_rule = score_rule
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.skeleton = skeleton
@@ -149,6 +157,7 @@ class Predictor:
             cfg.eval.flip_test if flip_test is None else flip_test,
             device,
             exif_orientation,
+            cfg.eval.score_rule,
         )
         predictor.sigma_scale = float((state.get("metrics") or {}).get("sigma_calibration", 1.0))
         return predictor
@@ -230,22 +239,18 @@ class Predictor:
             for c, s in zip(center, scale, strict=True)
         ]
         images = torch.stack(crops).to(self.device)
-        out = self.model(images)
-        mu, sigma = out.mu.float(), out.sigma.float()
-        if self.flip_test:
-            out_f = self.model(images.flip(-1))
-            mu, sigma = flip_test_average(
-                mu, out_f.mu.float(), self.skeleton, w, sigma, out_f.sigma.float()
-            )
-        mu_np, sigma_np = mu.cpu().double().numpy(), sigma.cpu().double().numpy()
-        confidence = 1.0 - sigma_np.mean(-1)
-        scores = det + confidence.mean(1) + confidence.max(1)
+        dec = self.model.predict(images, self.flip_test, self.skeleton.flip_index)
+        mu = dec.keypoints[..., :2].float().cpu().double().numpy()  # (N, K, 2) crop-normalized
+        confidence = dec.scores.float().cpu().double().numpy()
+        sigma = None
+        if dec.sigma is not None:
+            sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
         return PoseResult(
-            keypoints=crop_to_image(mu_np, center, scale),
-            sigma=sigma_np * scale[:, None, :],
+            keypoints=crop_to_image(mu, center, scale),
+            sigma=sigma,
             confidence=confidence,
             boxes=box_arr,
-            scores=scores,
+            scores=instance_score(confidence, det, self.score_rule),
         )
 
 
@@ -461,8 +466,8 @@ def predict_files(
     """``posereg predict``: poses for image files; writes predictions.json (+ overlay PNGs).
 
     predictions.json is a COCO results list (``image_id``, ``category_id``, ``keypoints`` with the
-    confidence as third value, ``score``) with ``file_name``, ``bbox`` and ``sigma`` (K x 2 pixels)
-    added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
+    confidence as third value, ``score``) with ``file_name``, ``bbox`` and, for heads that predict
+    one, ``sigma`` (K x 2 pixels) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
     ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
     image takes the boxes :class:`Detections` matches to it; images without one are skipped and
     counted, as are unusable boxes.
@@ -518,27 +523,25 @@ def predict_files(
             result = predictor(image, [d.box for d in usable], [d.score for d in usable])
         else:
             result = predictor(image)
-        finite = (
-            np.isfinite(result.keypoints).all(axis=(1, 2))
-            & np.isfinite(result.sigma).all(axis=(1, 2))
-            & np.isfinite(result.scores)
-        )
+        finite = np.isfinite(result.keypoints).all(axis=(1, 2)) & np.isfinite(result.scores)
+        if result.sigma is not None:
+            finite &= np.isfinite(result.sigma).all(axis=(1, 2))
         if not finite.all():
             summary.failed.append((str(path), f"{int((~finite).sum())} non-finite prediction(s)"))
             print(f"posereg predict: {path}: the model gave non-finite keypoints", file=sys.stderr)
         for i in np.flatnonzero(finite):
             flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
-            results.append(
-                {
-                    "image_id": image_id if image_id is not None else n,
-                    "file_name": path.name,
-                    "category_id": 1,
-                    "bbox": result.boxes[i].round(2).tolist(),
-                    "keypoints": flat.round(3).reshape(-1).tolist(),
-                    "score": float(result.scores[i]),
-                    "sigma": result.sigma[i].round(3).tolist(),
-                }
-            )
+            entry = {
+                "image_id": image_id if image_id is not None else n,
+                "file_name": path.name,
+                "category_id": 1,
+                "bbox": result.boxes[i].round(2).tolist(),
+                "keypoints": flat.round(3).reshape(-1).tolist(),
+                "score": float(result.scores[i]),
+            }
+            if result.sigma is not None:
+                entry["sigma"] = result.sigma[i].round(3).tolist()
+            results.append(entry)
         summary.num_instances += int(finite.sum())
         if draw:
             canvas = image.copy()
@@ -548,9 +551,10 @@ def predict_files(
                 cv2.rectangle(
                     canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1
                 )
+                sigma = None if result.sigma is None else result.sigma[i]
                 canvas = draw_pose(
                     canvas, result.keypoints[i], predictor.skeleton, result.confidence[i],
-                    result.sigma[i], predictor.sigma_scale, thickness=thickness,
+                    sigma, predictor.sigma_scale, thickness=thickness,
                 )  # fmt: skip
             ok, png = cv2.imencode(".png", canvas)
             if not ok:

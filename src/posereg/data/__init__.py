@@ -6,9 +6,7 @@ from posereg.data.instances import InstanceTable
 from posereg.data.transforms import (
     box_to_center_scale,
     crop_to_image,
-    flip_back_normalized,
     flip_keypoints,
-    flip_test_average,
     get_affine_transform,
 )
 
@@ -24,8 +22,6 @@ __all__ = [
     "InstanceTable",
     "box_to_center_scale",
     "crop_to_image",
-    "flip_back_normalized",
     "flip_keypoints",
-    "flip_test_average",
     "get_affine_transform",
 ]

@@ -38,8 +38,6 @@ __all__ = [
     "flip_matrix",
     "compose",
     "reduction_matrix",
-    "flip_back_normalized",
-    "flip_test_average",
     "lower_body_mask",
 ]
 
@@ -257,54 +255,6 @@ def flip_keypoints(keypoints: np.ndarray, image_width: int, skeleton: Skeleton) 
     out = np.array(keypoints, dtype=np.float64, copy=True)
     out[..., 0] = image_width - 1.0 - out[..., 0]
     return out[..., skeleton.flip_index, :]
-
-
-def flip_back_normalized(pred_flipped: Tensor, skeleton: Skeleton, input_width: int) -> Tensor:
-    """Bring a prediction made on the mirrored crop back to the original crop.
-
-    In crop-normalized coordinates the mirror ``x -> W - 1 - x`` is ``u -> -u - 1 / W``: this is
-    the official RLE flip shift (``-pred - 1 / (width_dim * 4)`` with ``width_dim = W / 4``).
-
-    Arguments:
-        pred_flipped: (B, K, 2) crop-normalized prediction on the flipped input.
-        skeleton: gives the left/right permutation.
-        input_width: W of the model input.
-
-    Returns:
-        (B, K, 2) prediction in the original crop's frame.
-    """
-    out = pred_flipped[:, torch.as_tensor(skeleton.flip_index, device=pred_flipped.device)].clone()
-    out[..., 0] = -out[..., 0] - 1.0 / input_width
-    return out
-
-
-def flip_test_average(
-    pred: Tensor,
-    pred_flipped: Tensor,
-    skeleton: Skeleton,
-    input_width: int,
-    scores: Tensor | None = None,
-    scores_flipped: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Flip test: average the prediction on the crop and on its mirror (after flipping back).
-
-    Arguments:
-        pred: (B, K, 2) crop-normalized prediction on the original crop.
-        pred_flipped: (B, K, 2) prediction on the horizontally flipped crop (``image.flip(-1)``).
-        skeleton: gives the left/right permutation.
-        input_width: W of the model input.
-        scores, scores_flipped: optional per-keypoint values (B, K, ...) (confidence or sigma)
-            averaged the same way (left/right swapped, no shift).
-
-    Returns:
-        (B, K, 2) averaged keypoints and the averaged scores (or None).
-    """
-    back = flip_back_normalized(pred_flipped, skeleton, input_width)
-    mean = 0.5 * (pred + back)
-    if scores is None or scores_flipped is None:
-        return mean, None
-    perm = torch.as_tensor(skeleton.flip_index, device=scores_flipped.device)
-    return mean, 0.5 * (scores + scores_flipped[:, perm])
 
 
 def lower_body_mask(skeleton: Skeleton) -> np.ndarray:

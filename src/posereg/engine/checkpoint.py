@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of tensors and plain Python values:
 ``{"format", "model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step",
-"step_in_epoch", "best", "metrics", "config"}``. ``model`` is the PoseRegressor state_dict
-(the flow under ``criterion.flow.*``); ``config`` is the resolved run config as a dict.
+"step_in_epoch", "best", "metrics", "config"}``. ``model`` is the TopDownModel state_dict
+(the flow under ``head.criterion.flow.*``; older checkpoints' ``criterion.flow.*`` keys are
+renamed when loaded); ``config`` is the resolved run config as a dict.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from posereg.models.pose import upgrade_state_dict
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -104,6 +107,7 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
         CheckpointError: missing or unexpected keys, or tensors of other shapes (a checkpoint of
             another backbone, keypoint count or loss).
     """
+    state_dict = upgrade_state_dict(state_dict)  # key names of older checkpoints
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -172,7 +176,7 @@ def describe_checkpoint(path: str | Path) -> str:
     model = state["model"]
     n_total = sum(t.numel() for t in model.values() if t.is_floating_point())
     n_flow = sum(
-        t.numel() for k, t in model.items() if k.startswith("criterion.") and t.is_floating_point()
+        t.numel() for k, t in model.items() if "criterion" in k.split(".") and t.is_floating_point()
     )
     cfg = state.get("config", {})
     lines = [

@@ -1,4 +1,4 @@
-"""Evaluation of a regressor on a TopDownDataset: COCO AP (labels and clean truth), PCK, errors.
+"""Evaluation of a top-down model on a TopDownDataset: COCO AP (labels and clean truth), PCK, errors.
 
 Also the mean-pose baseline the main job is compared against: the training set's mean
 crop-normalized pose placed in every evaluation box.
@@ -7,6 +7,7 @@ crop-normalized pose placed in every evaluation box.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from posereg.config import Config
+from posereg.config import Config, ConfigError
 from posereg.data.dataset import TopDownDataset, collate
-from posereg.data.transforms import crop_to_image, flip_test_average
+from posereg.data.transforms import crop_to_image
 from posereg.engine import distributed as D
 from posereg.metrics import (
     COCOKeypointResult,
@@ -41,6 +42,8 @@ __all__ = [
     "kept_instances",
     "coco_results",
     "run_evaluation",
+    "primary_metric",
+    "primary_score",
 ]
 
 
@@ -50,8 +53,10 @@ class Predictions:
 
     Attributes:
         keypoints: (N, K, 2) image pixels.
-        sigma: (N, K, 2) sigma in image pixels (sigma_hat x crop size).
-        confidence: (N, K) 1 - mean_d sigma_hat (Eq. 9).
+        sigma: (N, K, 2) sigma in image pixels (sigma_hat x crop size), for heads that predict
+            one (regression, integral_rle); None otherwise.
+        confidence: (N, K) the head's per-keypoint score (``1 - mean_d sigma_hat``, Eq. 9, for
+            heads with sigma; the heatmap maximum for the heatmap head).
         normalized: (N, K, 2) crop-normalized predictions.
         valid: (N,) False where the image was unreadable (``on_bad_image="skip"``): those rows
             are zeros and no metric uses them. None: all valid.
@@ -59,7 +64,7 @@ class Predictions:
     """
 
     keypoints: np.ndarray
-    sigma: np.ndarray
+    sigma: np.ndarray | None
     confidence: np.ndarray
     normalized: np.ndarray
     valid: np.ndarray | None = None
@@ -89,6 +94,8 @@ class EvalResult:
     # spread), so drawings multiply sigma by this to show the typical error.
     sigma_calibration: float = float("nan")
     predictions: Predictions | None = None
+    # the COCO results that were scored (after OKS-NMS with detection boxes); what eval --out writes
+    entries: list[dict] | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
@@ -117,7 +124,7 @@ def predict_dataset(
     workers: int = 0,
     info: D.DistInfo | None = None,
 ) -> Predictions:
-    """Run the regressor on every instance (sharded across ranks, gathered on all).
+    """Run ``model.predict`` on every instance (sharded across ranks, gathered on all).
 
     Instances whose image was unreadable (``on_bad_image="skip"``) get zero rows and
     ``valid=False``.
@@ -134,31 +141,21 @@ def predict_dataset(
         drop_last=False,
     )
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
-    width = dataset.input_size[1]
     parts: list[tuple[np.ndarray, ...]] = []
     bad_files: list[str] = []
+    has_sigma = False
     indices = [i for batch in sampler for i in batch]
     for batch in loader:
-        images = batch.image.to(device)
-        out = model(images)
-        mu, sigma = out.mu.float(), out.sigma.float()
-        if flip_test:
-            out_f = model(images.flip(-1))
-            mu, sigma = flip_test_average(
-                mu, out_f.mu.float(), dataset.skeleton, width, sigma, out_f.sigma.float()
-            )
-        mu_np, sigma_np = (
-            mu.cpu().numpy().astype(np.float64),
-            sigma.cpu().numpy().astype(np.float64),
-        )
-        kp = crop_to_image(mu_np, batch.center, batch.scale)
-        parts.append(
-            (mu_np, kp, sigma_np * batch.scale[:, None, :], 1.0 - sigma_np.mean(-1), batch.valid)
-        )
+        dec = model.predict(batch.image.to(device), flip_test, dataset.skeleton.flip_index)
+        mu = _numpy(dec.keypoints[..., :2])  # (B, K, 2) crop-normalized
+        has_sigma = dec.sigma is not None
+        sigma = _numpy(dec.sigma[..., :2]) if has_sigma else np.zeros_like(mu)
+        kp = crop_to_image(mu, batch.center, batch.scale)
+        parts.append((mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid))
         bad_files += batch.bad_files
     model.train(was_training)
     local = [np.concatenate(x) for x in zip(*parts, strict=True)] if parts else None
-    gathered = D.all_gather_objects((indices, local, bad_files), info)
+    gathered = D.all_gather_objects((indices, local, bad_files, has_sigma), info)
     k = dataset.skeleton.num_keypoints
     normalized = np.zeros((len(dataset), k, 2))
     keypoints, sig, conf = (
@@ -168,15 +165,21 @@ def predict_dataset(
     )
     valid = np.ones(len(dataset), dtype=bool)
     all_bad: list[str] = []
-    for idx, arrays, files in gathered:  # type: ignore[misc]
+    with_sigma = False
+    for idx, arrays, files, rank_has_sigma in gathered:  # type: ignore[misc]
         all_bad += files
+        with_sigma |= rank_has_sigma
         if arrays is None:
             continue
         normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx] = arrays
     invalid = ~valid
     for a in (normalized, keypoints, sig, conf):
         a[invalid] = 0.0
-    return Predictions(keypoints, sig, conf, normalized, valid, all_bad)
+    return Predictions(keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy().astype(np.float64)
 
 
 def mean_pose(dataset: TopDownDataset) -> np.ndarray:
@@ -224,12 +227,15 @@ def kept_instances(preds: Predictions, dataset: TopDownDataset) -> np.ndarray:
 def coco_results(
     preds: Predictions, dataset: TopDownDataset, cfg: Config, with_areas: bool = False
 ) -> list[dict]:
-    """COCO results entries of the instances :func:`kept_instances` keeps (none for unreadable images)."""
+    """COCO results entries of the instances :func:`kept_instances` keeps (none for unreadable images).
+
+    Each entry also carries ``sigma`` (K x 2 image pixels) when the model predicts one.
+    """
     table = dataset.table
     keep = kept_instances(preds, dataset)
     det = cfg.eval.use_detections and cfg.data.detections
     areas = dataset.scales[:, 0] * dataset.scales[:, 1]
-    return make_coco_predictions(
+    entries = make_coco_predictions(
         table.image_ids[table.image_index][keep],
         preds.keypoints[keep],
         preds.confidence[keep],
@@ -237,6 +243,10 @@ def coco_results(
         areas=areas[keep] if with_areas else None,
         rule=cfg.eval.score_rule,
     )
+    if preds.sigma is not None:
+        for entry, sig in zip(entries, preds.sigma[keep], strict=True):
+            entry["sigma"] = sig.round(3).tolist()
+    return entries
 
 
 def evaluate_predictions(
@@ -268,6 +278,7 @@ def evaluate_predictions(
         entries = coco_results(preds, dataset, cfg, with_areas=True)
         if det:
             entries = oks_nms_per_image(entries, cfg.eval.nms_threshold, skel.sigmas)
+        result.entries = entries
         gt = str(cfg.data.val_ann)
         image_ids = None
         if not keep.all():
@@ -287,7 +298,7 @@ def evaluate_predictions(
         result.error = float(err[visible].mean()) if visible.any() else float("nan")
         result.pck = pck(preds.keypoints, truth[..., :2], visible, ref, 0.1).value
         abs_err = np.abs(preds.keypoints - truth[..., :2])[visible]
-        if abs_err.size:
+        if abs_err.size and preds.sigma is not None:
             result.sigma_calibration = float(
                 np.median(abs_err / np.maximum(preds.sigma[visible], 1e-9))
             )
@@ -315,6 +326,45 @@ def evaluate(
     return evaluate_predictions(preds, dataset, cfg)
 
 
+#: What :meth:`EvalResult.summary` can report (the names ``eval.primary_metric`` may take).
+METRIC_NAMES = (
+    "AP", "AP50", "AP75", "AR", "AP_clean", "AP50_clean", "PCK", "error",
+    "PCKh_0.5", "PCKh_0.1", "PCKh_AUC", "sigma_calibration",
+)  # fmt: skip
+#: Metrics where lower is better: best.pt keeps the lowest.
+LOWER_IS_BETTER = frozenset({"error"})
+
+
+def primary_metric(cfg: Config) -> str:
+    """The metric that picks ``best.pt``: ``eval.primary_metric``, by default AP for COCO-format
+    data and PCKh_0.5 for MPII.
+
+    Raises:
+        ConfigError: a name that no evaluation reports (listing the valid ones).
+    """
+    name = cfg.eval.primary_metric
+    if name is None:
+        return "PCKh_0.5" if cfg.data.format == "mpii" else "AP"
+    if name not in METRIC_NAMES:
+        raise ConfigError(
+            f"eval.primary_metric: {name!r} is not a metric; valid: {', '.join(METRIC_NAMES)}"
+        )
+    return name
+
+
+def primary_score(metrics: dict[str, Any], cfg: Config) -> float:
+    """The primary metric of an evaluation's summary as a score where higher is better.
+
+    A metric this evaluation did not report (e.g. PCKh on a skeleton without a head) or a NaN
+    scores -inf, so no best.pt is written for it; an error is negated.
+    """
+    name = primary_metric(cfg)
+    value = float(metrics.get(name, math.nan))
+    if math.isnan(value):
+        return -math.inf
+    return -value if name in LOWER_IS_BETTER else value
+
+
 def run_evaluation(
     cfg: Config, checkpoint: str, device: str | None = None, out: str | None = None
 ) -> EvalResult:
@@ -340,11 +390,9 @@ def run_evaluation(
     _, val = build_datasets(cfg, train_split=False)
     result = evaluate(model, val, cfg, dev)
     if out is not None and result.predictions is not None:
-        preds = result.predictions
-        entries = coco_results(preds, val, cfg)  # none for the instances of unreadable images
-        sigmas = preds.sigma[kept_instances(preds, val)]
-        for entry, sig in zip(entries, sigmas, strict=True):
-            entry["sigma"] = sig.round(3).tolist()
+        entries = result.entries  # what was scored: after OKS-NMS with detection boxes
+        if entries is None:  # not COCO-format data: every kept instance
+            entries = coco_results(result.predictions, val, cfg)
         from pathlib import Path
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)

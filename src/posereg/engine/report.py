@@ -85,7 +85,8 @@ def draw_validation_grid(
     Each instance is two panels of its crop enlarged ``grid_factor`` times (at least 256 px
     high): left the truth (the clean truth when the file has it, else the labels; labelled
     keypoints in magenta), right the prediction (keypoints coloured by confidence, red 0 to
-    green 1, and ellipses of ``sigma_scale`` x sigma, the evaluation's ``sigma_calibration``).
+    green 1, and for heads with sigma ellipses of ``sigma_scale`` x sigma, the evaluation's
+    ``sigma_calibration``).
     A legend band on top says so.
 
     Arguments:
@@ -116,7 +117,9 @@ def draw_validation_grid(
         truth_xy = enlarge_points(affine_points(truth[:, :2], matrix), f)
         truth_xy[truth[:, 2] <= 0] = np.nan  # unlabelled: not drawn
         pred_xy = enlarge_points((predictions.normalized[i] + 0.5) * np.array([w, h]), f)
-        sigma = predictions.sigma[i] / sample.scale * np.array([w, h]) * f  # enlarged crop px
+        sigma = None  # enlarged crop px, for heads that predict sigma
+        if predictions.sigma is not None:
+            sigma = predictions.sigma[i] / sample.scale * np.array([w, h]) * f
         left = draw_pose(
             big, truth_xy, dataset.skeleton, thickness=thickness,
             limb_color=TRUTH_LIMB_COLOR, point_color=TRUTH_COLOR,
@@ -131,7 +134,8 @@ def draw_validation_grid(
     legend = np.full((GRID_LEGEND_HEIGHT, grid.shape[1], 3), 30, dtype=np.uint8)
     lines = (
         f"left: {truth_kind} (magenta)   right: prediction",
-        f"dot colour = confidence (red 0 - green 1), ellipse = {sigma_scale:.2f} x sigma",
+        "dot colour = confidence (red 0 - green 1)"
+        + ("" if predictions.sigma is None else f", ellipse = {sigma_scale:.2f} x sigma"),
     )
     for n, text in enumerate(lines):
         cv2.putText(

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from posereg.codecs import Codec
 from posereg.config import (
     Config,
     ConfigError,
@@ -46,9 +47,9 @@ from posereg.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from posereg.engine.evaluate import EvalResult, evaluate
+from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
-from posereg.models import create_pose_model
+from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
 from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "build_model",
     "model_from_checkpoint",
     "build_datasets",
+    "codec_for",
     "data_skeleton",
     "NonFiniteLossError",
     "RunFinished",
@@ -108,8 +110,8 @@ def data_skeleton(cfg: Config) -> Skeleton:
     return resolve_skeleton(cfg.data.skeleton, ann)
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The PoseRegressor a config describes (backbone + regression head + loss with its flow)."""
+def build_model(cfg: Config) -> TopDownModel:
+    """The TopDownModel a config describes (backbone + ``model.head`` with its loss and flow)."""
     skeleton = data_skeleton(cfg)
     return create_pose_model(
         backbone=cfg.model.backbone,
@@ -120,7 +122,23 @@ def build_model(cfg: Config) -> nn.Module:
         pretrained=cfg.model.pretrained,
         width=cfg.model.width,
         norm_mu=cfg.model.norm_mu,
+        head=cfg.model.head,
+        head_options=dict(cfg.model.head_options),
+        input_size=tuple(cfg.data.input_size),
     )
+
+
+def codec_for(cfg: Config) -> Codec:
+    """The codec of the head ``cfg.model`` describes: the targets its datasets must encode.
+
+    Built from the head alone, on the meta device (no weights, no backbone): a head's codec
+    depends on the input size and the head's options only.
+    """
+    m = cfg.model
+    options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
+    with torch.device("meta"):
+        head = create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
+    return head.codec
 
 
 def model_from_checkpoint(
@@ -184,7 +202,7 @@ def build_datasets(
             raise error
         if failed:
             raise RuntimeError(f"rank 0 could not make the synthetic dataset: {failed}")
-    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image)
+    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image, codec=codec_for(cfg))
     val_transform = replace(d.transform, augment=False)
     if d.format == "mpii":
         train = (
@@ -248,11 +266,14 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, images: Tensor, target: Tensor, weight: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         out = self.model(images)
-        # the likelihood is computed in float32 even under autocast
-        loss = self.model.criterion(out.mu.float(), out.sigma.float(), target, weight)
-        return loss, out.sigma.detach()
+        # the head computes its loss in float32, also under autocast
+        loss = self.model.loss(out, target, weight)
+        sigma = getattr(out, "sigma", None)  # heads that predict one: logged
+        return loss, None if sigma is None else sigma.detach()
 
 
 def _autocast(cfg: Config, device: torch.device):
@@ -342,6 +363,7 @@ def train(
         validate(cfg)
         # the resolved skeleton (names, flip pairs, limbs, sigmas) goes into config.yaml and checkpoints
         cfg = replace(cfg, data=replace(cfg.data, skeleton=data_skeleton(cfg).to_dict()))
+        primary_metric(cfg)  # an unknown eval.primary_metric fails now, not after an epoch
         lock = None
         if info.is_main:
             run_dir, lock, note = new_run_dir(cfg.out_dir, cfg.name, exist_ok)
@@ -563,12 +585,13 @@ def _fit(
             if step % cfg.train.log_every == 0 or step_in_epoch == 1:
                 row = {
                     "step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": rate, "mean_sigma": float(sigma.mean()),
+                    "images_per_s": rate, "mean_sigma": "" if sigma is None else float(sigma.mean()),
                 }  # fmt: skip
                 train_log.write(row)
                 if tb is not None:
                     for k in ("loss", "lr", "images_per_s", "mean_sigma"):
-                        tb.add_scalar(f"train/{k}", row[k], step)
+                        if row[k] != "":
+                            tb.add_scalar(f"train/{k}", row[k], step)
             progress.update(step, float(loss.detach()), scheduler.get_last_lr()[0], rate)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 checkpoint("last.pt")
@@ -596,7 +619,7 @@ def _fit(
                 for k, v in metrics.items():
                     if isinstance(v, int | float):
                         tb.add_scalar(f"val/{k}", v, step)
-            score = float(metrics.get("AP", -math.inf))
+            score = primary_score(metrics, cfg)
             if score > best:
                 best = score
                 checkpoint("best.pt", metrics)

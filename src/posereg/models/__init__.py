@@ -1,7 +1,7 @@
-"""Pose models: backbones, heads and the regressor that joins them."""
+"""Pose models: backbones, heads and the top-down model that joins them."""
 
 from posereg.models.backbones import create_backbone, init_from_checkpoint
-from posereg.models.factory import create_pose_model
+from posereg.models.factory import create_pose_model, pose_head_options
 from posereg.models.heads import (
     HEADS,
     HeatmapHead,
@@ -15,7 +15,7 @@ from posereg.models.heads import (
     average_outputs,
     create_head,
 )
-from posereg.models.pose import PoseRegressor
+from posereg.models.pose import PoseRegressor, TopDownModel, upgrade_state_dict
 
 __all__ = [
     "HEADS",
@@ -30,6 +30,9 @@ __all__ = [
     "RegressionHead",
     "RegressionOutput",
     "PoseRegressor",
+    "TopDownModel",
+    "pose_head_options",
+    "upgrade_state_dict",
     "create_backbone",
     "create_pose_model",
     "init_from_checkpoint",

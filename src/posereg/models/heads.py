@@ -156,7 +156,8 @@ def average_outputs(output: OutputT, other: OutputT) -> OutputT:
 
     For the regression head this is the official average of mu and sigma; for the heatmap head
     the official average of the maps before decoding; for the integral heads the average of the
-    (exactly flipped) coordinates, of sigma, and of the probability maps (used for the score).
+    (exactly flipped) coordinates, of sigma, and of the probability maps (used for the score). A
+    field that is None stays None.
 
     Example:
         >>> a = HeatmapOutput(torch.zeros(1, 2, 4, 3))
@@ -267,7 +268,7 @@ class RegressionHead(nn.Module):
             plain ``nn.Linear`` (xavier gain 0.01 as well).
         input_size: (H, W) of the model input; needed by ``codec`` and ``flip_back``.
         criterion: the training loss, a :mod:`posereg.losses` loss (its flow trains and saves
-            with the head); None for a head whose loss the caller computes (``PoseRegressor``).
+            with the head); None for an inference-only head.
 
     Example:
         >>> head = RegressionHead(in_channels=512, num_keypoints=17)
@@ -357,6 +358,19 @@ def _final_layer(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
+def _map_head_input_size(name: str, input_size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) checked for a map head: multiples of 32, or the stride-32 features (rounded up by
+    the backbone) would give maps of another size than the codec's ``input / 4``."""
+    h, w = int(input_size[0]), int(input_size[1])
+    if h % 32 or w % 32:
+        fit = f"{-(-h // 32) * 32}x{-(-w // 32) * 32}"
+        raise ValueError(
+            f"the {name} head needs an input size whose sides are multiples of 32 (its maps come "
+            f"from stride-32 features), got {h}x{w}; e.g. {fit}"
+        )
+    return h, w
+
+
 def _map_size(input_size: tuple[int, int], num_layers: int) -> tuple[int, int]:
     """(h, w) of the maps from stride-32 features after ``num_layers`` doublings."""
     stride = 32 // 2**num_layers
@@ -427,7 +441,7 @@ class HeatmapHead(nn.Module):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.dim = 2
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = _map_head_input_size("heatmap", input_size)
         self.shift_flipped = shift_flipped
         self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
         self.final_layer = _final_layer(deconv_channels, num_keypoints)
@@ -519,7 +533,8 @@ class IntegralHead(nn.Module):
         self.num_keypoints = num_keypoints
         self.depth = depth
         self.dim = 2 if depth is None else 3
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        name = "integral_rle" if with_sigma else "integral"
+        self.input_size = _map_head_input_size(name, input_size)
         self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
         self.final_layer = _final_layer(deconv_channels, num_keypoints * (depth or 1))
         self.fc_sigma = (
@@ -675,7 +690,7 @@ def create_head(
     """Create a head by name; it implements :class:`PoseHead`.
 
     Arguments:
-        name: one of :data:`HEADS` (regression, heatmap, integral, integral_rle).
+        name: one of :data:`HEADS`.
         in_channels: C of the backbone's feature map (stride 32 for the map-based heads).
         num_keypoints: K.
         input_size: (H, W) of the model input.
@@ -687,9 +702,9 @@ def create_head(
             (listing the ones it does).
 
     Example:
-        >>> head = create_head("integral_rle", 64, 17, (256, 192), deconv_channels=16)
-        >>> type(head.codec).__name__, type(head.criterion).__name__
-        ('IntegralCodec', 'RLELoss')
+        >>> head = create_head("heatmap", 64, 17, (256, 192), deconv_channels=16)
+        >>> type(head.codec).__name__, head.codec.heatmap_size
+        ('HeatmapCodec', (64, 48))
     """
     try:
         factory = HEADS[name]

@@ -20,13 +20,13 @@ import yaml
 
 from posereg.config import Config, DataConfig, SynthDataConfig, load_config, to_dict
 from posereg.data.badinput import BadInputError
+from posereg.engine.builders import build_datasets
 from posereg.engine.synthdata import (
     ensure_synthetic_dataset,
     stale_reason,
     synth_commands,
     synth_config_of,
 )
-from posereg.engine.train import build_datasets
 from posereg.synth.generate import GENERATOR_VERSION, read_split_record, split_record_path
 
 BIN = Path(sys.executable).parent
@@ -180,8 +180,8 @@ def test_eval_cli_reads_only(tmp_path):
     """`posereg eval` on a config whose synthetic set is missing: an error naming the commands."""
     import torch
 
+    from posereg.engine.builders import build_model
     from posereg.engine.checkpoint import save_checkpoint
-    from posereg.engine.train import build_model
 
     s = _tiny(tmp_path / "synth")
     cfg = _synth_run_config(tmp_path, s)

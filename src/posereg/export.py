@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from posereg.engine.builders import model_from_checkpoint
 from posereg.models.pose import TopDownModel
 
 __all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
@@ -230,8 +231,6 @@ def export_checkpoint(
     Returns:
         The written file and, with ``check``, onnxruntime's max abs difference to PyTorch.
     """
-
-    from posereg.engine.train import model_from_checkpoint
 
     if format != "onnx":
         raise ValueError(f"unknown export format {format!r}; valid: onnx")

@@ -35,6 +35,7 @@ from posereg.data.transforms import (
     get_affine_transform,
     warp_crop,
 )
+from posereg.engine.builders import model_from_checkpoint
 from posereg.metrics.coco import instance_score
 from posereg.skeletons import Skeleton, resolve_skeleton
 
@@ -145,7 +146,6 @@ class Predictor:
         exif_orientation: bool = True,
     ) -> Predictor:
         """Build the model a posereg checkpoint was trained with and load its weights."""
-        from posereg.engine.train import model_from_checkpoint
 
         model, cfg, state = model_from_checkpoint(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,6 +6,7 @@ crop-normalized pose placed in every evaluation box.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from posereg.config import Config, ConfigError
 from posereg.data.dataset import TopDownDataset, collate
 from posereg.data.transforms import crop_to_image
 from posereg.engine import distributed as D
+from posereg.engine.builders import build_datasets, model_from_checkpoint
 from posereg.metrics import (
     COCOKeypointResult,
     evaluate_coco,
@@ -380,9 +382,6 @@ def run_evaluation(
         device: where to run (default: CUDA when available).
         out: optional path for the COCO-results predictions json.
     """
-    import json
-
-    from posereg.engine.train import build_datasets, model_from_checkpoint
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg, _ = model_from_checkpoint(checkpoint, cfg)

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from posereg.codecs import Codec
 from posereg.config import (
     Config,
     ConfigError,
@@ -39,6 +38,7 @@ from posereg.config import (
 )
 from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
+from posereg.engine.builders import build_datasets, build_model, build_optimizer, data_skeleton
 from posereg.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -49,17 +49,10 @@ from posereg.engine.checkpoint import (
 )
 from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
-from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
-from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
     "train",
     "TrainResult",
-    "build_model",
-    "model_from_checkpoint",
-    "build_datasets",
-    "codec_for",
-    "data_skeleton",
     "NonFiniteLossError",
     "RunFinished",
     "TrainingInterrupted",
@@ -100,148 +93,6 @@ class TrainResult:
     images_per_second: float = 0.0
     wall_time_s: float = 0.0
     skipped_unreadable: int = 0  # training items whose image was unreadable (on_bad_image=skip)
-
-
-# --------------------------------------------------------------------------- building blocks
-def data_skeleton(cfg: Config) -> Skeleton:
-    """``cfg.data.skeleton`` resolved (``auto`` reads ``data.train_ann``, or ``data.val_ann``
-    when there is no training file); see :func:`posereg.skeletons.resolve_skeleton`."""
-    ann = cfg.data.train_ann if Path(cfg.data.train_ann).is_file() else cfg.data.val_ann
-    return resolve_skeleton(cfg.data.skeleton, ann)
-
-
-def build_model(cfg: Config) -> TopDownModel:
-    """The TopDownModel a config describes (backbone + ``model.head`` with its loss and flow)."""
-    skeleton = data_skeleton(cfg)
-    return create_pose_model(
-        backbone=cfg.model.backbone,
-        num_keypoints=skeleton.num_keypoints,
-        dim=2,
-        loss=cfg.model.loss,
-        loss_options=dict(cfg.model.loss_options),
-        pretrained=cfg.model.pretrained,
-        width=cfg.model.width,
-        norm_mu=cfg.model.norm_mu,
-        head=cfg.model.head,
-        head_options=dict(cfg.model.head_options),
-        input_size=tuple(cfg.data.input_size),
-    )
-
-
-def codec_for(cfg: Config) -> Codec:
-    """The codec of the head ``cfg.model`` describes: the targets its datasets must encode.
-
-    Built from the head alone, on the meta device (no weights, no backbone): a head's codec
-    depends on the input size and the head's options only.
-    """
-    m = cfg.model
-    options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
-    with torch.device("meta"):
-        head = create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
-    return head.codec
-
-
-def model_from_checkpoint(
-    checkpoint: str | Path, cfg: Config | None = None
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model a posereg checkpoint holds, with its weights loaded.
-
-    Arguments:
-        checkpoint: a posereg checkpoint.
-        cfg: the config to build the model from; default the checkpoint's own. Either way the
-            weights come from the checkpoint, so pretrained weights are never downloaded.
-
-    Returns:
-        (model, the config used, the checkpoint dict).
-    """
-    state = load_checkpoint(checkpoint)
-    saved = from_dict(Config, state["config"])
-    if cfg is None:
-        cfg = saved
-    elif isinstance(saved.data.skeleton, dict):  # the model was trained with this skeleton
-        if cfg.data.skeleton not in (saved.data.skeleton, saved.data.skeleton.get("name")):
-            logger.warning(
-                "%s: using the skeleton saved in the checkpoint (%s), not data.skeleton %r",
-                checkpoint,
-                saved.data.skeleton.get("name"),
-                cfg.data.skeleton if isinstance(cfg.data.skeleton, str) else "(a dict)",
-            )
-        cfg = replace(cfg, data=replace(cfg.data, skeleton=saved.data.skeleton))
-    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
-    model = build_model(cfg)
-    load_model_state(model, state["model"], str(checkpoint))
-    return model, cfg, state
-
-
-def build_datasets(
-    cfg: Config, train_split: bool = True, info: D.DistInfo | None = None
-) -> tuple[TopDownDataset | None, TopDownDataset]:
-    """(train, val) datasets.
-
-    With ``data.synth``, training (``train_split``) first makes the synthetic splits that are
-    missing or were made with other settings: rank 0 alone, the other ranks of ``info`` wait for
-    it. Without ``train_split`` (evaluation) nothing is generated: a missing validation set is a
-    :class:`BadInputError` that says how to make it.
-    """
-    from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
-
-    d = cfg.data
-    if d.synth is not None and not train_split:
-        check_synthetic_split(d.synth, "val")
-    elif d.synth is not None:
-        info = info or D.DistInfo()
-        error: Exception | None = None
-        if info.is_main:
-            try:
-                ensure_synthetic_dataset(d.synth)
-            except Exception as e:  # re-raised below, once the other ranks know
-                error = e
-        # the gather is the barrier the other ranks wait at; it also tells them rank 0 failed
-        failed = D.all_gather_objects("" if error is None else f"{error}", info)[0]
-        if error is not None:
-            raise error
-        if failed:
-            raise RuntimeError(f"rank 0 could not make the synthetic dataset: {failed}")
-    common = dict(input_size=tuple(d.input_size), on_bad_image=d.on_bad_image, codec=codec_for(cfg))
-    val_transform = replace(d.transform, augment=False)
-    if d.format == "mpii":
-        train = (
-            TopDownDataset.from_mpii(d.train_ann, d.train_images, transform=d.transform, **common)
-            if train_split
-            else None
-        )
-        val = TopDownDataset.from_mpii(d.val_ann, d.val_images, transform=val_transform, **common)
-        return train, val
-    skeleton = data_skeleton(cfg)
-    train = (
-        TopDownDataset.from_coco(
-            d.train_ann, d.train_images, skeleton=skeleton, transform=d.transform, **common
-        )
-        if train_split
-        else None
-    )
-    use_dets = cfg.eval.use_detections and d.detections
-    val = TopDownDataset.from_coco(
-        d.val_ann,
-        d.val_images,
-        skeleton=skeleton,
-        transform=val_transform,
-        detections=d.detections if use_dets else None,
-        det_score_threshold=d.det_score_threshold,
-        skip_unlabelled=not use_dets,
-        **common,
-    )
-    return train, val
-
-
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-    cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
 def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:

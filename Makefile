@@ -23,6 +23,9 @@ demo: $(STAMP)
 	$(BIN)/posereg predict $(REAL_COCO) --checkpoint runs/synth_rle/best.pt \
 		--boxes $(REAL_COCO)/test_coco_det_AP_H_56.json --score-threshold 0.5 \
 		--out runs/synth_rle/predict_coco
+	@echo "The same model on the real COCO photos with their labelled boxes (it was trained on synthetic people only):"
+	$(BIN)/posereg eval configs/synth_rle.yaml --checkpoint runs/synth_rle/best.pt \
+		--set data.synth=null data.val_ann=$(REAL_COCO)/test_coco.json data.val_images=$(REAL_COCO)
 
 # The one-minute RLE-vs-L2 demonstration of the loss on synthetic points (no images).
 core-demo: $(STAMP)

@@ -135,12 +135,44 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from posereg.predict import predict_files
+    from posereg.video import is_video  # light: no torch until a video is predicted
 
+    videos = [item for item in args.inputs if is_video(item)]
+    if videos and len(videos) < len(args.inputs):
+        raise ValueError("give images (or folders of images) or videos, not both")
+    if args.smooth and not videos:
+        raise ValueError("--smooth applies to videos (a .mp4, .avi, .mov, ... input)")
+    if args.boxes and args.detector:
+        raise ValueError("give --boxes or --detector, not both")
+    if args.boxes and videos:
+        raise ValueError("--boxes is for images; for a video use --detector (or no boxes)")
+    if args.detector_weights and not args.detector:
+        raise ValueError("--detector-weights needs --detector NAME")
+    detector = None
+    if args.detector:
+        from posereg.detect import PersonDetector
+
+        detector = PersonDetector(
+            args.detector, args.detector_weights, args.detector_threshold, args.device or "cpu"
+        )
+    from posereg.predict import predict_files
+    from posereg.video import predict_video
+
+    for video in videos:
+        result = predict_video(
+            args.checkpoint, video, args.out, detector=detector, smooth=args.smooth,
+            process_noise=args.process_noise, draw=not args.no_draw, device=args.device,
+        )  # fmt: skip
+        print(
+            f"{result.predictions} ({result.num_instances} poses in {result.num_frames} frames, "
+            f"{result.num_tracks} track(s), {result.fps:.1f} frames/s)"
+        )
+    if videos:
+        return 0
     summary = predict_files(
         args.checkpoint, args.inputs, args.out, boxes=args.boxes,
         score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
-        exif_orientation=not args.ignore_exif,
+        exif_orientation=not args.ignore_exif, detector=detector,
     )  # fmt: skip
     for line in summary.lines():
         print(f"posereg predict: {line}", file=sys.stderr)
@@ -149,8 +181,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict poses on images; COCO-results json + overlay PNGs")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    from posereg.smoothing import DEFAULT_PROCESS_NOISE, SMOOTHERS
+
+    p = sub.add_parser(
+        "predict",
+        help="predict poses on images or videos; COCO-results json + overlay PNGs / annotated video",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_DIR_OR_VIDEO")
     p.add_argument("--checkpoint", required=True)
     p.add_argument(
         "--boxes",
@@ -158,6 +195,33 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "else by image_id = the file name's number (as in COCO); without it each image is one box",
     )
     p.add_argument("--score-threshold", type=float, default=0.0, help="drop boxes scored below")
+    p.add_argument(
+        "--detector",
+        choices=["fasterrcnn", "fasterrcnn_mobilenet", "fasterrcnn_mobilenet_320"],
+        help="find the people with a torchvision Faster R-CNN (local weights only, see "
+        "docs/serve.md); default: the whole image is one person",
+    )
+    p.add_argument(
+        "--detector-weights",
+        metavar="FILE",
+        help="the detector's state dict (default: torchvision's cache, ~/.cache/torch/hub)",
+    )
+    p.add_argument(
+        "--detector-threshold", type=float, default=0.5, help="keep people scored at least this"
+    )
+    p.add_argument(
+        "--smooth",
+        choices=list(SMOOTHERS),
+        help="videos: smooth each person's keypoints over time (default: off); kalman uses "
+        "each keypoint's sigma as its measurement noise",
+    )
+    p.add_argument(
+        "--process-noise",
+        type=float,
+        default=DEFAULT_PROCESS_NOISE,
+        metavar="Q",
+        help=f"--smooth kalman: acceleration noise in px^2/frame^3 (default: {DEFAULT_PROCESS_NOISE:g})",
+    )
     p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     p.add_argument("--no-draw", action="store_true", help="no overlay images")
     p.add_argument(

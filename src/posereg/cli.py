@@ -252,6 +252,58 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_export)
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"posereg serve needs the 'serve' extra ({e.name} is missing): "
+            "pip install 'posereg[serve]'"
+        ) from None
+    from posereg.predict import Predictor
+    from posereg.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(
+        max_upload_mb=args.max_upload_mb, max_boxes=args.max_boxes, timeout_s=args.timeout,
+        checkpoint=str(args.checkpoint),
+    )  # fmt: skip
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    app = create_app(predictor, settings)
+    print(
+        f"posereg serve: {predictor.name} on http://{args.host}:{args.port} "
+        f"(demo page /, API docs /docs)",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP API (POST /v1/predict) and a browser demo page for a checkpoint"
+    )
+    p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)"
+    )
+    p.add_argument("--max-boxes", type=int, default=32, help="most boxes per request (default: 32)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="answer 503 when a request is not done in S seconds, waiting included (default: 30)",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(func=_run_serve)
+
+
 def _run_info(args: argparse.Namespace) -> int:
     from posereg.engine.checkpoint import describe_checkpoint
 
@@ -426,7 +478,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: demo, train, eval, predict, export, info, convert, data)."""
+    """The full argument parser (sub-commands: demo, train, eval, predict, export, serve, info,
+    convert, data)."""
     from posereg import __version__
 
     parser = argparse.ArgumentParser(
@@ -441,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_serve(sub)
     _add_info(sub)
     _add_convert(sub)
     _add_data(sub)

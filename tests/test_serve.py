@@ -253,6 +253,7 @@ def test_concurrent_requests_each_get_their_own_answer(server, predictor):
         assert all(a == expected[i] for a in answers)
 
 
+@pytest.mark.slow
 def test_the_server_does_not_import_the_training_loop(checkpoint):
     code = (
         "import sys; from posereg.predict import Predictor; from posereg.serve.app import "
@@ -376,6 +377,7 @@ def test_bad_input_gets_its_status_and_message_and_the_server_goes_on(server, pr
     assert after["requests"] == before["requests"] + 2
 
 
+@pytest.mark.slow
 def test_a_request_over_the_timeout_gets_503_and_the_server_goes_on(servers, predictor):
     server = servers["timeout"]
     start = time.monotonic()
@@ -424,6 +426,7 @@ def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
@@ -468,5 +471,30 @@ def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
         assert shot.stat().st_size > 10_000
         if os.environ.get("POSEREG_UPDATE_SCREENSHOTS"):  # docs/images/serve_demo.png
             shutil.copy(shot, REPO / "docs" / "images" / "serve_demo.png")
+        # the webcam (Chromium's fake camera): frames go to the server and are drawn, one by one
+        driver.find_element(By.ID, "webcam").click()
+        wait.until(lambda d: d.execute_script("return window.posereg.drawnFrames") >= 3)
+        driver.find_element(By.ID, "stop").click()
+        assert driver.find_element(By.ID, "status").text == "stopped"
+        frame = driver.execute_script("return window.posereg.lastResult")
+        assert (frame["image_width"], frame["image_height"]) == (640, 480)
+        assert len(frame["people"]) == 1 and len(frame["people"][0]["keypoints"]) == 17
     finally:
         driver.quit()
+
+
+def test_a_head_without_sigma_answers_null_sigma(predictor):
+    from posereg.predict import PoseResult
+    from posereg.serve.app import _response
+    from posereg.serve.schema import PredictResponse, Timings
+
+    k = predictor.skeleton.num_keypoints
+    result = PoseResult(
+        np.full((1, k, 2), 5.0), None, np.full((1, k), 0.25), np.array([[0.0, 0, 9, 9]]), np.ones(1)
+    )
+    answer = _response(predictor, result, np.zeros((10, 12, 3), np.uint8), Timings(
+        decode_ms=0, queue_ms=0, predict_ms=0, total_ms=0))  # fmt: skip
+    data = json.loads(answer.model_dump_json())
+    assert [kp["sigma"] for kp in data["people"][0]["keypoints"]] == [None] * k
+    assert (data["image_width"], data["image_height"]) == (12, 10)
+    PredictResponse.model_validate(data)  # what the schema publishes

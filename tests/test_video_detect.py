@@ -92,6 +92,7 @@ def raw_run(tmp_path_factory, checkpoint, clip) -> tuple[Path, subprocess.Comple
                              str(out_dir))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_video_gives_an_annotated_video_and_one_entry_per_frame_and_person(
     raw_run, checkpoint, clip
 ):
@@ -119,6 +120,7 @@ def test_video_gives_an_annotated_video_and_one_entry_per_frame_and_person(
     assert np.abs(drawn[0].astype(int) - frames[0].astype(int)).max() > 100
 
 
+@pytest.mark.slow
 def test_kalman_smoothing_through_the_cli(tmp_path, raw_run, checkpoint, clip):
     smooth = _posereg("predict", str(clip), "--checkpoint", str(checkpoint), "--no-draw",
                       "--smooth", "kalman", "--process-noise", "2", "--out", str(tmp_path))  # fmt: skip
@@ -205,6 +207,7 @@ def detector_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_detector_boxes_flow_into_the_pose_predictor(tmp_path, checkpoint, detector_weights):
     image = cv2.imread(str(real("coco", "000000000785.jpg")))
     image = cv2.resize(image, (320, 213), interpolation=cv2.INTER_AREA)

@@ -135,12 +135,44 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from posereg.predict import predict_files
+    from posereg.video import is_video  # light: no torch until a video is predicted
 
+    videos = [item for item in args.inputs if is_video(item)]
+    if videos and len(videos) < len(args.inputs):
+        raise ValueError("give images (or folders of images) or videos, not both")
+    if args.smooth and not videos:
+        raise ValueError("--smooth applies to videos (a .mp4, .avi, .mov, ... input)")
+    if args.boxes and args.detector:
+        raise ValueError("give --boxes or --detector, not both")
+    if args.boxes and videos:
+        raise ValueError("--boxes is for images; for a video use --detector (or no boxes)")
+    if args.detector_weights and not args.detector:
+        raise ValueError("--detector-weights needs --detector NAME")
+    detector = None
+    if args.detector:
+        from posereg.detect import PersonDetector
+
+        detector = PersonDetector(
+            args.detector, args.detector_weights, args.detector_threshold, args.device or "cpu"
+        )
+    from posereg.predict import predict_files
+    from posereg.video import predict_video
+
+    for video in videos:
+        result = predict_video(
+            args.checkpoint, video, args.out, detector=detector, smooth=args.smooth,
+            process_noise=args.process_noise, draw=not args.no_draw, device=args.device,
+        )  # fmt: skip
+        print(
+            f"{result.predictions} ({result.num_instances} poses in {result.num_frames} frames, "
+            f"{result.num_tracks} track(s), {result.fps:.1f} frames/s)"
+        )
+    if videos:
+        return 0
     summary = predict_files(
         args.checkpoint, args.inputs, args.out, boxes=args.boxes,
         score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
-        exif_orientation=not args.ignore_exif,
+        exif_orientation=not args.ignore_exif, detector=detector,
     )  # fmt: skip
     for line in summary.lines():
         print(f"posereg predict: {line}", file=sys.stderr)
@@ -149,8 +181,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict poses on images; COCO-results json + overlay PNGs")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    from posereg.smoothing import DEFAULT_PROCESS_NOISE, SMOOTHERS
+
+    p = sub.add_parser(
+        "predict",
+        help="predict poses on images or videos; COCO-results json + overlay PNGs / annotated video",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_DIR_OR_VIDEO")
     p.add_argument("--checkpoint", required=True)
     p.add_argument(
         "--boxes",
@@ -158,6 +195,33 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "else by image_id = the file name's number (as in COCO); without it each image is one box",
     )
     p.add_argument("--score-threshold", type=float, default=0.0, help="drop boxes scored below")
+    p.add_argument(
+        "--detector",
+        choices=["fasterrcnn", "fasterrcnn_mobilenet", "fasterrcnn_mobilenet_320"],
+        help="find the people with a torchvision Faster R-CNN (local weights only, see "
+        "docs/serve.md); default: the whole image is one person",
+    )
+    p.add_argument(
+        "--detector-weights",
+        metavar="FILE",
+        help="the detector's state dict (default: torchvision's cache, ~/.cache/torch/hub)",
+    )
+    p.add_argument(
+        "--detector-threshold", type=float, default=0.5, help="keep people scored at least this"
+    )
+    p.add_argument(
+        "--smooth",
+        choices=list(SMOOTHERS),
+        help="videos: smooth each person's keypoints over time (default: off); kalman uses "
+        "each keypoint's sigma as its measurement noise",
+    )
+    p.add_argument(
+        "--process-noise",
+        type=float,
+        default=DEFAULT_PROCESS_NOISE,
+        metavar="Q",
+        help=f"--smooth kalman: acceleration noise in px^2/frame^3 (default: {DEFAULT_PROCESS_NOISE:g})",
+    )
     p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     p.add_argument("--no-draw", action="store_true", help="no overlay images")
     p.add_argument(
@@ -186,6 +250,58 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=_run_export)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"posereg serve needs the 'serve' extra ({e.name} is missing): "
+            "pip install 'posereg[serve]'"
+        ) from None
+    from posereg.predict import Predictor
+    from posereg.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(
+        max_upload_mb=args.max_upload_mb, max_boxes=args.max_boxes, timeout_s=args.timeout,
+        checkpoint=str(args.checkpoint),
+    )  # fmt: skip
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    app = create_app(predictor, settings)
+    print(
+        f"posereg serve: {predictor.name} on http://{args.host}:{args.port} "
+        f"(demo page /, API docs /docs)",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP API (POST /v1/predict) and a browser demo page for a checkpoint"
+    )
+    p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)"
+    )
+    p.add_argument("--max-boxes", type=int, default=32, help="most boxes per request (default: 32)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="answer 503 when a request is not done in S seconds, waiting included (default: 30)",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(func=_run_serve)
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -362,7 +478,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands: demo, train, eval, predict, export, info, convert, data)."""
+    """The full argument parser (sub-commands: demo, train, eval, predict, export, serve, info,
+    convert, data)."""
     from posereg import __version__
 
     parser = argparse.ArgumentParser(
@@ -377,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_serve(sub)
     _add_info(sub)
     _add_convert(sub)
     _add_data(sub)

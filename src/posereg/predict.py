@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -39,7 +39,18 @@ from posereg.engine.builders import model_from_checkpoint
 from posereg.metrics.coco import instance_score
 from posereg.skeletons import Skeleton, resolve_skeleton
 
-__all__ = ["Predictor", "PoseResult", "PredictSummary", "box_problem", "predict_files"]
+if TYPE_CHECKING:
+    from posereg.config import Config
+    from posereg.detect import PersonDetector
+
+__all__ = [
+    "Predictor",
+    "PoseResult",
+    "PredictSummary",
+    "box_problem",
+    "predict_files",
+    "result_entries",
+]
 
 # A box larger than this many times the image's longer side is not a person in that image
 # (a detector never produces one); its crop would shrink the whole image to a few pixels.
@@ -136,6 +147,9 @@ class Predictor:
         self.flip_test = flip_test
         self.exif_orientation = exif_orientation
         self.sigma_scale = 1.0  # what one sigma means in pixels of error (set from a checkpoint)
+        self.name = "model"  # the run's name (set from a checkpoint)
+        self.config: Config | None = None  # the checkpoint's config
+        self.metrics: dict[str, Any] = {}  # the checkpoint's evaluation metrics
 
     @classmethod
     def from_checkpoint(
@@ -159,7 +173,9 @@ class Predictor:
             exif_orientation,
             cfg.eval.score_rule,
         )
-        predictor.sigma_scale = float((state.get("metrics") or {}).get("sigma_calibration", 1.0))
+        predictor.metrics = dict(state.get("metrics") or {})
+        predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
+        predictor.name, predictor.config = cfg.name, cfg
         return predictor
 
     def load_image(
@@ -252,6 +268,28 @@ class Predictor:
             boxes=box_arr,
             scores=instance_score(confidence, det, self.score_rule),
         )
+
+
+def result_entries(
+    result: PoseResult, image_id: int, people: np.ndarray | None = None
+) -> list[dict]:
+    """COCO results entries (``image_id``, ``category_id``, ``bbox``, ``keypoints`` as x, y,
+    confidence triplets, ``score``, and ``sigma`` (K x 2 pixels) for heads that predict one) of
+    the people ``people`` (indices; default all) of ``result``, rounded as posereg writes them."""
+    entries = []
+    for i in range(len(result.keypoints)) if people is None else people:
+        flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
+        entry = {
+            "image_id": image_id,
+            "category_id": 1,
+            "bbox": result.boxes[i].round(2).tolist(),
+            "keypoints": flat.round(3).reshape(-1).tolist(),
+            "score": float(result.scores[i]),
+        }
+        if result.sigma is not None:
+            entry["sigma"] = result.sigma[i].round(3).tolist()
+        entries.append(entry)
+    return entries
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -462,6 +500,7 @@ def predict_files(
     draw: bool = True,
     device: str | None = None,
     exif_orientation: bool = True,
+    detector: PersonDetector | None = None,
 ) -> PredictSummary:
     """``posereg predict``: poses for image files; writes predictions.json (+ overlay PNGs).
 
@@ -470,7 +509,9 @@ def predict_files(
     one, ``sigma`` (K x 2 pixels) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
     ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
     image takes the boxes :class:`Detections` matches to it; images without one are skipped and
-    counted, as are unusable boxes.
+    counted, as are unusable boxes. With a ``detector`` (and no ``boxes``) each image takes the
+    people it finds, and each entry gets the detector's ``box_score``; images where it finds
+    nobody are skipped and counted.
 
     An image that cannot be read (corrupt, truncated, not an image) is reported on stderr as it
     happens and the batch goes on; the summary lists the failures and predictions.json holds the
@@ -481,7 +522,7 @@ def predict_files(
     """
     import cv2
 
-    from posereg.viz import draw_pose
+    from posereg.viz import draw_people
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     predictor.exif_orientation = exif_orientation
@@ -504,6 +545,7 @@ def predict_files(
             print(f"posereg predict: skipped {path}: {e.problem or e}", file=sys.stderr)
             continue
         image_id = _image_id(path)
+        found = None
         if dets is not None:
             usable = []
             for d in dets.for_image(path):
@@ -521,6 +563,12 @@ def predict_files(
             if image_id is None and len(ids) == 1 and None not in ids:
                 image_id = ids.pop()
             result = predictor(image, [d.box for d in usable], [d.score for d in usable])
+        elif detector is not None:
+            found = detector(image)
+            if len(found.boxes) == 0:
+                summary.no_boxes.append(path.name)
+                continue
+            result = predictor(image, found.boxes, found.scores)
         else:
             result = predictor(image)
         finite = np.isfinite(result.keypoints).all(axis=(1, 2)) & np.isfinite(result.scores)
@@ -529,33 +577,23 @@ def predict_files(
         if not finite.all():
             summary.failed.append((str(path), f"{int((~finite).sum())} non-finite prediction(s)"))
             print(f"posereg predict: {path}: the model gave non-finite keypoints", file=sys.stderr)
-        for i in np.flatnonzero(finite):
-            flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
-            entry = {
-                "image_id": image_id if image_id is not None else n,
-                "file_name": path.name,
-                "category_id": 1,
-                "bbox": result.boxes[i].round(2).tolist(),
-                "keypoints": flat.round(3).reshape(-1).tolist(),
-                "score": float(result.scores[i]),
-            }
-            if result.sigma is not None:
-                entry["sigma"] = result.sigma[i].round(3).tolist()
+        for i, entry in zip(
+            np.flatnonzero(finite),
+            result_entries(result, image_id if image_id is not None else n, np.flatnonzero(finite)),
+            strict=True,
+        ):
+            entry = {"image_id": entry.pop("image_id"), "file_name": path.name, **entry}
+            if found is not None:
+                entry["box_score"] = round(float(found.scores[i]), 5)
             results.append(entry)
         summary.num_instances += int(finite.sum())
         if draw:
-            canvas = image.copy()
-            thickness = max(1, round(max(canvas.shape[:2]) / 300))
-            for i in np.flatnonzero(finite):
-                x, y, bw, bh = result.boxes[i]
-                cv2.rectangle(
-                    canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1
-                )
-                sigma = None if result.sigma is None else result.sigma[i]
-                canvas = draw_pose(
-                    canvas, result.keypoints[i], predictor.skeleton, result.confidence[i],
-                    sigma, predictor.sigma_scale, thickness=thickness,
-                )  # fmt: skip
+            keep = np.flatnonzero(finite)
+            canvas = draw_people(
+                image, result.keypoints[keep], predictor.skeleton, result.confidence[keep],
+                None if result.sigma is None else result.sigma[keep], result.boxes[keep],
+                predictor.sigma_scale,
+            )  # fmt: skip
             ok, png = cv2.imencode(".png", canvas)
             if not ok:
                 raise OSError(f"cannot encode the overlay of {path} as PNG")

@@ -7,7 +7,7 @@ import numpy as np
 
 from posereg.skeletons import Skeleton
 
-__all__ = ["draw_pose", "confidence_color", "tile"]
+__all__ = ["draw_pose", "draw_people", "confidence_color", "tile"]
 
 
 def confidence_color(c: float) -> tuple[int, int, int]:
@@ -81,6 +81,34 @@ def draw_pose(
                 shift,
             )
     return out
+
+
+def draw_people(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: Skeleton,
+    confidence: np.ndarray,
+    sigma: np.ndarray | None,
+    boxes: np.ndarray,
+    ellipse_scale: float = 1.0,
+) -> np.ndarray:
+    """Draw N people (box, limbs, sigma ellipses, keypoints) on a copy of ``image`` (H, W, 3) BGR.
+
+    Arguments:
+        keypoints: (N, K, 2) pixels. confidence: (N, K). sigma: (N, K, 2) pixels or None.
+        boxes: (N, 4) (x, y, w, h) pixels, drawn in grey.
+        ellipse_scale: see :func:`draw_pose`.
+    """
+    canvas = image.copy()
+    thickness = max(1, round(max(canvas.shape[:2]) / 300))
+    for i in range(len(keypoints)):
+        x, y, bw, bh = boxes[i]
+        cv2.rectangle(canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1)
+        canvas = draw_pose(
+            canvas, keypoints[i], skeleton, confidence[i], None if sigma is None else sigma[i],
+            ellipse_scale, thickness=thickness,
+        )  # fmt: skip
+    return canvas
 
 
 def tile(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:

@@ -436,6 +436,7 @@ def _write_file(path: Path, data: bytes) -> None:
     except OSError as e:
         raise _os_error(e, f"cannot write {path}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -444,6 +445,12 @@ def _write_file(path: Path, data: bytes) -> None:
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise _os_error(e, f"cannot write {path}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _os_error(e: OSError, what: str) -> OSError:

@@ -25,7 +25,6 @@ from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs
 from posereg.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    load_model_state,
     save_checkpoint,
 )
 from posereg.engine.rundir import clean_partial_writes, new_run_dir
@@ -280,7 +279,12 @@ def lifter_from_checkpoint(
         )
     cfg = from_dict(LiftConfig, state["config"])
     model = build_lift_model(cfg)
-    load_model_state(model, state["model"], str(path))
+    try:  # load_model_state would rename the keys of older top-down checkpoints
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: does not fit the lifter its config describes ({e})"
+        ) from None
     return model.to(device).eval(), cfg
 
 

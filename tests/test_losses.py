@@ -75,6 +75,23 @@ def test_simple_losses_equal_hand_computed_values(name, term):
     assert float(loss) == pytest.approx(_hand(term), rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("name", "term"),
+    [
+        ("l1", lambda p, s, t: (t - p).abs()),
+        ("l2", lambda p, s, t: (t - p) ** 2),
+        ("gaussian_nll", lambda p, s, t: s.log() + (t - p) ** 2 / (2 * s * s) + 0.5 * LOG2PI),
+        ("laplace_nll", lambda p, s, t: (2 * s).log() + (t - p).abs() / s),
+    ],
+)
+def test_simple_losses_in_3d_sum_the_per_coordinate_terms(name, term):
+    pred, sigma, target, weight = _inputs(b=4, k=6, d=3, seed=11)
+    expected = (term(pred, sigma, target) * weight).sum() / 4
+    assert float(build_loss(name, dim=3)(pred, sigma, target, weight)) == pytest.approx(
+        float(expected), rel=1e-12
+    )
+
+
 def test_l1_and_l2_ignore_sigma():
     for name in ("l1", "l2"):
         crit = build_loss(name)
@@ -86,17 +103,19 @@ def test_l1_and_l2_ignore_sigma():
 # --- flow losses with the identity flow have closed forms ----------------------------------
 
 
-def test_dle_with_identity_flow_is_the_gaussian_nll():
-    pred, sigma, target, weight = _inputs()
-    dle = build_loss("dle", flow=_identity_flow())
+@pytest.mark.parametrize("dim", [2, 3])
+def test_dle_with_identity_flow_is_the_gaussian_nll(dim):
+    pred, sigma, target, weight = _inputs(d=dim)
+    dle = build_loss("dle", dim=dim, flow=_identity_flow(dim))
     gauss = build_loss("gaussian_nll")
     torch.testing.assert_close(dle(pred, sigma, target, weight), gauss(pred, sigma, target, weight))
 
 
+@pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("q", ["laplace", "gaussian"])
-def test_paper_rle_with_identity_flow_is_q_plus_gaussian(q):
-    pred, sigma, target, weight = _inputs(seed=1)
-    rle = build_loss("rle", q=q, convention="paper", flow=_identity_flow())
+def test_paper_rle_with_identity_flow_is_q_plus_gaussian(q, dim):
+    pred, sigma, target, weight = _inputs(seed=1, d=dim)
+    rle = build_loss("rle", dim=dim, q=q, convention="paper", flow=_identity_flow(dim))
     bar = (target - pred) / sigma
     neg_log_q = bar.abs() + math.log(2) if q == "laplace" else 0.5 * bar**2 + 0.5 * LOG2PI
     neg_log_g = 0.5 * bar**2 + 0.5 * LOG2PI  # N(0, I) per coordinate
@@ -112,14 +131,19 @@ def _official_rle_transcription(flow, pred_jts, sigma, gt_uv, gt_uv_weight):
     in structure: the reference the 'official' convention must reproduce."""
     batch_size, num_joints = pred_jts.shape[:2]
     bar_mu = (pred_jts - gt_uv) / sigma
-    log_phi = flow.log_prob(bar_mu.reshape(-1, 2)).reshape(batch_size, num_joints, 1)
+    log_phi = flow.log_prob(bar_mu.reshape(-1, pred_jts.shape[2])).reshape(
+        batch_size, num_joints, 1
+    )
     nf_loss = torch.log(sigma) - log_phi
     amp = 1 / math.sqrt(2 * math.pi)
 
     def log_q(gt_uv, pred_jts, sigma):
         return torch.log(sigma / amp) + torch.abs(gt_uv - pred_jts) / (math.sqrt(2) * sigma + 1e-9)
 
-    nf_loss = nf_loss * gt_uv_weight[:, :, :1]
+    # 2D (criterion.RLELoss) weights the flow term with gt_uv_weight[:, :, :1]; 3D
+    # (criterion.RLELoss3D) with the whole per-coordinate gt_uvd_weight: equal for weights that
+    # are the same over the coordinates of a keypoint (as every dataset's are)
+    nf_loss = nf_loss * (gt_uv_weight[:, :, :1] if pred_jts.shape[2] == 2 else gt_uv_weight)
     q_logprob = log_q(gt_uv, pred_jts, sigma) * gt_uv_weight
     loss = nf_loss + q_logprob
     if gt_uv_weight.sum() > 0:
@@ -127,38 +151,40 @@ def _official_rle_transcription(flow, pred_jts, sigma, gt_uv, gt_uv_weight):
     return loss.sum()
 
 
+@pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("weight_dims", [1, 2])
-def test_official_convention_equals_the_official_formula(seed, weight_dims):
-    flow = _random_flow(seed=seed)
-    pred, sigma, target, weight = _inputs(b=8, k=17, seed=seed, weight_dims=weight_dims)
-    if weight_dims == 2:
-        weight = weight.expand(-1, -1, 2).clone()
-    rle = build_loss("rle", flow=flow)  # official is the default
+@pytest.mark.parametrize("weight_dims", [1, "D"])
+def test_official_convention_equals_the_official_formula(seed, weight_dims, dim):
+    flow = _random_flow(dim=dim, seed=seed)
+    pred, sigma, target, weight = _inputs(b=8, k=17, d=dim, seed=seed)
+    if weight_dims == "D" or dim == 3:  # RLELoss3D's weight is per coordinate
+        weight = weight.expand(-1, -1, dim).clone()
+    rle = build_loss("rle", dim=dim, flow=flow)  # official is the default
     assert rle.convention == "official" and rle.q == "laplace"
     ours = rle(pred, sigma, target, weight)
     ref = _official_rle_transcription(flow, pred, sigma, target, weight)
     assert abs(float((ours - ref).detach())) < 1e-6
     # and in float32, the dtype training runs in
     f32 = [t.float() for t in (pred, sigma, target, weight)]
-    rle32 = build_loss("rle", flow=flow.float())
+    rle32 = build_loss("rle", dim=dim, flow=flow.float())
     ref32 = _official_rle_transcription(flow, *f32[:3], f32[3])
     err32 = abs(float(rle32(*f32).detach() - ref32.detach()))
     assert err32 <= 1e-6 * max(1.0, abs(float(ref32.detach())))
 
 
-def test_official_and_paper_differ_by_the_documented_terms():
+@pytest.mark.parametrize("dim", [2, 3])
+def test_official_and_paper_differ_by_the_documented_terms(dim):
     """Per keypoint the official loss is 2 sum log sigma - D log phi + sum |d| / (sqrt2 sigma) + D log(1/amp)."""
-    flow = _identity_flow()
-    pred, sigma, target, weight = _inputs(seed=3)
-    official = build_loss("rle", flow=flow)(pred, sigma, target, weight)
+    flow = _identity_flow(dim)
+    pred, sigma, target, weight = _inputs(seed=3, d=dim)
+    official = build_loss("rle", dim=dim, flow=flow)(pred, sigma, target, weight)
     bar = (pred - target) / sigma
-    log_phi = -0.5 * (bar**2).sum(-1, keepdim=True) - LOG2PI
+    log_phi = -0.5 * (bar**2).sum(-1, keepdim=True) - 0.5 * dim * LOG2PI
     per_kp = (
         2 * sigma.log().sum(-1, keepdim=True)
-        - 2 * log_phi
+        - dim * log_phi
         + ((target - pred).abs() / (math.sqrt(2) * sigma + 1e-9)).sum(-1, keepdim=True)
-        + 2 * math.log(math.sqrt(2 * math.pi))
+        + dim * math.log(math.sqrt(2 * math.pi))
     )
     torch.testing.assert_close(official, (per_kp * weight).sum() / pred.shape[0])
 
@@ -177,11 +203,12 @@ class _ConstantDensity(nn.Module):
         return self.c.expand(x.shape[0])
 
 
+@pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("convention", ["official", "paper"])
-def test_rle_gradient_reaches_mu_without_the_flow(convention):
-    pred, sigma, target, weight = _inputs(seed=4)
+def test_rle_gradient_reaches_mu_without_the_flow(convention, dim):
+    pred, sigma, target, weight = _inputs(seed=4, d=dim)
     pred.requires_grad_(True)
-    rle = build_loss("rle", convention=convention, flow=_ConstantDensity())
+    rle = build_loss("rle", dim=dim, convention=convention, flow=_ConstantDensity())
     (grad,) = torch.autograd.grad(rle(pred, sigma, target, weight), pred)
     # d(-log Q)/d mu alone: the Laplace term's sign(mu - mu_g) / scale
     scale = math.sqrt(2) * sigma + 1e-9 if convention == "official" else sigma
@@ -189,7 +216,7 @@ def test_rle_gradient_reaches_mu_without_the_flow(convention):
     torch.testing.assert_close(grad, expected.detach())
     assert grad.abs().sum() > 0
     # DLE has no such shortcut: through a constant density, no gradient reaches mu
-    dle = build_loss("dle", flow=_ConstantDensity())
+    dle = build_loss("dle", dim=dim, flow=_ConstantDensity())
     (grad_dle,) = torch.autograd.grad(dle(pred, sigma, target, weight), pred, allow_unused=True)
     assert grad_dle is None or float(grad_dle.abs().max()) == 0.0
 
@@ -220,10 +247,16 @@ ALL_VARIANTS = [
 ]
 
 
+def _cheap(options: dict, dim: int) -> dict:
+    """In 3D, a 16^3 log s grid instead of 48^3 (the property tested does not depend on it)."""
+    return {**options, "log_s_points": 16} if options.get("log_s") and dim == 3 else options
+
+
+@pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize(("name", "options"), ALL_VARIANTS)
-def test_all_zero_weights_give_a_finite_zero_loss_and_zero_gradient(name, options):
-    crit = build_loss(name, **options)
-    pred, sigma, target, _ = (t.float() for t in _inputs(seed=6))
+def test_all_zero_weights_give_a_finite_zero_loss_and_zero_gradient(name, options, dim):
+    crit = build_loss(name, dim=dim, **_cheap(options, dim))
+    pred, sigma, target, _ = (t.float() for t in _inputs(seed=6, d=dim))
     pred.requires_grad_(True)
     sigma.requires_grad_(True)
     loss = crit(pred, sigma, target, torch.zeros(3, 5, 1))
@@ -239,12 +272,13 @@ def test_all_zero_weights_give_a_finite_zero_loss_and_zero_gradient(name, option
 @pytest.mark.parametrize(
     ("residual", "sigma_value"), [(1e3, 1e-6), (1e3, 0.5), (0.0, 1e-6), (1.0, 0.0)]
 )
-def test_extreme_residuals_and_sigmas_stay_finite(name, options, residual, sigma_value):
-    crit = build_loss(name, **options)
-    pred = torch.zeros(2, 17, 2, requires_grad=True)
-    target = torch.full((2, 17, 2), residual)
+@pytest.mark.parametrize("dim", [2, 3])
+def test_extreme_residuals_and_sigmas_stay_finite(name, options, residual, sigma_value, dim):
+    crit = build_loss(name, dim=dim, **_cheap(options, dim))
+    pred = torch.zeros(2, 17, dim, requires_grad=True)
+    target = torch.full((2, 17, dim), residual)
     target[0] *= -1
-    sigma = torch.full((2, 17, 2), sigma_value, requires_grad=True)
+    sigma = torch.full((2, 17, dim), sigma_value, requires_grad=True)
     loss = crit(pred, sigma, target, torch.ones(2, 17, 1))
     loss.backward()
     assert torch.isfinite(loss), float(loss)
@@ -289,6 +323,29 @@ def test_log_normalizer_matches_the_closed_form_for_the_identity_flow(q, s_per_d
     assert error(512) < error(256) / 3 or error(512) < 1e-9
 
 
+@pytest.mark.parametrize(
+    ("q", "s_per_dim", "tolerance"),
+    [
+        ("gaussian", 1 / (2 * math.sqrt(math.pi)), 1e-9),
+        # the 3D default grid (48 cells per axis on [-10, 10]) is coarse for the Laplace kink:
+        # log s is off by 0.034 (a constant: it shifts the loss, not the gradients of mu, sigma)
+        ("laplace", math.exp(0.5) * 0.5 * math.erfc(1 / math.sqrt(2)), 0.04),
+    ],
+)
+@pytest.mark.slow
+def test_log_normalizer_in_3d_matches_the_closed_form_and_converges(q, s_per_dim, tolerance):
+    exact = 3 * math.log(s_per_dim)
+
+    def error(points: int | None) -> float:
+        rle = RLELoss(
+            dim=3, q=q, convention="paper", log_s=True, log_s_points=points, flow=_identity_flow(3)
+        )
+        return abs(float(rle.log_normalizer(dtype=torch.float64).detach()) - exact)
+
+    assert error(None) < tolerance
+    assert error(48) < error(24) / 3 or error(48) < 1e-9
+
+
 def test_log_s_adds_the_normalizer_per_labelled_keypoint():
     flow = _random_flow(seed=7)
     pred, sigma, target, weight = _inputs(seed=7)
@@ -306,12 +363,13 @@ def test_log_s_is_rejected_for_the_official_convention():
 # --- interface -----------------------------------------------------------------------------
 
 
-def test_weight_of_shape_k1_equals_weight_repeated_over_d():
-    pred, sigma, target, weight = (t.float() for t in _inputs(seed=8))
+@pytest.mark.parametrize("dim", [2, 3])
+def test_weight_of_shape_k1_equals_weight_repeated_over_d(dim):
+    pred, sigma, target, weight = (t.float() for t in _inputs(seed=8, d=dim))
     for name, options in ALL_VARIANTS:
-        crit = build_loss(name, **options)
+        crit = build_loss(name, dim=dim, **options)
         a = crit(pred, sigma, target, weight)
-        b = crit(pred, sigma, target, weight.expand(-1, -1, 2))
+        b = crit(pred, sigma, target, weight.expand(-1, -1, dim))
         torch.testing.assert_close(a, b, msg=name)
 
 

@@ -65,11 +65,33 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _run_lift_train(args: argparse.Namespace) -> int:
+    from posereg.config import load_lift_config
+    from posereg.engine.lift import train_lift
+
+    cfg = load_lift_config(args.config, args.overrides)
+    result = train_lift(cfg, device=args.device, exist_ok=args.exist_ok)
+    m = result.metrics
+    print(
+        f"run: {result.run_dir}\nval MPJPE {m.mpjpe:.1f} mm, PA-MPJPE {m.pa_mpjpe:.1f} mm, "
+        f"N-MPJPE {m.n_mpjpe:.1f} mm, PCK@150 {m.pck:.3f}, AUC {m.auc:.3f} "
+        f"(best MPJPE {result.best_mpjpe:.1f} mm; training {result.train_seconds:.0f} s)"
+    )
+    return 0
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    from posereg.config import ConfigError, load_config
+    from posereg.config import ConfigError, config_task, load_config
     from posereg.engine.report import format_summary
     from posereg.engine.train import RunFinished, train
 
+    if args.config is not None and not args.resume and config_task(args.config) == "lift":
+        return _run_lift_train(args)
+    if args.resume and config_task(f"{args.resume}/config.yaml") == "lift":
+        raise ConfigError(
+            f"{args.resume} is a lifting run; lifting runs are not resumable (they take "
+            "minutes): train its config again"
+        )
     if args.resume:
         if args.config is not None:
             raise ConfigError(
@@ -114,9 +136,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from posereg.config import load_config
+    from posereg.config import config_task, load_config, load_lift_config
     from posereg.engine.evaluate import run_evaluation
 
+    if config_task(args.config) == "lift":
+        from posereg.engine.lift import run_lift_evaluation
+
+        metrics = run_lift_evaluation(
+            load_lift_config(args.config, args.overrides), args.checkpoint, args.device, args.out
+        )
+        for k, v in metrics.summary().items():
+            print(f"{k}: {v:.4f}" if k in ("PCK3D_150", "AUC3D") else f"{k}: {v:.2f}")
+        for action, (e1, e2) in metrics.per_action.items():
+            print(f"  {action}: MPJPE {e1:.2f}, PA-MPJPE {e2:.2f}")
+        return 0
     cfg = load_config(args.config, args.overrides)
     result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
     for k, v in result.summary().items():
@@ -129,7 +162,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config (its data and eval sections are used)")
     p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
     _add_set(p)
-    p.add_argument("--out", help="write the COCO-results predictions json here")
+    p.add_argument(
+        "--out", help="write the predictions json here (COCO results; 3D joints for lift)"
+    )
     p.add_argument("--device")
     p.set_defaults(func=_run_eval)
 
@@ -231,6 +266,35 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device")
     p.set_defaults(func=_run_predict)
+
+
+def _run_lift(args: argparse.Namespace) -> int:
+    from posereg.lift import lift_file
+
+    result, json_path, png = lift_file(
+        args.checkpoint, args.poses, args.out, draw=not args.no_draw, device=args.device or "cpu"
+    )
+    sigma = "" if result.sigma is None else f", mean sigma {result.sigma.mean():.1f} mm"
+    print(f"lifted {len(result.joints_3d)} poses{sigma} -> {json_path}")
+    if png is not None:
+        print(f"3D skeletons -> {png}")
+    return 0
+
+
+def _add_lift(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lift",
+        help="lift 2D keypoints to 3D (mm, root-relative) with a lifting checkpoint",
+        description="POSES_2D: a COCO-results json (from `posereg predict`) or an .npy/.npz "
+        "array (N, K, 2 or 3) in pixels, in the lifter's input skeleton. Writes "
+        "OUT/poses_3d.json (joints and per-joint sigma in mm) and OUT/poses_3d.png.",
+    )
+    p.add_argument("poses", metavar="POSES_2D")
+    p.add_argument("--checkpoint", required=True, help="checkpoint of a `task: lift` run")
+    p.add_argument("--out", default="runs/lift", help="output folder (default: runs/lift)")
+    p.add_argument("--no-draw", action="store_true", help="no 3D skeleton PNG")
+    p.add_argument("--device")
+    p.set_defaults(func=_run_lift)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -496,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_serve(sub)
     _add_info(sub)
+    _add_lift(sub)
     _add_convert(sub)
     _add_data(sub)
     _add_debug_everywhere(sub)

@@ -36,6 +36,12 @@ __all__ = [
     "load_config",
     "Range",
     "validate",
+    "LiftConfig",
+    "LiftDataConfig",
+    "LiftModelConfig",
+    "LiftTrainConfig",
+    "config_task",
+    "load_lift_config",
 ]
 
 T = TypeVar("T")
@@ -461,3 +467,103 @@ class Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a run config from YAML with ``--set`` overrides (see :func:`load_yaml`)."""
     return load_yaml(Config, path, overrides)
+
+
+# --------------------------------------------------------------------------- lifting runs
+# A YAML file with ``task: lift`` is a 2D-to-3D lifting run (posereg.engine.lift); every other
+# config is a top-down run (:class:`Config`). ``posereg train``/``eval`` read the task first.
+
+
+@dataclasses.dataclass
+class LiftDataConfig:
+    """Where the 2D-3D pairs come from (posereg.data.lift; docs/lifting.md).
+
+    ``source``: ``synth`` (the generator's bodies seen by the real Human3.6M cameras, with 2D
+    noise ``noise``), ``h36m`` (the VideoPose3D archives ``positions_3d`` and, optionally,
+    ``positions_2d``, ground truth or detections; train on ``train_subjects``, evaluate on
+    ``test_subjects``) or ``body3d`` (MMPose-style ``*_body3d.npz`` files ``train_file`` and
+    ``val_file``).
+    """
+
+    source: Literal["synth", "h36m", "body3d"] = "synth"
+    input_skeleton: str = "h36m17"
+    noise: Literal["none", "coco", "heavy"] = "coco"
+    num_train: int = 50000
+    num_val: int = 5000
+    seed: int = 0
+    camera_file: str | None = None
+    positions_3d: str | None = None
+    positions_2d: str | None = None
+    train_subjects: list[str] = dataclasses.field(
+        default_factory=lambda: ["S1", "S5", "S6", "S7", "S8"]
+    )
+    test_subjects: list[str] = dataclasses.field(default_factory=lambda: ["S9", "S11"])
+    stride: int = 1
+    train_file: str | None = None
+    val_file: str | None = None
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "num_train": AT_LEAST_1, "num_val": AT_LEAST_1, "stride": AT_LEAST_1,
+    }  # fmt: skip
+
+
+@dataclasses.dataclass
+class LiftModelConfig:
+    """The FC lifter (posereg.models.lifter.FCLifter) and its loss."""
+
+    hidden: int = 1024
+    num_blocks: int = 2
+    dropout: float = 0.5
+    loss: str = "rle"
+    loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "hidden": AT_LEAST_1, "num_blocks": NON_NEGATIVE, "dropout": FRACTION,
+    }  # fmt: skip
+
+
+@dataclasses.dataclass
+class LiftTrainConfig:
+    """The lifting loop: Adam, learning rate decayed by ``lr_decay`` after every epoch."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_decay: float = 0.96
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 200  # steps
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": NON_NEGATIVE, "lr_decay": POSITIVE,
+        "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "threads": AT_LEAST_1,
+        "log_every": AT_LEAST_1,
+    }  # fmt: skip
+
+
+@dataclasses.dataclass
+class LiftConfig:
+    """A 2D-to-3D lifting run (``task: lift``)."""
+
+    task: Literal["lift"] = "lift"
+    name: str = "lift"
+    out_dir: str = "runs"
+    data: LiftDataConfig = dataclasses.field(default_factory=LiftDataConfig)
+    model: LiftModelConfig = dataclasses.field(default_factory=LiftModelConfig)
+    train: LiftTrainConfig = dataclasses.field(default_factory=LiftTrainConfig)
+
+
+def config_task(path: str | Path) -> str:
+    """``lift`` when the YAML file sets ``task: lift``, else ``pose`` (a top-down run)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return "pose"  # load_config reports the problem
+    return "lift" if isinstance(data, dict) and data.get("task") == "lift" else "pose"
+
+
+def load_lift_config(path: str | Path, overrides: list[str] | None = None) -> LiftConfig:
+    """Load a lifting run config (see :func:`load_yaml`)."""
+    return load_yaml(LiftConfig, path, overrides)

@@ -346,21 +346,27 @@ def convert_official(
 
 #: Keypoint count -> (skeleton, input size) of the official 2D configs.
 _OFFICIAL_2D_DATA = {17: ("coco17", (256, 192)), 16: ("mpii16", (256, 256))}
+#: Keypoint count -> (skeleton, input size) of the official 3D config (Human3.6M, 256x256).
+_OFFICIAL_3D_DATA = {17: ("h36m17", (256, 256))}
 
 
 def run_config_for(model_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
     """The run config (as a dict) that ``posereg eval``/``predict``/``info`` use for a converted model.
 
     2D models become a full :class:`posereg.config.Config` (COCO-17 at 256x192 or MPII-16 at
-    256x256, by keypoint count, as the official configs). 3D models keep the bare
-    ``create_pose_model`` arguments: the 2D engine does not run them.
+    256x256, by keypoint count, as the official configs); 3D models with 17 joints a Config of
+    the Human3.6M-17 skeleton at 256x256 whose regression head has ``head_options: {dim: 3}``,
+    so that :func:`posereg.engine.builders.model_from_checkpoint` rebuilds them and
+    ``TopDownModel.predict`` returns (u, v, depth) per joint. Other keypoint counts keep the bare
+    ``create_pose_model`` arguments.
     """
     from posereg.config import Config, DataConfig, ModelConfig, to_dict
 
     k, dim = model_kwargs["num_keypoints"], model_kwargs["dim"]
-    if dim != 2 or k not in _OFFICIAL_2D_DATA:
+    table = _OFFICIAL_2D_DATA if dim == 2 else _OFFICIAL_3D_DATA
+    if dim not in (2, 3) or k not in table:
         return {"name": name, "model": dict(model_kwargs)}
-    skeleton, input_size = _OFFICIAL_2D_DATA[k]
+    skeleton, input_size = table[k]
     model = ModelConfig(
         backbone=model_kwargs["backbone"],
         width=model_kwargs["width"],
@@ -368,8 +374,9 @@ def run_config_for(model_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
         norm_mu=model_kwargs["norm_mu"],
         loss=model_kwargs["loss"],
         loss_options=dict(model_kwargs["loss_options"]),
+        head_options={"dim": 3} if dim == 3 else {},
     )
     data = DataConfig(
-        format="coco" if skeleton == "coco17" else "mpii", skeleton=skeleton, input_size=input_size
+        format="mpii" if skeleton == "mpii16" else "coco", skeleton=skeleton, input_size=input_size
     )
     return to_dict(Config(name=name, model=model, data=data))

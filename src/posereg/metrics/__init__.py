@@ -1,4 +1,4 @@
-"""Evaluation metrics: COCO OKS AP/AR (pycocotools), OKS-NMS, instance scores, PCK / PCKh."""
+"""Evaluation metrics: COCO OKS AP/AR (pycocotools), OKS-NMS, instance scores, PCK / PCKh, 3D (MPJPE)."""
 
 from posereg.metrics.coco import (
     COCOKeypointResult,
@@ -10,6 +10,7 @@ from posereg.metrics.coco import (
     oks_nms,
     oks_nms_per_image,
 )
+from posereg.metrics.mpjpe import Pose3DMetrics, evaluate_3d, mpjpe, n_mpjpe, pa_mpjpe
 from posereg.metrics.pck import PCKhResult, PCKResult, evaluate_mpii, load_mpii_gt_mat, pck, pckh
 
 __all__ = [
@@ -27,4 +28,9 @@ __all__ = [
     "pckh",
     "evaluate_mpii",
     "load_mpii_gt_mat",
+    "Pose3DMetrics",
+    "evaluate_3d",
+    "mpjpe",
+    "pa_mpjpe",
+    "n_mpjpe",
 ]

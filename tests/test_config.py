@@ -117,7 +117,11 @@ def test_invalid_values_are_rejected_by_the_schema_owner():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
-    cfg = load_config(path)
+    """Every config in configs/ loads with the schema of its task (top-down or lifting)."""
+    from posereg.config import LiftConfig, config_task, load_lift_config
+
+    cfg = load_lift_config(path) if config_task(path) == "lift" else load_config(path)
+    assert isinstance(cfg, LiftConfig) == path.name.startswith("lift_")
     assert to_dict(cfg)["name"] == cfg.name
 
 

@@ -197,8 +197,9 @@ def test_eval_cli_reads_only(tmp_path):
         [str(BIN / "posereg"), "eval", str(config), "--checkpoint", str(ckpt)],
         capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path,
     )  # fmt: skip
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert "evaluation does not generate data" in out.stderr and "posereg data synth" in out.stderr
+    assert out.stderr.startswith("posereg eval: error:") and "Traceback" not in out.stderr
     assert not Path(s.root).exists()
 
 

@@ -114,6 +114,14 @@ def make_step(
     return step
 
 
+#: Adam implementations: torch's CPU default (a per-tensor loop), foreach, fused.
+ADAM: dict[str, dict[str, bool]] = {
+    "default": {},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
+
+
 def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType) -> dict:
     backbone, width, (h, w), batch = MODELS[name]
     torch.manual_seed(0)
@@ -124,11 +132,11 @@ def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType)
     rle = model.criterion
     old = baseline.RLELoss(dim=2)
     old.flow.load_state_dict(rle.flow.state_dict())  # same parameters, same layout
-    body = [p for n, p in model.named_parameters() if not n.startswith("criterion.")]
+    body = [p for n, p in model.named_parameters() if "criterion." not in n]
 
     def variant(vname: str, criterion: nn.Module) -> Variant:
         params = body + list(criterion.parameters())
-        return Variant(vname, criterion, torch.optim.Adam(params, lr=1e-5))
+        return Variant(vname, criterion, torch.optim.Adam(params, lr=1e-5, **ADAM[args.adam]))
 
     variants = [
         variant("l1", L1Loss()),
@@ -190,6 +198,9 @@ def main() -> None:
     p.add_argument("--baseline-ref", default="14edfdf", help="git ref of 'today's step'")
     p.add_argument("--unlabelled", type=float, default=0.0, help="fraction of weight-0 keypoints")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument(
+        "--adam", choices=list(ADAM), default="default", help="Adam implementation (all variants)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     baseline = load_baseline(args.baseline_ref)

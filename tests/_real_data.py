@@ -19,3 +19,26 @@ def real(*parts: str) -> Path:
     if not path.exists():
         pytest.fail(f"real fixture {path} not found in the samples posereg carries")
     return path
+
+
+def tiny_checkpoint(path: Path, metrics: dict | None = None) -> Path:
+    """A real posereg checkpoint of a tiny random RLE model (ResNet-18 x0.25, 64x48, COCO-17)."""
+    import dataclasses
+
+    import torch
+
+    from posereg.config import Config, to_dict
+    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.models import create_pose_model
+
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        name="tiny",
+        data=dataclasses.replace(cfg.data, input_size=[64, 48]),
+        model=dataclasses.replace(cfg.model, backbone="resnet18", width=0.25),
+    )
+    torch.manual_seed(0)
+    model = create_pose_model("resnet18", num_keypoints=17, width=0.25)
+    state = {"model": model.state_dict(), "config": to_dict(cfg), "metrics": metrics or {}}
+    return save_checkpoint(state, path)

@@ -23,10 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from _real_data import real
-from posereg.config import Config, to_dict
-from posereg.engine.checkpoint import save_checkpoint
-from posereg.models import create_pose_model
+from _real_data import real, tiny_checkpoint
 from posereg.predict import Predictor
 from posereg.viz import confidence_color
 
@@ -40,19 +37,8 @@ MAX_BOXES = 4
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A real posereg checkpoint of a tiny random RLE model, with evaluation metrics."""
-    cfg = Config()
-    cfg = dataclasses.replace(
-        cfg,
-        name="tiny",
-        data=dataclasses.replace(cfg.data, input_size=[64, 48]),
-        model=dataclasses.replace(cfg.model, backbone="resnet18", width=0.25),
-    )
-    torch.manual_seed(0)
-    model = create_pose_model("resnet18", num_keypoints=17, width=0.25)
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    metrics = {"AP": 0.0123, "sigma_calibration": 1.5}
-    return save_checkpoint(
-        {"model": model.state_dict(), "config": to_dict(cfg), "metrics": metrics}, path
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny.pt", {"AP": 0.0123, "sigma_calibration": 1.5}
     )
 
 

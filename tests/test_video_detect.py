@@ -3,7 +3,6 @@ the real `posereg predict` command."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -16,12 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from _real_data import real
+from _real_data import real, tiny_checkpoint
 from posereg.cli import main
-from posereg.config import Config, to_dict
 from posereg.detect import PersonDetector
-from posereg.engine.checkpoint import save_checkpoint
-from posereg.models import create_pose_model
 from posereg.predict import PoseResult, Predictor
 from posereg.smoothing import kalman_smooth, one_euro
 from posereg.synth.generate import generate, synth_config
@@ -41,19 +37,8 @@ def _posereg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A real posereg checkpoint of a tiny random RLE model, with evaluation metrics."""
-    cfg = Config()
-    cfg = dataclasses.replace(
-        cfg,
-        name="tiny",
-        data=dataclasses.replace(cfg.data, input_size=[64, 48]),
-        model=dataclasses.replace(cfg.model, backbone="resnet18", width=0.25),
-    )
-    torch.manual_seed(0)
-    model = create_pose_model("resnet18", num_keypoints=17, width=0.25)
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    metrics = {"AP": 0.01, "sigma_calibration": 1.5}
-    return save_checkpoint(
-        {"model": model.state_dict(), "config": to_dict(cfg), "metrics": metrics}, path
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny.pt", {"AP": 0.01, "sigma_calibration": 1.5}
     )
 
 

@@ -453,6 +453,16 @@ def _umask() -> int:
     return mask
 
 
+def _output_dir(out_dir: str | Path) -> Path:
+    """Create (if needed) and return the output folder; an OSError names it and says why."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, f"cannot create the output folder {out}") from None
+    return out
+
+
 def _os_error(e: OSError, what: str) -> OSError:
     """An OSError of the same errno whose message says what failed, on which path, and why."""
     err = OSError(f"{what}: {e.strerror or e}")
@@ -535,11 +545,7 @@ def predict_files(
     predictor.exif_orientation = exif_orientation
     files = _image_files(inputs)
     dets = load_detections(boxes, score_threshold) if boxes else None
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _os_error(e, f"cannot create the output folder {out}") from None
+    out = _output_dir(out_dir)
     summary = PredictSummary(
         out / "predictions.json", len(files), detections=dets.report if dets else None
     )

@@ -171,7 +171,7 @@ def predict_video(
     """
     from tqdm.auto import tqdm
 
-    from posereg.predict import PoseResult, Predictor, _os_error, _write_file, result_entries
+    from posereg.predict import PoseResult, Predictor, _output_dir, _write_file, result_entries
     from posereg.viz import draw_people
 
     if smooth is not None and smooth not in SMOOTHERS:
@@ -185,11 +185,7 @@ def predict_video(
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _os_error(e, f"cannot create the output folder {out}") from None
+    out = _output_dir(out_dir)
     summary = VideoSummary(
         out / f"{path.stem}_pose.mp4" if draw else None, out / f"{path.stem}_predictions.json"
     )

@@ -186,3 +186,35 @@ def test_a_range_error_in_a_file_names_the_file_and_key(tmp_path):
     p.write_text(yaml.safe_dump({"train": {"batch_size": -4}}))
     with pytest.raises(ConfigError, match=r"c\.yaml: train\.batch_size: -4 is out of range"):
         load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.input_size=128,96", (128, 96)),  # a list written a,b
+        ("data.input_size=128", (128, 128)),  # one number for a pair means both
+        ("optim.milestones=10..20", [10, 20]),  # numbers written as a range a..b
+        ("data.detections=none", None),  # none is null where null is allowed
+        ("name=2024", "2024"),  # a string field takes the text as written
+        ("name=none", "none"),  # ... and only a field that may be null reads none as null
+    ],
+)
+def test_override_shorthands_of_the_command_line(override, expected):
+    """One override parser for run configs and the generator's settings (posereg data synth)."""
+    key = override.split("=")[0]
+    cfg = apply_overrides(Config(), [override])
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == expected
+
+
+def test_a_single_number_is_no_list_of_any_length():
+    with pytest.raises(ConfigError, match=r"optim\.milestones: expected a list, got 5"):
+        apply_overrides(Config(), ["optim.milestones=5"])
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_ranges_reject_nan_and_infinity(value):
+    with pytest.raises(ConfigError, match=r"optim\.lr: .* is out of range; allowed: >= 0"):
+        apply_overrides(Config(), [f"optim.lr={value}"])

@@ -4,12 +4,17 @@ Every key is checked against the dataclass field it names and every value agains
 field's type annotation; errors name the full dotted key, what was given and what was
 expected. Supported annotations: bool, int, float, str, None, ``X | None``, ``Literal``,
 ``tuple[T, ...]``/``tuple[T1, T2]``, ``list[T]``, ``dict[str, T]``, ``typing.Any`` and nested
-dataclasses.
+dataclasses. A dataclass may declare the allowed values of its numbers in a class-level
+``ranges`` table (``ranges: ClassVar[dict[str, Range]]``); :func:`from_dict` and
+:func:`validate` check them. The run schema below and the synthetic-data generator's settings
+(``posereg.synth.SynthConfig``) both use this one machinery.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,6 +29,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "parse_override_value",
     "load_yaml",
     "save_yaml",
     "Config",
@@ -59,6 +65,8 @@ def _type_name(tp: Any) -> str:
 class Range:
     """The allowed values of a number (each element for a tuple or list; None always passes).
 
+    NaN and infinities are never in a range.
+
     Arguments:
         low, high: bounds (None: unbounded).
         low_open: ``low < x`` instead of ``low <= x``.
@@ -69,6 +77,8 @@ class Range:
     low_open: bool = False
 
     def __contains__(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
         if self.low is not None and (x <= self.low if self.low_open else x < self.low):
             return False
         return self.high is None or x <= self.high
@@ -244,13 +254,69 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+def _field_type(tp: Any, key: str) -> Any:
+    """The annotation of ``key`` inside a value annotated ``tp`` (Any where it cannot tell)."""
+    if get_origin(tp) in (typing.Union, types.UnionType):  # SynthDataConfig | None
+        inner = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+        tp = inner[0] if inner else Any
+    if dataclasses.is_dataclass(tp):
+        return get_type_hints(tp).get(key, Any)
+    if get_origin(tp) is dict and get_args(tp):
+        return get_args(tp)[1]
+    return Any
+
+
+def parse_override_value(tp: Any, text: str) -> Any:
+    """Parse the text of one ``key=value`` override for a field annotated ``tp``.
+
+    The text is read as YAML (``0.01``, ``[64, 48]``, ``{sigma: 2}``, ``null``), with the
+    command-line shorthands:
+
+    - a list or tuple may be written ``a,b,c``, and a list of numbers as a range ``a..b``
+      (``people_per_image=1..3``, ``pose_classes=standing,walking``); a single number for a
+      pair means both (``people_per_image=2`` is ``2..2``);
+    - ``none`` (any case) is null for a field that may be null;
+    - a field that is only a string takes the text as written (``name=2024``).
+
+    The result is type-checked by :func:`from_dict` afterwards.
+
+    Example:
+        >>> parse_override_value(tuple[int, int], "1..3"), parse_override_value(str | None, "none")
+        ([1, 3], None)
+    """
+    text = text.strip()
+    value = yaml.safe_load(text) if text else ""
+    union = get_origin(tp) in (typing.Union, types.UnionType)
+    args = [a for a in (get_args(tp) if union else (tp,)) if a is not type(None)]
+    if union and type(None) in get_args(tp) and isinstance(value, str) and value.lower() == "none":
+        return None
+    for arg in args:  # the first sequence type of the annotation takes the shorthands
+        if get_origin(arg) not in (tuple, list):
+            continue
+        items = get_args(arg) or (Any,)
+        item = items[0]
+        if isinstance(value, str):
+            sep = r",|\.\." if item in (int, float) else ","
+            parts = [p.strip() for p in re.split(sep, value) if p.strip()]
+            return [p if item is str else yaml.safe_load(p) for p in parts]
+        pair = get_origin(arg) is tuple and len(items) == 2 and items[1] is not Ellipsis
+        if pair and isinstance(value, int | float) and not isinstance(value, bool):
+            return [value, value]
+        break
+    if args == [str] and value is not None and not isinstance(value, str | list | dict):
+        return text
+    return value
+
+
 def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply ``a.b.c=value`` overrides; values are parsed as YAML, then type-checked.
+    """Apply ``a.b.c=value`` overrides, each parsed by :func:`parse_override_value`, then type-checked.
 
     Example:
         >>> cfg = apply_overrides(Config(), ["optim.lr=0.01", "data.input_size=[64, 48]"])
         >>> cfg.optim.lr, cfg.data.input_size
         (0.01, (64, 48))
+        >>> apply_overrides(Config(), ["data.input_size=128,96"]).data.input_size
+        (128, 96)
     """
     data = to_dict(cfg)
     for item in overrides:
@@ -259,6 +325,7 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
         node = data
+        tp: Any = type(cfg)
         for i, k in enumerate(keys):
             if not isinstance(node, dict) or k not in node:
                 where = ".".join(keys[:i]) or "the top level"
@@ -266,8 +333,9 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
                 raise ConfigError(
                     f"unknown config key {dotted}: no {k!r} in {where}; valid: {valid}"
                 )
+            tp = _field_type(tp, k)
             if i == len(keys) - 1:
-                node[k] = yaml.safe_load(raw) if raw.strip() else ""
+                node[k] = parse_override_value(tp, raw)
             else:
                 node = node[k]
     return from_dict(type(cfg), data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posereg.cli import main
+from posereg.config import ConfigError, apply_overrides
 from posereg.skeletons import COCO17, MPII16
 from posereg.synth.body import skeleton_joint_indices
 from posereg.synth.camera import DEFAULT_H36M_CAMERAS, project
@@ -22,6 +24,7 @@ from posereg.synth.generate import (
     render_index,
     sample_poses,
 )
+from posereg.synth.noise import NoiseConfig
 from posereg.synth.render import PARTS_PER_PERSON, own_part_ids, part_id
 
 SEED = 11
@@ -207,7 +210,7 @@ def test_same_seed_same_bytes_whatever_the_workers(
         ({"num_images": -1}, "num_images"),
         ({"seed": -3}, "seed"),
         ({"config": SynthConfig(occluder_prob=1.5)}, "occluder_prob"),
-        ({"config": SynthConfig.preset("medium", noise={"outlier_prob": -0.1})}, "outlier_prob"),
+        ({"config": SynthConfig(noise=NoiseConfig(outlier_prob=-0.1))}, "noise.outlier_prob"),
         ({"config": SynthConfig(keypoint_set="coco18")}, "valid: coco17, mpii16, h36m17"),
         ({"config": SynthConfig(people_per_image=(3, 1))}, "people_per_image"),
         ({"config": SynthConfig(pose_classes=("flying",))}, "valid: standing"),
@@ -228,6 +231,55 @@ def test_bad_parameters_fail_before_any_work(tmp_path: Path, kwargs: dict, messa
     with pytest.raises(ValueError, match=message):
         generate(**args)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: SynthConfig.preset("medium", noise={"outlier_prob": -0.1}),
+         "noise.outlier_prob: -0.1 is out of range; allowed: in [0, 1]"),
+        (lambda: SynthConfig.preset("easy", occluder_prob=1.5),
+         "occluder_prob: 1.5 is out of range; allowed: in [0, 1]"),
+        (lambda: SynthConfig.preset("hard", image_size=(256.5, 256)),
+         "image_size[0]: expected an integer, got 256.5"),
+        (lambda: SynthConfig.from_dict({"noise": {"scael": 0.5}}),
+         "unknown config key noise.scael; valid keys here: scale,"),
+        (lambda: SynthConfig.preset("harder"), "unknown synth preset 'harder'; valid: easy, medium, hard"),
+        (lambda: apply_overrides(SynthConfig(), ["noise.scale=-1"]),
+         "noise.scale: -1.0 is out of range; allowed: >= 0"),
+        (lambda: apply_overrides(SynthConfig(), ["people_per_image=1..3..5"]),
+         "people_per_image: expected 2 values, got 3"),
+        (lambda: apply_overrides(SynthConfig(), ["occluders=3"]),
+         "unknown config key occluders: no 'occluders' in the top level; valid: image_size,"),
+        (lambda: SynthConfig(jpeg_quality=0).validate(), "jpeg_quality: 0 is out of range; allowed: in [1, 100]"),
+        (lambda: SynthConfig(fov_deg=(60.0, 50.0)).validate(), "fov_deg must be (min, max) with min <= max"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_config_errors_naming_the_key(build, message: str) -> None:
+    """The generator's settings go through posereg.config: one from-dict check, one override parser."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build()
+
+
+def test_overrides_use_the_command_line_shorthands() -> None:
+    """``--set``/``--noise`` values: ranges ``a..b``, lists ``a,b``, one number for a pair, ``none``."""
+    cfg = apply_overrides(
+        SynthConfig.preset("easy"),
+        ["people_per_image=2..4", "image_size=128,96", "elevation_deg=-10..40",
+         "pose_classes=standing,lying", "clutter_shapes=3", "camera_file=none",
+         "photo_dir=photos", "noise.scale=0.7071", "jpeg_quality=80"],
+    )  # fmt: skip
+    assert (cfg.people_per_image, cfg.image_size, cfg.elevation_deg) == (
+        (2, 4),
+        (128, 96),
+        (-10.0, 40.0),
+    )
+    assert cfg.pose_classes == ("standing", "lying") and cfg.clutter_shapes == (3, 3)
+    assert cfg.camera_file is None and cfg.photo_dir == "photos" and cfg.jpeg_quality == 80
+    # a noise override changes that field only; the preset's other settings stay
+    easy = SynthConfig.preset("easy")
+    assert cfg.noise == NoiseConfig(scale=0.7071) and cfg.roll_std_deg == easy.roll_std_deg
+    assert apply_overrides(SynthConfig(), ["pose_classes=sitting"]).pose_classes == ("sitting",)
 
 
 def test_unwritable_output_directory_is_reported(tmp_path: Path) -> None:

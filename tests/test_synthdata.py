@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posereg.config import Config, DataConfig, SynthDataConfig, load_config, to_dict
+from posereg.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    SynthDataConfig,
+    load_config,
+    to_dict,
+)
 from posereg.data.badinput import BadInputError
 from posereg.engine.builders import build_datasets
 from posereg.engine.synthdata import (
@@ -103,6 +110,17 @@ def test_a_differing_setting_regenerates_that_split_and_says_why(tmp_path, caplo
     noisier = dataclasses.replace(more, options={**more.options, "noise": {"outlier_prob": 0.1}})
     assert stale_reason(noisier, "val") == "noise.outlier_prob 0.1 != 0.0 recorded"
     assert stale_reason(dataclasses.replace(more, seed=4), "train") == "seed 4 != 3 recorded"
+
+
+def test_a_bad_option_names_its_config_key(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"data\.synth\.options\.occluder_prob: 2\.0 is out of range"
+    ):
+        synth_config_of(_tiny(tmp_path, options={"occluder_prob": 2.0}))
+    with pytest.raises(ConfigError, match=r"unknown config key data\.synth\.options\.noise\.sclae"):
+        synth_config_of(_tiny(tmp_path, options={"noise": {"sclae": 0.1}}))
+    with pytest.raises(ConfigError, match=r"data\.synth\.preset: unknown synth preset 'tiny'"):
+        synth_config_of(_tiny(tmp_path, preset="tiny"))
 
 
 def test_an_interrupted_generation_is_redone(tmp_path, caplog):

@@ -409,9 +409,11 @@ def _key_values(items: list[str], what: str) -> dict[str, str]:
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
+    from posereg.config import apply_overrides
     from posereg.synth.generate import SynthConfig, generate, generate_3d
 
     config = SynthConfig.preset(args.preset)
+    # every flag becomes a posereg.config override (one parser: posereg.config.parse_override_value)
     overrides = _key_values(args.set, "--set")
     if args.image_size is not None:
         overrides["image_size"] = ",".join(str(x) for x in args.image_size)
@@ -426,7 +428,7 @@ def _run_data_synth(args: argparse.Namespace) -> int:
         overrides |= {"noise.scale": "0", "noise.outlier_prob": "0", "noise.swap_prob": "0"}
     elif args.noise:
         overrides |= {f"noise.{k}": v for k, v in _key_values(args.noise, "--noise").items()}
-    config = config.with_overrides(overrides)
+    config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
     if args.only_3d:
         path = generate_3d(args.out, args.split, args.num_images, args.seed, config)
     else:

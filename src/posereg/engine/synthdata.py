@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from posereg.config import SynthDataConfig
+from posereg.config import ConfigError, SynthDataConfig
 from posereg.data.badinput import BadInputError
 from posereg.synth.generate import (
     PRESETS,
@@ -41,11 +41,19 @@ def synth_config_of(s: SynthDataConfig) -> SynthConfig:
 
     A ``noise`` dict in the options changes only the noise fields it names (the preset's other
     noise fields stay), as ``posereg data synth --preset P --noise k=v`` does.
+
+    Raises:
+        ConfigError: an unknown preset or option, or a bad option value, naming
+            ``data.synth.preset`` or ``data.synth.options.<key>``.
     """
+    if s.preset not in PRESETS:
+        raise ConfigError(
+            f"data.synth.preset: unknown synth preset {s.preset!r}; valid: {', '.join(PRESETS)}"
+        )
     options = dict(s.options)
     if isinstance(options.get("noise"), dict):
-        options["noise"] = {**PRESETS.get(s.preset, {}).get("noise", {}), **options["noise"]}
-    return SynthConfig.preset(s.preset, **options)
+        options["noise"] = {**PRESETS[s.preset].get("noise", {}), **options["noise"]}
+    return SynthConfig.from_dict({**PRESETS[s.preset], **options}, prefix="data.synth.options.")
 
 
 def _num_images(s: SynthDataConfig, split: str) -> int:

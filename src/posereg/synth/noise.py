@@ -21,9 +21,12 @@ slot's v code in place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+
+from posereg.config import FRACTION, NON_NEGATIVE, Range, from_dict, to_dict
 
 __all__ = ["NoiseConfig", "NoisyLabels", "apply_label_noise"]
 
@@ -50,25 +53,19 @@ class NoiseConfig:
     outlier_scale: float = 5.0
     swap_prob: float = 0.01
 
+    ranges: ClassVar[dict[str, Range]] = {
+        "scale": NON_NEGATIVE, "occluded_factor": NON_NEGATIVE, "outlier_prob": FRACTION,
+        "outlier_scale": NON_NEGATIVE, "swap_prob": FRACTION,
+    }  # fmt: skip
+
     def validate(self) -> None:
-        """Raise ValueError naming the field if a setting is out of range."""
-        for name in ("outlier_prob", "swap_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"noise.{name} must be a probability in [0, 1], got {p}")
-        for name in ("scale", "occluded_factor", "outlier_scale"):
-            x = getattr(self, name)
-            if not (x >= 0.0 and np.isfinite(x)):
-                raise ValueError(f"noise.{name} must be a finite number >= 0, got {x}")
+        """Check types and ``ranges`` (``posereg.config``); ConfigError naming ``noise.<field>``."""
+        from_dict(NoiseConfig, to_dict(self), prefix="noise.")
 
     @classmethod
     def off(cls) -> NoiseConfig:
         """No label noise at all (labels equal the clean truth)."""
         return cls(scale=0.0, outlier_prob=0.0, swap_prob=0.0)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass

@@ -103,7 +103,12 @@ def noise_stats(path: Path) -> dict:
             if len(r) >= 10:
                 row[f"{label}_n"] = len(r)
                 row[f"{label}_sd_over_s"] = round(float(r.std()), 4)
-                row[f"{label}_ratio_to_k"] = round(float(r.std() / k[i]), 3)
+                # per-axis sd / (scale k_i): 1 (visible) and occluded_factor (occluded) by design
+                row[f"{label}_ratio_to_model"] = round(float(r.std() / (cfg.noise.scale * k[i])), 3)
+                # COCO's own measure, sqrt(E[d^2 / s^2]) / sigma_i (sigma_i = k_i / 2): 1 for
+                # visible keypoints at the default scale
+                rms = float(np.sqrt(np.mean(np.sum(r**2, axis=1))))
+                row[f"{label}_rms_over_sigma"] = round(rms / (k[i] / 2), 3)
         per_kp[name] = row
     return {
         "annotations": len(data["annotations"]),

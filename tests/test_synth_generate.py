@@ -24,7 +24,7 @@ from posereg.synth.generate import (
     render_index,
     sample_poses,
 )
-from posereg.synth.noise import NoiseConfig
+from posereg.synth.noise import COCO_SCALE, NoiseConfig
 from posereg.synth.render import PARTS_PER_PERSON, own_part_ids, part_id
 
 SEED = 11
@@ -362,8 +362,8 @@ def test_3d_only_mode_is_consistent_and_deterministic(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_label_spread_in_a_rendered_dataset_matches_the_model(tmp_path: Path) -> None:
-    """End to end, with the rendered silhouette areas: (label - truth) / (k_i s) has sd 1
-    (visible) and 2 (occluded); outliers are about 3 %."""
+    """End to end, with the rendered silhouette areas: (label - truth) / (k_i s) has sd
+    COCO_SCALE (visible) and 2 COCO_SCALE (occluded) at the default; outliers are about 3 %."""
     path = generate(tmp_path, "train", 160, seed=3, num_workers=0, progress=False)
     data = json.loads(path.read_text())
     k = COCO17.oks_k
@@ -381,6 +381,6 @@ def test_label_spread_in_a_rendered_dataset_matches_the_model(tmp_path: Path) ->
             if i not in skip:
                 z[int(kp[i, 2])].append((kp[i, :2] - clean[i, :2]) / (k[i] * np.sqrt(a["area"])))
     assert len(z[2]) > 1500 and len(z[1]) > 300
-    np.testing.assert_allclose(np.std(z[2]), 1.0, rtol=0.1)
-    np.testing.assert_allclose(np.std(z[1]), 2.0, rtol=0.1)
+    np.testing.assert_allclose(np.std(z[2]), COCO_SCALE, rtol=0.1)
+    np.testing.assert_allclose(np.std(z[1]), 2.0 * COCO_SCALE, rtol=0.1)
     assert abs(outliers / labelled - 0.03) < 4 * np.sqrt(0.03 * 0.97 / labelled)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from pycocotools.cocoeval import Params
 
+from posereg.config import apply_overrides
 from posereg.skeletons import COCO17, MPII16
-from posereg.synth.noise import NoiseConfig, apply_label_noise
+from posereg.synth.generate import PRESETS, SynthConfig
+from posereg.synth.noise import COCO_SCALE, NoiseConfig, apply_label_noise
 
 NUM_PEOPLE = 6000
 
@@ -33,9 +38,10 @@ def coco_noise() -> tuple:
     return clean, vis, area, labels, swapped_kp
 
 
-@pytest.mark.parametrize("code, factor", [(2, 1.0), (1, 2.0)])
+@pytest.mark.parametrize("code, factor", [(2, COCO_SCALE), (1, 2.0 * COCO_SCALE)])
 def test_spread_per_keypoint_is_k_times_scale(coco_noise: tuple, code: int, factor: float) -> None:
-    """std of (label - truth) / s per axis is k_i (visible) or 2 k_i (occluded), within 10 %."""
+    """std of (label - truth) / s per axis is scale k_i (visible) or 2 scale k_i (occluded),
+    within 10 %, at the default scale."""
     clean, vis, area, labels, swapped_kp = coco_noise
     s = np.sqrt(area)[:, None, None]
     resid = (labels.keypoints - clean) / s  # (P, K, 2)
@@ -55,7 +61,7 @@ def test_outlier_rate_and_spread(coco_noise: tuple) -> None:
     assert abs(rate - 0.03) < 4 * np.sqrt(0.03 * 0.97 / n)
     assert not labels.outlier[~labelled].any()
     # Gross errors: Laplace with standard deviation 5x the keypoint's spread.
-    sd = COCO17.oks_k[None, :] * np.sqrt(area)[:, None] * np.where(vis == 1, 2.0, 1.0)
+    sd = COCO_SCALE * COCO17.oks_k[None, :] * np.sqrt(area)[:, None] * np.where(vis == 1, 2.0, 1.0)
     m = labels.outlier & ~swapped_kp
     z = (labels.keypoints - clean)[m] / sd[m][:, None]
     np.testing.assert_allclose(z.std(), 5.0, rtol=0.1)
@@ -79,6 +85,40 @@ def test_swap_rate_and_what_swaps(coco_noise: tuple) -> None:
         ):
             near_b = np.linalg.norm(labels.keypoints[p, a] - clean[p, b]) / s[p]
             assert near_b < 6 * 2 * COCO17.oks_k[b]
+
+
+def test_default_spread_is_cocos_measured_sigma(coco_noise: tuple) -> None:
+    """At the default, the RMS 2D distance of a visible label from the truth, over sqrt(area), is
+    COCO's per-keypoint sigma_i (pycocotools' own table), within 4 standard errors.
+
+    COCO defines sigma_i^2 = E[d_i^2 / s^2] (d_i a 2D distance); for labels drawn per axis from
+    N(0, a^2), d^2 / a^2 is chi-square with 2 degrees of freedom (mean 2, variance 4), so the
+    relative standard error of the mean of d^2 is 1 / sqrt(n) and that of its root 1 / (2 sqrt n).
+    """
+    assert NoiseConfig().scale == COCO_SCALE
+    assert COCO_SCALE == pytest.approx(0.35355339, abs=1e-8)  # 1 / (2 sqrt 2)
+    coco_sigmas = np.asarray(Params(iouType="keypoints").kpt_oks_sigmas)
+    np.testing.assert_allclose(COCO17.oks_k, 2 * coco_sigmas)  # the k_i the model scales
+    clean, vis, area, labels, swapped_kp = coco_noise
+    d = np.linalg.norm(labels.keypoints - clean, axis=-1) / np.sqrt(area)[:, None]  # (P, K)
+    for i, sigma in enumerate(coco_sigmas):
+        m = (vis[:, i] == 2) & ~labels.outlier[:, i] & ~swapped_kp[:, i]
+        n = int(m.sum())
+        assert n >= 3000
+        rms = math.sqrt(np.mean(d[m, i] ** 2))
+        assert abs(rms / sigma - 1.0) < 4 * 0.5 / math.sqrt(n), (i, rms, sigma)
+    # The old default (scale = 1, k_i s per axis) was 2 sqrt 2 = 2.83 times that spread.
+    assert 1.0 / COCO_SCALE == pytest.approx(2 * math.sqrt(2))
+
+
+def test_presets_keep_their_relative_difficulty_and_other_scales_can_be_set() -> None:
+    """easy, medium and hard are 0.5, 1 and 1.5 times the default (COCO's) spread, as they were
+    relative to the old default; the default config is medium's; any scale can be set."""
+    ratios = {p: SynthConfig.preset(p).noise.scale / NoiseConfig().scale for p in PRESETS}
+    assert ratios == pytest.approx({"easy": 0.5, "medium": 1.0, "hard": 1.5}, rel=1e-12)
+    assert SynthConfig().noise == SynthConfig.preset("medium").noise == NoiseConfig()
+    assert SynthConfig.preset("hard", noise={"scale": 2 * COCO_SCALE}).noise.scale == 2 * COCO_SCALE
+    assert apply_overrides(SynthConfig.preset("easy"), ["noise.scale=1.0"]).noise.scale == 1.0
 
 
 def test_unlabelled_keypoints_stay_at_zero(coco_noise: tuple) -> None:

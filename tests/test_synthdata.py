@@ -35,6 +35,7 @@ from posereg.engine.synthdata import (
     synth_config_of,
 )
 from posereg.synth.generate import GENERATOR_VERSION, read_split_record, split_record_path
+from posereg.synth.noise import COCO_SCALE
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_a_split_records_its_settings(tmp_path):
     assert on_disk["num_images"] == 4 and on_disk["config"]["image_size"] == [64, 64]
     # the preset's noise stays where the options name only one noise field
     assert (
-        on_disk["config"]["noise"]["scale"] == 0.5
+        on_disk["config"]["noise"]["scale"] == 0.5 * COCO_SCALE  # easy: half COCO's spread
         and on_disk["config"]["noise"]["outlier_prob"] == 0.0
     )
 
@@ -110,6 +111,25 @@ def test_a_differing_setting_regenerates_that_split_and_says_why(tmp_path, caplo
     noisier = dataclasses.replace(more, options={**more.options, "noise": {"outlier_prob": 0.1}})
     assert stale_reason(noisier, "val") == "noise.outlier_prob 0.1 != 0.0 recorded"
     assert stale_reason(dataclasses.replace(more, seed=4), "train") == "seed 4 != 3 recorded"
+
+
+def test_a_split_made_with_the_old_noise_default_is_regenerated(tmp_path, caplog):
+    """Sets made before the default became COCO's reading (scale 1; easy 0.5) are not reused."""
+    s = _tiny(tmp_path / "synth")
+    ensure_synthetic_dataset(s)
+    ann = Path(s.root) / "annotations" / "person_keypoints_train.json"
+    new_labels = [a["keypoints"] for a in json.loads(ann.read_text())["annotations"]]
+    record = split_record_path(s.root, "train")
+    old = json.loads(record.read_text())
+    old["config"]["noise"]["scale"] = 0.5  # what the old code recorded for the easy preset
+    record.write_text(json.dumps(old))
+    assert stale_reason(s, "train") == f"noise.scale {0.5 * COCO_SCALE} != 0.5 recorded"
+    with caplog.at_level(logging.INFO, logger="posereg.data"):
+        ensure_synthetic_dataset(s)
+    assert "generating 8 synthetic train images" in caplog.text and "noise.scale" in caplog.text
+    assert stale_reason(s, "train") is None
+    again = [a["keypoints"] for a in json.loads(ann.read_text())["annotations"]]
+    assert again == new_labels  # regenerated with the current default
 
 
 def test_a_bad_option_names_its_config_key(tmp_path):

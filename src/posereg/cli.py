@@ -470,8 +470,8 @@ def _add_data_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keypoint-set", help="coco17, mpii16 or h36m17 (default: coco17)")
     p.add_argument(
         "--noise", nargs="+", default=[], metavar="KEY=VALUE",
-        help="label-noise settings, e.g. scale=0.5 outlier_prob=0.03 swap_prob=0.01 occluded_factor=2 "
-        "outlier_scale=5; or 'off' for clean labels",
+        help="label-noise settings, e.g. scale=0.707 (2x COCO's spread; default 0.354, COCO's) "
+        "outlier_prob=0.03 swap_prob=0.01 occluded_factor=2 outlier_scale=5; or 'off' for clean labels",
     )  # fmt: skip
     p.add_argument(
         "--set",

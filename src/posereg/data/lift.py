@@ -36,9 +36,11 @@ __all__ = [
 #: 2D input noise that imitates a 2D detector, from the annotator noise model (synth/noise.py):
 #: ``none``; ``coco``: the COCO-derived model (spread k_i s, 3 % gross errors, 1 % left/right
 #: swaps); ``heavy``: twice the spread, 15 % gross errors of 8 x the spread, 5 % swaps.
+#: ``coco`` keeps ``scale=1`` (k_i s per axis), the label model's default when docs/lifting.md
+#: was measured; the label model's default is now COCO's literal reading, ``COCO_SCALE`` ~ 0.354.
 NOISE_SETTINGS: dict[str, NoiseConfig] = {
     "none": NoiseConfig.off(),
-    "coco": NoiseConfig(),
+    "coco": NoiseConfig(scale=1.0),
     "heavy": NoiseConfig(scale=2.0, outlier_prob=0.15, outlier_scale=8.0, swap_prob=0.05),
 }
 

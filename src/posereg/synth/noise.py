@@ -3,9 +3,12 @@
 COCO's per-keypoint OKS constants k_i = 2 sigma_i were measured as the spread of redundant human
 annotations of the same keypoint, relative to the object scale s = sqrt(area) (Ronchi & Perona,
 "Benchmarking and Error Diagnosis in Multi-Instance Pose Estimation", ICCV 2017; the COCO
-keypoint evaluation page). We use them as the annotators' spread:
+keypoint evaluation page). We use them as the annotators' spread (:data:`COCO_SCALE` below says
+how the measured sigma_i becomes a per-axis standard deviation):
 
-- labelled, visible (v = 2): label = truth + N(0, (k_i s)^2) per axis;
+- labelled, visible (v = 2): label = truth + N(0, (scale k_i s)^2) per axis, with
+  ``scale = COCO_SCALE`` = 1 / (2 sqrt 2) ~ 0.354 by default, i.e. a per-axis standard deviation
+  of sigma_i s / sqrt 2 and an RMS 2D distance of sigma_i s, COCO's measurement;
 - labelled, occluded (v = 1): the same with ``occluded_factor`` (2) times the spread;
 - gross error: with probability ``outlier_prob`` (0.03) the label is instead truth + a Laplace
   draw per axis whose standard deviation is ``outlier_scale`` (5) times that spread;
@@ -13,7 +16,8 @@ keypoint evaluation page). We use them as the annotators' spread:
   skeleton (for COCO-17: eyes, ears, shoulders, elbows, wrists, hips, knees, ankles) the two
   labels trade places, when both are labelled.
 
-``scale`` multiplies every spread (the difficulty presets use 0.5, 1, 1.5). Visibility codes
+``scale`` multiplies every spread (the difficulty presets use 0.5, 1 and 1.5 times
+``COCO_SCALE``). Visibility codes
 are decided from the clean points and never changed by noise (the generator clips a label that
 noise pushes outside the image back to its border), and a swap moves positions but leaves each
 slot's v code in place.
@@ -21,6 +25,7 @@ slot's v code in place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,7 +33,19 @@ import numpy as np
 
 from posereg.config import FRACTION, NON_NEGATIVE, Range, from_dict, to_dict
 
-__all__ = ["NoiseConfig", "NoisyLabels", "apply_label_noise"]
+__all__ = ["COCO_SCALE", "NoiseConfig", "NoisyLabels", "apply_label_noise"]
+
+#: The ``NoiseConfig.scale`` that reproduces COCO's measured annotator spread: 1 / (2 sqrt 2).
+#:
+#: COCO's keypoint evaluation page defines, per keypoint type i, sigma_i^2 = E[d_i^2 / s^2],
+#: with d_i the Euclidean (2D) distance between a redundant human annotation and the keypoint
+#: and s = sqrt(area); OKS uses k_i = 2 sigma_i. So sigma_i s is an RMS *distance*. The model
+#: draws each axis independently, label - truth = (e_x, e_y) with e_x, e_y ~ N(0, a^2), so
+#: E[d^2] = E[e_x^2] + E[e_y^2] = 2 a^2. Matching COCO, 2 a^2 = sigma_i^2 s^2 gives
+#: a = sigma_i s / sqrt 2 = k_i s / (2 sqrt 2), i.e. ``scale`` = a / (k_i s) = 1 / (2 sqrt 2)
+#: = 0.35355... . (``scale = 1``, a = k_i s per axis, the default before, is an RMS distance
+#: of sqrt 2 k_i s = 2 sqrt 2 sigma_i s: 2.83 times what COCO measured.)
+COCO_SCALE = 1.0 / (2.0 * math.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -36,7 +53,8 @@ class NoiseConfig:
     """Settings of the label-noise model (defaults: the COCO-derived model above).
 
     Arguments:
-        scale: multiplies the annotators' spread k_i * s (0 turns the Gaussian part off).
+        scale: per-axis standard deviation of a visible keypoint's label in units of k_i * s
+            (default :data:`COCO_SCALE`, COCO's measured spread; 0 turns the Gaussian part off).
         occluded_factor: spread multiplier for occluded (v = 1) keypoints.
         outlier_prob: probability that a labelled keypoint is a gross error.
         outlier_scale: standard deviation of a gross error, in units of the keypoint's spread.
@@ -47,7 +65,7 @@ class NoiseConfig:
         0.03
     """
 
-    scale: float = 1.0
+    scale: float = COCO_SCALE
     occluded_factor: float = 2.0
     outlier_prob: float = 0.03
     outlier_scale: float = 5.0

@@ -31,7 +31,7 @@ from posereg.config import (
 from posereg.skeletons import get_skeleton
 from posereg.synth.body import POSE_CLASSES
 from posereg.synth.camera import load_h36m_calibrations
-from posereg.synth.noise import NoiseConfig
+from posereg.synth.noise import COCO_SCALE, NoiseConfig
 from posereg.synth.render import MAX_PEOPLE
 from posereg.synth.scene import DEFAULT_PHOTO_DIR
 
@@ -94,7 +94,7 @@ class SynthConfig:
     configs); :meth:`validate` also checks the (min, max) pairs, the names and the photo folder.
 
     Example:
-        >>> SynthConfig.preset("easy").noise.scale
+        >>> SynthConfig.preset("easy").noise.scale / SynthConfig().noise.scale
         0.5
     """
 
@@ -206,7 +206,8 @@ def _photo_dir(config: SynthConfig) -> Path:
     return Path(config.photo_dir) if config.photo_dir is not None else DEFAULT_PHOTO_DIR
 
 
-# Difficulty presets: plain dicts of SynthConfig fields. "medium" is the default config.
+# Difficulty presets: plain dicts of SynthConfig fields. "medium" is the default config. The
+# label-noise scales are 0.5, 1 and 1.5 times COCO's measured annotator spread (COCO_SCALE).
 PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
         "people_per_image": (1, 2),
@@ -219,7 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clutter_shapes": (0, 5),
         "distractor_limbs": (0, 0),
         "occluder_prob": 0.1,
-        "noise": {"scale": 0.5},
+        "noise": {"scale": 0.5 * COCO_SCALE},
     },
     "medium": {},
     "hard": {
@@ -233,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clutter_shapes": (15, 40),
         "distractor_limbs": (2, 8),
         "occluder_prob": 0.5,
-        "noise": {"scale": 1.5},
+        "noise": {"scale": 1.5 * COCO_SCALE},
     },
 }
 

@@ -250,3 +250,87 @@ def test_normalized_residuals_sign_follows_the_convention():
     assert normalized_residuals(pred, "official").tolist() == [-2.0]
     with pytest.raises(ValueError, match="no sigma"):
         normalized_residuals({k: v for k, v in pred.items() if k != "sigma"})
+
+
+def _write_run(run_dir: Path, val_ann: Path, pred: dict, checkpoint: bool = False) -> None:
+    import dataclasses
+
+    from posereg.config import Config, save_yaml
+
+    run_dir.mkdir(parents=True)
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_ann=str(val_ann)))
+    save_yaml(cfg, run_dir / "config.yaml")
+    np.savez(run_dir / "predictions.npz", **pred)
+    if checkpoint:
+        from _real_data import tiny_checkpoint
+
+        tiny_checkpoint(run_dir / "last.pt")
+
+
+def _files_case(tmp_path: Path) -> tuple[dict, dict]:
+    """4 images, one person each; instances 0, 1 predicted exactly, 2, 3 far off. L1 scores the
+    bad ones highest, RLE the good ones; both predict the same keypoints."""
+    import json
+
+    rng = np.random.default_rng(0)
+    n, k = 4, 17
+    truth = rng.uniform(40, 160, size=(n, k, 2))
+    images, anns = [], []
+    for i in range(n):
+        kp = np.concatenate([truth[i], np.full((k, 1), 2.0)], -1).ravel().tolist()
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 200, "height": 200})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [20, 20, 160, 160],
+                     "area": 16000.0, "iscrowd": 0, "num_keypoints": k, "keypoints": kp,
+                     "keypoints_clean": kp})  # fmt: skip
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": 1, "name": "person"}]}))  # fmt: skip
+    keypoints = truth.copy()
+    keypoints[2:] += 60.0  # far off: OKS ~ 0
+    common = {
+        "keypoints": keypoints,
+        "keypoint_conf": np.full((n, k), 0.5),
+        "truth_clean": truth,
+        "visible": np.ones((n, k), bool),
+        "area": np.full(n, 16000.0),
+        "image_id": np.arange(1, n + 1),
+        "ann_id": np.arange(1, n + 1),
+    }
+    l1 = dict(common, instance_score=np.array([0.1, 0.2, 0.9, 0.8]))
+    sigma = np.full((n, k, 2), 4.0)
+    rle = dict(common, instance_score=np.array([0.9, 0.8, 0.1, 0.2]), sigma=sigma)
+    rle = {key: rle[key][::-1] for key in rle}  # another instance order: aligned by ann_id
+    runs = []
+    for arm, pred in (("l1", l1), ("rle", rle)):
+        d = tmp_path / "runs" / arm
+        _write_run(d, val, pred, checkpoint=arm == "rle")
+        r = run("ablation", arm, 0, 0.5)
+        r["run_dir"] = str(d)
+        runs.append(r)
+    return runs[0], runs[1]
+
+
+def test_score_decomposition_and_learned_density_from_run_files(tmp_path: Path):
+    from posereg.bench.report import score_decomposition
+
+    l1, rle = _files_case(tmp_path)
+    d = score_decomposition(l1, rle)
+    assert isinstance(d, dict), d
+    # same keypoints: the whole gap is the instance score; constant scores give equal AP
+    assert d["rle"] == pytest.approx(d["l1_rle_score"])
+    assert d["rle_const"] == pytest.approx(d["l1_const"])
+    assert d["l1_rle_score"] > d["l1"] + 0.1
+    md, img = tmp_path / "docs" / "results.md", tmp_path / "docs" / "img"
+    write_report(results_with([l1, rle]), md, img)
+    text = md.read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| ablation |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[7] == "+0.000 (1 seed)"  # location part
+    assert float(cells[6].split()[0]) == pytest.approx(d["l1_rle_score"] - d["l1"], abs=1e-3)
+    assert (img / "learned_density.png").read_bytes()[:8] == PNG_MAGIC
+    assert "](img/learned_density.png)" in text and "excess kurtosis" in text
+    assert "The flow learns a density between a Gaussian and a Laplace (Fig. 4)" in text
+    # a missing predictions file is said, not a traceback
+    (Path(l1["run_dir"]) / "predictions.npz").unlink()
+    assert score_decomposition(l1, rle) == "predictions.npz missing"

@@ -161,6 +161,12 @@ def test_regime_sentence_rle_wins_only_at_small_budget(tmp_path: Path):
     sentence = next(ln for ln in text.splitlines() if ln.startswith("**Regime.**"))
     assert "at equal steps only at 2 (not at 6: tie, 18: tie)" in sentence
     assert "No regime" not in sentence
+    # equal wall time: RLE's 18-budget wall time (1800 s) is beyond L1's longest run (1710 s)
+    assert (
+        "| equal wall time | 18 | - | 0 | - | not computed (outside L1's measured wall times) |"
+        in text
+    )
+    assert "| equal wall time | 2 | +0.095 ± 0.000 | 3 | 0.010 | RLE better |" in text
     assert (img / "sweep_budget.png").read_bytes()[:8] == PNG_MAGIC
     assert "](img/sweep_budget.png)" in text
 

@@ -461,7 +461,10 @@ def _decomposition_section(results: dict) -> list[str]:
                         and _condition(q) == cond]  # fmt: skip
                 if not mate:
                     continue
-                d = score_decomposition(r, mate[0])
+                try:
+                    d = score_decomposition(r, mate[0])
+                except (OSError, ValueError, KeyError) as e:  # say it, keep the report
+                    d = f"{r.get('key')}: {e}"
                 if isinstance(d, str):
                     notes.add(d)
                     continue
@@ -613,12 +616,15 @@ def _density_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list
     from posereg.engine.builders import model_from_checkpoint
 
     ckpt = _run_file(run, "last.pt") or _run_file(run, "best.pt")
-    model, _, _ = model_from_checkpoint(ckpt)  # type: ignore[arg-type]
-    criterion = model.criterion
-    pred = _load_npz(_run_file(run, "predictions.npz"))  # type: ignore[arg-type]
-    res = normalized_residuals(pred, getattr(criterion, "convention", "paper"))
     path = image_dir / "learned_density.png"
-    stats = plot_learned_density(criterion, res, path)
+    try:
+        model, _, _ = model_from_checkpoint(ckpt)  # type: ignore[arg-type]
+        criterion = model.criterion
+        pred = _load_npz(_run_file(run, "predictions.npz"))  # type: ignore[arg-type]
+        res = normalized_residuals(pred, getattr(criterion, "convention", "paper"))
+        stats = plot_learned_density(criterion, res, path)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # one bad run: say it, go on
+        return out + [f"Not computed for run `{run.get('key')}`: {e}", ""], {}
     out += [
         f"Run `{run['key']}` (seed {run['seed']}, checkpoint {ckpt.name}). The flow's density "  # type: ignore[union-attr]
         "of bar_mu as the loss fits it (RLE: Q x G_phi, normalized; official convention: "
@@ -714,9 +720,11 @@ def _sweep_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list[s
         rows = []
         for kind, rr in (("equal steps", steps_rows), ("equal wall time", wall_rows), ("noise", noise_rows)):  # fmt: skip
             for lbl, c in rr:
+                word = _verdict_word(c, "RLE", "L1")
+                if kind == "equal wall time" and c.diff.n == 0:
+                    word = "not computed (outside L1's measured wall times)"
                 rows.append([kind, lbl, c.diff.fmt(3, signed=True), str(c.diff.n),
-                             f"{c.threshold:.3f}" if math.isfinite(c.threshold) else "-",
-                             _verdict_word(c, "RLE", "L1")])  # fmt: skip
+                             f"{c.threshold:.3f}" if math.isfinite(c.threshold) else "-", word])  # fmt: skip
         out += ["RLE - L1 in AP against the clean truth, paired by seed. Equal wall time: "
                 "L1's AP interpolated per seed (linear in log wall time) at the RLE run's measured "
                 "wall time; budgets outside L1's measured range are left out.", ""]  # fmt: skip

@@ -32,6 +32,7 @@ but with 2+ threads it also counts the threads' spin-waits).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
@@ -122,7 +123,8 @@ ADAM: dict[str, dict[str, bool]] = {
 }
 
 
-def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType) -> dict:
+def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType | None) -> dict:
+    """Time one model's variants; without ``baseline`` only ``l1`` and ``rle``."""
     backbone, width, (h, w), batch = MODELS[name]
     torch.manual_seed(0)
     model = create_pose_model(backbone, width=width, loss="rle")
@@ -130,25 +132,25 @@ def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType)
     target = 0.1 * torch.randn(batch, 17, 2)
     weight = (torch.rand(batch, 17, 1) >= args.unlabelled).float().expand(-1, -1, 2).contiguous()
     rle = model.criterion
-    old = baseline.RLELoss(dim=2)
-    old.flow.load_state_dict(rle.flow.state_dict())  # same parameters, same layout
+    old = None
+    if baseline is not None:
+        old = baseline.RLELoss(dim=2)
+        old.flow.load_state_dict(rle.flow.state_dict())  # same parameters, same layout
     body = [p for n, p in model.named_parameters() if "criterion." not in n]
 
     def variant(vname: str, criterion: nn.Module) -> Variant:
         params = body + list(criterion.parameters())
         return Variant(vname, criterion, torch.optim.Adam(params, lr=1e-5, **ADAM[args.adam]))
 
-    variants = [
-        variant("l1", L1Loss()),
-        variant("rle", rle),
-        variant(f"rle@{args.baseline_ref}", old),
-    ]
+    variants = [variant("l1", L1Loss()), variant("rle", rle)]
+    if old is not None:
+        variants.append(variant(f"rle@{args.baseline_ref}", old))
 
     # parity on one batch (no optimizer step): the two RLE implementations, same parameters
     with torch.no_grad():
         out = model(images)
         loss_new = float(rle(out.mu, out.sigma, target, weight))
-        loss_old = float(old(out.mu, out.sigma, target, weight))
+        loss_old = float(old(out.mu, out.sigma, target, weight)) if old is not None else math.nan
 
     steps = {v.name: make_step(model, v, images, target, weight) for v in variants}
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -187,6 +189,42 @@ def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType)
         "loss": (loss_new, loss_old),
         "names": names,
     }
+
+
+def measure(
+    models: tuple[str, ...] | list[str] = ("main",),
+    threads: int = 1,
+    rounds: int = 7,
+    steps: int = 3,
+    unlabelled: float = 0.0,
+    clock: str = "wall",
+    adam: str = "default",
+) -> dict:
+    """The RLE-over-L1 train-step overhead of each model (no baseline commit), as a dict.
+
+    Returns:
+        ``{"threads", "rounds", "rows": [{"model", "l1_s_per_step", "rle_s_per_step",
+        "overhead"}]}`` (overhead = rle / l1 - 1): ``results["cost"]["rle_overhead"]`` of
+        ``posereg bench`` (docs/bench.md).
+    """
+    torch.set_num_threads(threads)
+    args = argparse.Namespace(
+        rounds=rounds, steps=steps, unlabelled=unlabelled, clock=clock, adam=adam,
+        baseline_ref=None,
+    )  # fmt: skip
+    rows = []
+    for m in models:
+        result = bench_model(m, args, None)
+        med = result["median"]
+        rows.append(
+            {
+                "model": result["model"],
+                "l1_s_per_step": med["l1"],
+                "rle_s_per_step": med["rle"],
+                "overhead": med["rle"] / med["l1"] - 1,
+            }
+        )
+    return {"threads": threads, "rounds": rounds, "rows": rows}
 
 
 def main() -> None:

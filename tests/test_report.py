@@ -10,6 +10,7 @@ from posereg.data.dataset import TopDownDataset
 from posereg.data.transforms import affine_points, get_affine_transform
 from posereg.engine import report
 from posereg.engine.evaluate import Predictions
+from posereg.uncertainty import PredictiveRegion
 from posereg.viz import confidence_color
 
 INPUT_SIZE = (64, 48)
@@ -38,7 +39,8 @@ def test_validation_grid_is_enlarged_with_truth_beside_prediction(tmp_path):
         confidence=np.full((n, 17), 0.9),
         normalized=normalized,
     )
-    out = report.draw_validation_grid(ds, preds, tmp_path / "val.png", num=6, sigma_scale=1.0)
+    region = PredictiveRegion("gaussian", (0.9,), (1.0,))  # ellipses of 1 x sigma
+    out = report.draw_validation_grid(ds, preds, tmp_path / "val.png", num=6, region=region)
     grid = cv2.imread(str(out))
     f = report.grid_factor(INPUT_SIZE)
     ph, pw = h * f, w * f

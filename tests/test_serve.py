@@ -174,6 +174,11 @@ def _assert_equals_predictor(answer: dict, predictor: Predictor, boxes=None) -> 
         assert xy == expected.keypoints[i].tolist()  # identical, not close
         assert [k["confidence"] for k in person["keypoints"]] == expected.confidence[i].tolist()
         assert [k["sigma"] for k in person["keypoints"]] == expected.sigma[i].tolist()
+        # the calibrated 90% region of the RLE flow, r_p x sigma (pixels)
+        assert [k["region"] for k in person["keypoints"]] == expected.region[i].tolist()
+        r = predictor.region.radius(0.9)
+        assert np.allclose(expected.region[i], r * expected.sigma[i])
+    assert answer["region_p"] == 0.9
     assert set(answer["timings"]) == {"decode_ms", "queue_ms", "predict_ms", "total_ms"}
 
 
@@ -216,7 +221,8 @@ def test_model_health_and_openapi(server):
     assert set(post["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert {"200", "400", "413", "415", "422", "503"} <= set(post["responses"])
     person = spec["components"]["schemas"]["Keypoint"]["properties"]
-    assert {"name", "x", "y", "confidence", "sigma"} == set(person)
+    assert {"name", "x", "y", "confidence", "sigma", "region"} == set(person)
+    assert "region_p" in spec["components"]["schemas"]["PredictResponse"]["properties"]
     status, _, page = server.request("GET", "/")
     assert status == 200 and b"<canvas" in page and b"/v1/predict" in page
 
@@ -482,5 +488,7 @@ def test_a_head_without_sigma_answers_null_sigma(predictor):
         decode_ms=0, queue_ms=0, predict_ms=0, total_ms=0))  # fmt: skip
     data = json.loads(answer.model_dump_json())
     assert [kp["sigma"] for kp in data["people"][0]["keypoints"]] == [None] * k
+    assert [kp["region"] for kp in data["people"][0]["keypoints"]] == [None] * k
+    assert data["region_p"] is None
     assert (data["image_width"], data["image_height"]) == (12, 10)
     PredictResponse.model_validate(data)  # what the schema publishes

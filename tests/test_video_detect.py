@@ -98,6 +98,9 @@ def test_video_gives_an_annotated_video_and_one_entry_per_frame_and_person(
         kp = np.array(entry["keypoints"]).reshape(-1, 3)
         np.testing.assert_allclose(kp[:, :2], result.keypoints[0], atol=1e-3)
         np.testing.assert_allclose(entry["sigma"], result.sigma[0], atol=1e-3)
+        # the 90% predictive region of the flow, as Predictor's (docs/uncertainty.md)
+        assert entry["region_p"] == 0.9
+        np.testing.assert_allclose(entry["region"], result.region[0], atol=1e-3)
         assert entry["bbox"] == [0, 0, 128, 96]
     # the annotated video: every frame, drawn on
     drawn = _frames(out_dir / "walk_pose.mp4")

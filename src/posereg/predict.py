@@ -3,7 +3,9 @@
 Top-down: each person box is cropped (box -> centre/scale with the model's aspect ratio and
 1.25 padding), the model's ``predict`` (the same call as evaluation's) gives crop-normalized
 keypoints, scores and, for heads that predict one, sigma, and they are mapped back to image
-pixels. The flow is never run.
+pixels. The network's flow is never run per image: the predictive region it defines (a radius
+r_p in units of sigma, :mod:`posereg.uncertainty`) is computed once when the predictor is made,
+and each keypoint's p-region is the ellipse with semi-axes r_p x sigma (``PoseResult.region``).
 
 Colour order: an image file is decoded by posereg (:func:`posereg.data.image_io.read_image`,
 BGR); an array is taken as BGR, OpenCV's order (``cv2.imread``, ``cv2.VideoCapture`` frames),
@@ -38,6 +40,13 @@ from posereg.data.transforms import (
 from posereg.engine.builders import model_from_checkpoint
 from posereg.metrics.coco import instance_score
 from posereg.skeletons import Skeleton, resolve_skeleton
+from posereg.uncertainty import (
+    DRAW_LEVEL,
+    FAST_NUM_SAMPLES,
+    REPORT_LEVELS,
+    PredictiveRegion,
+    region_from_criterion,
+)
 
 if TYPE_CHECKING:
     from posereg.config import Config
@@ -69,6 +78,12 @@ class PoseResult:
         boxes: (N, 4) the (x, y, w, h) boxes used.
         scores: (N,) instance scores by the evaluation's rule (``eval.score_rule``; official:
             box score + mean_k(c) + max_k(c)).
+        region: (N, K, 2) semi-axes (x, y) in image pixels of each keypoint's predictive
+            ``region_p``-region, r_p x sigma: the ellipse that holds the true keypoint with
+            probability ``region_p`` if the model is calibrated (:mod:`posereg.uncertainty`);
+            None when the head's loss learns no density (L1, L2, heatmap, integral).
+        region_p: the region's level p (``Predictor.region_level``, default 0.9); None with
+            ``region``.
     """
 
     keypoints: np.ndarray
@@ -76,6 +91,20 @@ class PoseResult:
     confidence: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
+    region: np.ndarray | None = None
+    region_p: float | None = None
+
+    def select(self, people: np.ndarray) -> PoseResult:
+        """The result restricted to the people ``people`` (indices or a boolean mask)."""
+        return PoseResult(
+            self.keypoints[people],
+            None if self.sigma is None else self.sigma[people],
+            self.confidence[people],
+            self.boxes[people],
+            self.scores[people],
+            None if self.region is None else self.region[people],
+            self.region_p,
+        )
 
 
 def box_problem(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
@@ -115,6 +144,11 @@ class Predictor:
             (default); False predicts on the stored raster, as datasets do.
         score_rule: the instance score rule (:func:`posereg.metrics.instance_score`), the
             checkpoint's ``eval.score_rule``.
+        region_level: the level p of the predictive regions in the results (``region``).
+
+    Attributes:
+        region: the model's :class:`posereg.uncertainty.PredictiveRegion` (radii r_p in units of
+            sigma), computed once here from the head's loss and flow; None without a density.
 
     Example:
         >>> predictor = Predictor.from_checkpoint("runs/synth_rle/best.pt")  # doctest: +SKIP
@@ -136,8 +170,14 @@ class Predictor:
         device: str | torch.device = "cpu",
         exif_orientation: bool = True,
         score_rule: str = "official",
+        region_level: float = DRAW_LEVEL,
     ) -> None:
         instance_score(np.ones((1, 1)), None, score_rule)  # an unknown rule fails here
+        levels = tuple(sorted({*REPORT_LEVELS, float(region_level)}))
+        self.region: PredictiveRegion | None = region_from_criterion(
+            getattr(model, "criterion", None), levels, num_samples=FAST_NUM_SAMPLES
+        )
+        self.region_level = float(region_level)
         self.score_rule = score_rule
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -146,7 +186,9 @@ class Predictor:
         self.padding = padding
         self.flip_test = flip_test
         self.exif_orientation = exif_orientation
-        self.sigma_scale = 1.0  # what one sigma means in pixels of error (set from a checkpoint)
+        # median |error| / sigma of the checkpoint's evaluation (1 when unknown): the video
+        # Kalman smoother's measurement noise is sigma x this; drawings use ``region``.
+        self.sigma_scale = 1.0
         self.name = "model"  # the run's name (set from a checkpoint)
         self.config: Config | None = None  # the checkpoint's config
         self.metrics: dict[str, Any] = {}  # the checkpoint's evaluation metrics
@@ -245,7 +287,11 @@ class Predictor:
         k = self.skeleton.num_keypoints
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
-            return PoseResult(empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0))
+            region = None if self.region is None else empty.copy()
+            return PoseResult(
+                empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0), region,
+                None if region is None else self.region_level,
+            )  # fmt: skip
         h, w = self.input_size
         center, scale = box_to_center_scale(box_arr, w / h, self.padding)
         crops = [
@@ -261,12 +307,17 @@ class Predictor:
         sigma = None
         if dec.sigma is not None:
             sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
+        region = None
+        if sigma is not None and self.region is not None:
+            region = self.region.semi_axes(sigma, self.region_level)  # (N, K, 2) px
         return PoseResult(
             keypoints=crop_to_image(mu, center, scale),
             sigma=sigma,
             confidence=confidence,
             boxes=box_arr,
             scores=instance_score(confidence, det, self.score_rule),
+            region=region,
+            region_p=None if region is None else self.region_level,
         )
 
 
@@ -274,8 +325,10 @@ def result_entries(
     result: PoseResult, image_id: int, people: np.ndarray | None = None
 ) -> list[dict]:
     """COCO results entries (``image_id``, ``category_id``, ``bbox``, ``keypoints`` as x, y,
-    confidence triplets, ``score``, and ``sigma`` (K x 2 pixels) for heads that predict one) of
-    the people ``people`` (indices; default all) of ``result``, rounded as posereg writes them."""
+    confidence triplets, ``score``, ``sigma`` (K x 2 pixels) for heads that predict one, and
+    ``region`` (K x 2 semi-axes in pixels of the predictive ``region_p``-region) with
+    ``region_p`` for heads whose loss learned a density) of the people ``people`` (indices;
+    default all) of ``result``, rounded as posereg writes them."""
     entries = []
     for i in range(len(result.keypoints)) if people is None else people:
         flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
@@ -288,6 +341,9 @@ def result_entries(
         }
         if result.sigma is not None:
             entry["sigma"] = result.sigma[i].round(3).tolist()
+        if result.region is not None:
+            entry["region"] = result.region[i].round(3).tolist()
+            entry["region_p"] = result.region_p
         entries.append(entry)
     return entries
 
@@ -523,7 +579,7 @@ def predict_files(
 
     predictions.json is a COCO results list (``image_id``, ``category_id``, ``keypoints`` with the
     confidence as third value, ``score``) with ``file_name``, ``bbox`` and, for heads that predict
-    one, ``sigma`` (K x 2 pixels) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
+    one, ``sigma`` (K x 2 pixels) and ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
     ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
     image takes the boxes :class:`Detections` matches to it; images without one are skipped and
     counted, as are unusable boxes. With a ``detector`` (and no ``boxes``) each image takes the
@@ -604,8 +660,7 @@ def predict_files(
             keep = np.flatnonzero(finite)
             canvas = draw_people(
                 image, result.keypoints[keep], predictor.skeleton, result.confidence[keep],
-                None if result.sigma is None else result.sigma[keep], result.boxes[keep],
-                predictor.sigma_scale,
+                None if result.region is None else result.region[keep], result.boxes[keep],
             )  # fmt: skip
             ok, png = cv2.imencode(".png", canvas)
             if not ok:

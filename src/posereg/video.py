@@ -171,7 +171,7 @@ def predict_video(
     """
     from tqdm.auto import tqdm
 
-    from posereg.predict import PoseResult, Predictor, _output_dir, _write_file, result_entries
+    from posereg.predict import Predictor, _output_dir, _write_file, result_entries
     from posereg.viz import draw_people
 
     if smooth is not None and smooth not in SMOOTHERS:
@@ -215,10 +215,7 @@ def predict_video(
             if not finite.all():
                 summary.failed_frames.append(len(results))
                 keep = np.flatnonzero(finite)
-                result = PoseResult(
-                    result.keypoints[keep], None if result.sigma is None else result.sigma[keep],
-                    result.confidence[keep], result.boxes[keep], result.scores[keep],
-                )  # fmt: skip
+                result = result.select(keep)
                 if found is not None:
                     found.scores = found.scores[keep]
             results.append(result)
@@ -266,7 +263,7 @@ def predict_video(
                 if result is not None:
                     frame = draw_people(
                         frame, result.keypoints, predictor.skeleton, result.confidence,
-                        result.sigma, result.boxes, predictor.sigma_scale,
+                        result.region, result.boxes,
                     )  # fmt: skip
                 writer.write(frame)
         finally:

@@ -1,4 +1,9 @@
-"""Drawing: skeletons with per-keypoint confidence and sigma ellipses (OpenCV, BGR images)."""
+"""Drawing: skeletons with per-keypoint confidence and predictive-region ellipses (OpenCV, BGR).
+
+The ellipses are the calibrated p-regions of :mod:`posereg.uncertainty` (semi-axes
+r_p x sigma in pixels, computed by :meth:`posereg.uncertainty.PredictiveRegion.semi_axes`);
+this module draws what it is given and converts nothing.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +26,7 @@ def draw_pose(
     keypoints: np.ndarray,
     skeleton: Skeleton,
     confidence: np.ndarray | None = None,
-    sigma: np.ndarray | None = None,
-    ellipse_scale: float = 1.0,
+    ellipse_axes: np.ndarray | None = None,
     thickness: int = 2,
     limb_color: tuple[int, int, int] = (255, 180, 0),
     point_color: tuple[int, int, int] | None = None,
@@ -33,10 +37,9 @@ def draw_pose(
         keypoints: (K, 2) pixels.
         skeleton: limbs to draw.
         confidence: (K,) keypoint colour from red (0) to green (1); None: all green.
-        sigma: (K, 2) per-axis sigma in pixels, drawn as axis-aligned ellipses of
-            ``ellipse_scale`` x sigma (the head predicts independent per-axis scales). RLE's
-            sigma is a relative scale: pass the evaluation's ``sigma_calibration`` (median
-            |error| / sigma) as ``ellipse_scale`` to draw the typical error.
+        ellipse_axes: (K, 2) semi-axes (x, y) in pixels of an axis-aligned ellipse per keypoint,
+            e.g. :attr:`posereg.predict.PoseResult.region` (the predictive p-region,
+            r_p x sigma); None or non-finite rows: no ellipse.
         thickness: line width.
         limb_color: BGR colour of the limbs.
         point_color: one BGR colour for every keypoint (e.g. the truth beside a prediction);
@@ -60,13 +63,13 @@ def draw_pose(
     for a, b in skeleton.limbs:
         if finite[a] and finite[b]:
             cv2.line(out, p(a), p(b), limb_color, thickness, cv2.LINE_AA, shift)
-    if sigma is not None:
-        sig = np.asarray(sigma, dtype=np.float64) * ellipse_scale
+    if ellipse_axes is not None:
+        semi = np.asarray(ellipse_axes, dtype=np.float64)
         for i in range(k):
-            if finite[i] and np.isfinite(sig[i]).all():
+            if finite[i] and np.isfinite(semi[i]).all():
                 axes = (
-                    max(1, int(round(sig[i, 0] * scale))),
-                    max(1, int(round(sig[i, 1] * scale))),
+                    max(1, int(round(semi[i, 0] * scale))),
+                    max(1, int(round(semi[i, 1] * scale))),
                 )
                 cv2.ellipse(out, p(i), axes, 0, 0, 360, colors[i], 1, cv2.LINE_AA, shift)
     for i in range(k):
@@ -88,16 +91,16 @@ def draw_people(
     keypoints: np.ndarray,
     skeleton: Skeleton,
     confidence: np.ndarray,
-    sigma: np.ndarray | None,
+    ellipse_axes: np.ndarray | None,
     boxes: np.ndarray,
-    ellipse_scale: float = 1.0,
 ) -> np.ndarray:
-    """Draw N people (box, limbs, sigma ellipses, keypoints) on a copy of ``image`` (H, W, 3) BGR.
+    """Draw N people (box, limbs, region ellipses, keypoints) on a copy of ``image`` (H, W, 3) BGR.
 
     Arguments:
-        keypoints: (N, K, 2) pixels. confidence: (N, K). sigma: (N, K, 2) pixels or None.
+        keypoints: (N, K, 2) pixels. confidence: (N, K).
+        ellipse_axes: (N, K, 2) semi-axes in pixels (:attr:`posereg.predict.PoseResult.region`)
+            or None.
         boxes: (N, 4) (x, y, w, h) pixels, drawn in grey.
-        ellipse_scale: see :func:`draw_pose`.
     """
     canvas = image.copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 300))
@@ -105,8 +108,8 @@ def draw_people(
         x, y, bw, bh = boxes[i]
         cv2.rectangle(canvas, (int(x), int(y)), (int(x + bw), int(y + bh)), (200, 200, 200), 1)
         canvas = draw_pose(
-            canvas, keypoints[i], skeleton, confidence[i], None if sigma is None else sigma[i],
-            ellipse_scale, thickness=thickness,
+            canvas, keypoints[i], skeleton, confidence[i],
+            None if ellipse_axes is None else ellipse_axes[i], thickness=thickness,
         )  # fmt: skip
     return canvas
 

@@ -13,6 +13,12 @@ import numpy as np
 from posereg.config import Config
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 from posereg.data.transforms import affine_points
+from posereg.uncertainty import (
+    DRAW_LEVEL,
+    FAST_NUM_SAMPLES,
+    PredictiveRegion,
+    region_from_criterion,
+)
 from posereg.viz import draw_pose, tile
 
 __all__ = ["write_report", "plot_curves", "draw_validation_grid", "format_summary"]
@@ -78,15 +84,20 @@ def enlarge_points(xy: np.ndarray, factor: int) -> np.ndarray:
 
 
 def draw_validation_grid(
-    dataset: TopDownDataset, predictions, out: Path, num: int = 16, sigma_scale: float = 1.0
+    dataset: TopDownDataset,
+    predictions,
+    out: Path,
+    num: int = 16,
+    region: PredictiveRegion | None = None,
+    level: float = DRAW_LEVEL,
 ) -> Path | None:
     """val_predictions.png: evaluation crops, enlarged, the truth beside the prediction.
 
     Each instance is two panels of its crop enlarged ``grid_factor`` times (at least 256 px
     high): left the truth (the clean truth when the file has it, else the labels; labelled
     keypoints in magenta), right the prediction (keypoints coloured by confidence, red 0 to
-    green 1, and for heads with sigma ellipses of ``sigma_scale`` x sigma, the evaluation's
-    ``sigma_calibration``).
+    green 1, and for losses with a density the predictive ``level``-region, the ellipse of
+    semi-axes r_p x sigma, :mod:`posereg.uncertainty`).
     A legend band on top says so.
 
     Arguments:
@@ -94,7 +105,9 @@ def draw_validation_grid(
         predictions: :class:`posereg.engine.evaluate.Predictions` in dataset order.
         out: the PNG to write.
         num: instances drawn, spread evenly over the dataset.
-        sigma_scale: ellipse half-axes in units of sigma.
+        region: the model's predictive regions (:func:`posereg.uncertainty.region_from_criterion`);
+            None: no ellipses.
+        level: the probability p of the drawn region.
     """
     if predictions is None or num <= 0 or len(dataset) == 0:
         return None
@@ -117,15 +130,17 @@ def draw_validation_grid(
         truth_xy = enlarge_points(affine_points(truth[:, :2], matrix), f)
         truth_xy[truth[:, 2] <= 0] = np.nan  # unlabelled: not drawn
         pred_xy = enlarge_points((predictions.normalized[i] + 0.5) * np.array([w, h]), f)
-        sigma = None  # enlarged crop px, for heads that predict sigma
-        if predictions.sigma is not None:
-            sigma = predictions.sigma[i] / sample.scale * np.array([w, h]) * f
+        axes = None  # the region's semi-axes in enlarged crop px
+        if predictions.sigma is not None and region is not None:
+            axes = region.semi_axes(
+                predictions.sigma[i] / sample.scale * np.array([w, h]) * f, level
+            )
         left = draw_pose(
             big, truth_xy, dataset.skeleton, thickness=thickness,
             limb_color=TRUTH_LIMB_COLOR, point_color=TRUTH_COLOR,
         )  # fmt: skip
         right = draw_pose(
-            big, pred_xy, dataset.skeleton, predictions.confidence[i], sigma, sigma_scale,
+            big, pred_xy, dataset.skeleton, predictions.confidence[i], axes,
             thickness=thickness,
         )  # fmt: skip
         gap = np.full((h * f, GRID_SEPARATOR, 3), 30, dtype=np.uint8)
@@ -135,7 +150,11 @@ def draw_validation_grid(
     lines = (
         f"left: {truth_kind} (magenta)   right: prediction",
         "dot colour = confidence (red 0 - green 1)"
-        + ("" if predictions.sigma is None else f", ellipse = {sigma_scale:.2f} x sigma"),
+        + (
+            ""
+            if predictions.sigma is None or region is None
+            else f", ellipse = {level:.0%} region ({region.radius(level):.2f} x sigma)"
+        ),
     )
     for n, text in enumerate(lines):
         cv2.putText(
@@ -165,9 +184,10 @@ def write_report(
         json.dumps(metrics, indent=2, sort_keys=True, default=float)
     )
     plot_curves(run_dir)
-    scale = evaluation.sigma_calibration if np.isfinite(evaluation.sigma_calibration) else 1.0
+    criterion = getattr(getattr(model, "module", model), "criterion", None)  # DDP: .module
+    region = region_from_criterion(criterion, (DRAW_LEVEL,), num_samples=FAST_NUM_SAMPLES)
     draw_validation_grid(
-        dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis, scale
+        dataset, evaluation.predictions, run_dir / "val_predictions.png", cfg.eval.num_vis, region
     )
 
 

@@ -1,5 +1,7 @@
-"""Evaluation metrics: COCO OKS AP/AR (pycocotools), OKS-NMS, instance scores, PCK / PCKh, 3D (MPJPE)."""
+"""Evaluation metrics: COCO OKS AP/AR (pycocotools), OKS-NMS, instance scores, PCK / PCKh, 3D (MPJPE),
+calibration (correlations, AUROC, coverage)."""
 
+from posereg.metrics.calibration import auroc, average_ranks, coverage, pearson, spearman
 from posereg.metrics.coco import (
     COCOKeypointResult,
     evaluate_coco,
@@ -14,6 +16,11 @@ from posereg.metrics.mpjpe import Pose3DMetrics, evaluate_3d, mpjpe, n_mpjpe, pa
 from posereg.metrics.pck import PCKhResult, PCKResult, evaluate_mpii, load_mpii_gt_mat, pck, pckh
 
 __all__ = [
+    "pearson",
+    "spearman",
+    "auroc",
+    "average_ranks",
+    "coverage",
     "COCOKeypointResult",
     "evaluate_coco",
     "evaluate_coco_reports",

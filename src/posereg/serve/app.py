@@ -266,6 +266,9 @@ def _response(
                 sigma=None
                 if result.sigma is None
                 else (float(result.sigma[i, k, 0]), float(result.sigma[i, k, 1])),
+                region=None
+                if result.region is None
+                else (float(result.region[i, k, 0]), float(result.region[i, k, 1])),
             )
             for k in range(len(names))
         ]
@@ -277,6 +280,7 @@ def _response(
         image_width=int(image.shape[1]),
         image_height=int(image.shape[0]),
         sigma_calibration=predictor.sigma_scale,
+        region_p=result.region_p if result.region is not None else None,
         people=people,
         timings=timings,
     )

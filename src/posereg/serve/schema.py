@@ -26,7 +26,14 @@ class Keypoint(BaseModel):
     )
     sigma: tuple[float, float] | None = Field(
         description="per-axis (x, y) sigma in pixels; null when the head predicts none. "
-        "Multiply by the response's sigma_calibration for the typical error in pixels"
+        "A relative scale: see region for what it means in pixels"
+    )
+    region: tuple[float, float] | None = Field(
+        default=None,
+        description="semi-axes (x, y) in pixels of the keypoint's predictive region at the "
+        "response's region_p: the axis-aligned ellipse that holds the true keypoint with "
+        "probability region_p if the model is calibrated (r_p x sigma, r_p from the density "
+        "the loss learned; docs/uncertainty.md); null when the loss learns no density",
     )
 
 
@@ -56,7 +63,12 @@ class PredictResponse(BaseModel):
     image_height: int
     sigma_calibration: float = Field(
         description="median |error| / sigma of the checkpoint's evaluation (1 when unknown): "
-        "sigma x this is the typical error in pixels, the radius the demo draws"
+        "sigma x this is the median error in pixels"
+    )
+    region_p: float | None = Field(
+        default=None,
+        description="the probability level p of each keypoint's region (0.9); null when the "
+        "model has no regions",
     )
     people: list[Person]
     timings: Timings

@@ -222,8 +222,9 @@ def test_noise_plot_and_cost_table(tmp_path: Path):
 
 
 def test_learned_marginal_of_an_untrained_dle_flow_is_the_standard_normal():
-    """A RealNVP with zero weights and biases is the identity: G = N(0, I), so DLE's marginal
-    along x is the standard normal pdf, and paper-convention RLE's is exp(-|x|) N(x) normalized."""
+    """A RealNVP with zero weights and biases is the identity: G = N(0, I), so the marginal
+    along x is the standard normal pdf for DLE and for RLE without log s (the flow itself is the
+    learned law), and exp(-|x|) N(x) normalized for paper-convention RLE with log s (Q G / s)."""
     import torch
 
     from posereg.losses import DLELoss, RLELoss
@@ -237,8 +238,11 @@ def test_learned_marginal_of_an_untrained_dle_flow_is_the_standard_normal():
     x = np.linspace(-4, 4, 81)
     p = learned_marginal(identity_flow(DLELoss(dim=2, flow=None)), x)
     assert np.allclose(p, np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi), atol=5e-3)
-    # paper-convention RLE with Laplace Q: density proportional to exp(-|x|) N(x; 0, 1)
-    q = learned_marginal(identity_flow(RLELoss(dim=2, convention="paper")), x)
+    for convention in ("official", "paper"):
+        g = learned_marginal(identity_flow(RLELoss(dim=2, convention=convention)), x)
+        assert np.allclose(g, np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi), atol=5e-3), convention
+    # paper-convention RLE with log s, Laplace Q: density proportional to exp(-|x|) N(x; 0, 1)
+    q = learned_marginal(identity_flow(RLELoss(dim=2, convention="paper", log_s=True)), x)
     ref = np.exp(-np.abs(x) - 0.5 * x**2)
     ref /= ref.sum() * (x[1] - x[0])
     assert np.allclose(q, ref, atol=1e-2)

@@ -139,7 +139,9 @@ class RealNVP(nn.Module):
         self.register_load_state_dict_post_hook(_check_loaded_masks)
 
     def reset_parameters(self, gain: float = 0.01) -> None:
-        """Xavier-uniform weights with ``gain`` and zero-default biases, as the official code."""
+        """Xavier-uniform weights with ``gain``, as the official code; biases keep PyTorch's
+        default (uniform in +-1/sqrt(fan_in)), also as the official code, so a fresh flow is near,
+        not exactly, the identity."""
         for net in (*self.s, *self.t):
             for m in net.modules():
                 if isinstance(m, nn.Linear):

@@ -268,6 +268,13 @@ def q_flow_normalizer(flow: nn.Module, q: str, num_samples: int = 200_000, seed:
     return float(torch.exp(flow.log_prob(x).double()).mean())
 
 
+def learned_density(criterion: DLELoss | RLELoss) -> Literal["flow", "q_flow"]:
+    """Which law of bar_mu a flow loss fits (module docstring): ``"q_flow"`` (Q G_phi / s) only
+    for RLE with ``convention="paper", log_s=True``; ``"flow"`` (G_phi itself) otherwise."""
+    paper_log_s = isinstance(criterion, RLELoss) and criterion.convention == "paper"
+    return "q_flow" if paper_log_s and bool(criterion.log_s) else "flow"
+
+
 def region_from_criterion(
     criterion: nn.Module | None,
     levels: tuple[float, ...] = RELIABILITY_LEVELS,
@@ -313,10 +320,8 @@ def region_from_criterion(
         )
     flow = criterion.flow
     d = dim or int(getattr(flow, "dim", criterion.dim))
-    paper_log_s = isinstance(criterion, RLELoss) and criterion.convention == "paper"
-    paper_log_s = paper_log_s and bool(criterion.log_s)
     if density is None:
-        density = "q_flow" if paper_log_s else "flow"
+        density = learned_density(criterion)
     if density == "q_flow" and not isinstance(criterion, RLELoss):
         raise ValueError("density='q_flow' needs an RLE loss (DLE has no Q)")
     if density not in ("flow", "q_flow"):

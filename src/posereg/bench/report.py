@@ -498,24 +498,24 @@ def _decomposition_section(results: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- item 5
 def _log_density_2d(criterion, grid: np.ndarray) -> np.ndarray:
-    """log of the (unnormalized) density of bar_mu that ``criterion`` fits, at (N, 2) points."""
+    """log of the (unnormalized) density of bar_mu that ``criterion`` fits, at (N, 2) points.
+
+    The law is the one :func:`posereg.uncertainty.learned_density` names (one rule for the
+    regions and this plot): the flow G_phi itself, or Q G_phi for RLE ``paper`` with log s.
+    """
     import torch
 
     from posereg.losses import DLELoss, RLELoss
+    from posereg.uncertainty import learned_density
 
+    if not isinstance(criterion, DLELoss | RLELoss):
+        raise ValueError(f"{type(criterion).__name__} has no learned density (RLE or DLE only)")
     x = torch.as_tensor(grid, dtype=torch.float32)
     with torch.no_grad():
         log_g = criterion.flow.log_prob(x).double().numpy()
-    g = np.asarray(grid, dtype=np.float64)
-    if isinstance(criterion, DLELoss):
+    if learned_density(criterion) == "flow":
         return log_g
-    if not isinstance(criterion, RLELoss):
-        raise ValueError(f"{type(criterion).__name__} has no learned density (RLE or DLE only)")
-    if criterion.convention == "official":
-        # official: Q a Laplace of scale sqrt(2) per coordinate (Gaussian analogue: unit
-        # variance); the flow term is broadcast over the D coordinates, so G counts D times.
-        log_q = -np.abs(g) / math.sqrt(2) if criterion.q == "laplace" else -0.5 * g**2
-        return log_q.sum(-1) + g.shape[-1] * log_g
+    g = np.asarray(grid, dtype=np.float64)
     log_q = -np.abs(g) if criterion.q == "laplace" else -0.5 * g**2  # Eq. 8, unit-scale Q
     return log_q.sum(-1) + log_g
 
@@ -525,7 +525,7 @@ def learned_marginal(
 ) -> np.ndarray:
     """The learned density of bar_mu along x: the 2D density integrated over y on a grid.
 
-    The 2D density (Q G_phi for RLE, :func:`_log_density_2d`) is normalized by a midpoint sum
+    The 2D density (:func:`_log_density_2d`) is normalized by a midpoint sum
     over [-half_width, half_width]^2 with ``points`` cells per axis, summed over y, and
     interpolated at ``x``.
 
@@ -627,8 +627,9 @@ def _density_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list
         return out + [f"Not computed for run `{run.get('key')}`: {e}", ""], {}
     out += [
         f"Run `{run['key']}` (seed {run['seed']}, checkpoint {ckpt.name}). The flow's density "  # type: ignore[union-attr]
-        "of bar_mu as the loss fits it (RLE: Q x G_phi, normalized; official convention: "
-        "Q x G_phi^2, since its flow term counts once per coordinate), integrated over y on a "
+        "of bar_mu as the loss fits it (G_phi itself: without log s the flow's parameters get "
+        "gradient only from -log G_phi, so it fits the residuals directly; docs/uncertainty.md), "
+        "integrated over y on a "
         "grid, next to a Gaussian and a Laplace with the same standard deviation and the "
         "histogram of the validation residuals (clean truth) of the same run.",
         "",

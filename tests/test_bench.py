@@ -293,3 +293,14 @@ def _check_calibration_wiring(
         assert [p for p, _ in m.reliability][:2] == [0.05, 0.1]
     else:
         assert m.coverage is None and m.reliability is None
+
+
+def test_heatmap_initialised_run_points_at_its_heatmap_run_and_inherits_its_key(tmp_path):
+    runs = plan_runs(get_profile("sweep"), tmp_path, [], make_data=False)
+    by = {(r.exp.arm, r.exp.seed): r for r in runs}
+    pre, heat = by[("rle_heatmap_init", 0)], by[("heatmap", 0)]
+    assert pre.depends_on is heat and pre.cfg.model.init_from == str(heat.run_dir / "best.pt")
+    # the heatmap run's key is part of this one's: retrain the heatmap run, and this one follows
+    assert pre.key == config_key(pre.cfg, heat.key) != config_key(pre.cfg, "another heatmap run")
+    plain = by[("rle", 0)]
+    assert pre.key != plain.key and len({r.key for r in runs}) == 45

@@ -250,46 +250,85 @@ def _schedule(runs: list[PlannedRun], jobs: int) -> dict[str, RunOutcome]:
         _say(f"{run.run_dir.name}: trained earlier, evaluating")
         outcomes[run.key] = _evaluate(run, {})
     running: dict[str, tuple[subprocess.Popen, PlannedRun, float]] = {}
+    try:
+        _loop(queue, running, outcomes, jobs)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the training processes too: each saves last.pt and stops; wait for them
+        for proc, _, _ in running.values():
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise KeyboardInterrupt(
+            "interrupted; run the same command again to resume (finished runs are kept)"
+        ) from None
+    return outcomes
+
+
+def _loop(
+    queue: list[PlannedRun],
+    running: dict[str, tuple[subprocess.Popen, PlannedRun, float]],
+    outcomes: dict[str, RunOutcome],
+    jobs: int,
+) -> None:
+    """Start ready runs while slots are free; evaluate each run as it finishes (after its slot
+    has been given to the next run)."""
     while queue or running:
-        for run in list(queue):
-            if len(running) >= jobs:
-                break
-            dep = run.depends_on
-            if dep is not None and dep.key not in outcomes:
-                continue
-            queue.remove(run)
-            if dep is not None and outcomes[dep.key].error is not None:
-                outcomes[run.key] = RunOutcome(
-                    run, error=f"not trained: the run it starts from failed ({dep.log})"
-                )
-                continue
-            verb = "resuming" if run.status.state is RunState.INTERRUPTED else "training"
-            _say(f"{verb} {run.run_dir.name} ({run.exp.group}, seed {run.exp.seed}); log {run.log}")
-            running[run.key] = (_start(run), run, time.time())
+        _fill(queue, running, outcomes, jobs)
         finished = [(k, v) for k, v in running.items() if v[0].poll() is not None]
         if not finished:
             time.sleep(0.2)
             continue
-        for key, (proc, run, t0) in finished:
+        for key, _ in finished:
             del running[key]
-            timing = {"started": t0, "finished": time.time()}
+        failed = [(k, v) for k, v in finished if v[0].returncode != 0]
+        for key, (proc, run, _) in failed:
+            outcomes[key] = RunOutcome(
+                run, error=f"training failed (exit {proc.returncode}); log: {run.log}"
+            )
+            _say(f"{run.run_dir.name} FAILED (exit {proc.returncode}); log: {run.log}")
+        _fill(queue, running, outcomes, jobs)  # the freed slots train while this process evaluates
+        for key, (proc, run, t0) in finished:
             if proc.returncode != 0:
-                outcomes[key] = RunOutcome(
-                    run, error=f"training failed (exit {proc.returncode}); log: {run.log}"
-                )
-                _say(f"{run.run_dir.name} FAILED (exit {proc.returncode}); log: {run.log}")
                 continue
-            outcomes[key] = _evaluate(run, timing)
-            o = outcomes[key]
-            if o.error is not None:
-                _say(f"{run.run_dir.name} FAILED: {o.error}; log: {run.log}")
-            else:
-                m = o.result["metrics"]  # type: ignore[index]
-                _say(
-                    f"{run.run_dir.name} done: AP clean {m['ap_clean']}, PCK@0.1 {m['pck_0.1']}, "
-                    f"{timing['finished'] - t0:.0f} s"
-                )
-    return outcomes
+            timing = {"started": t0, "finished": time.time()}
+            outcome = outcomes[key] = _evaluate(run, timing)
+            if outcome.error is not None:
+                _say(f"{run.run_dir.name} FAILED: {outcome.error}; log: {run.log}")
+                continue
+            m = outcome.result["metrics"]  # type: ignore[index]
+            _say(
+                f"{run.run_dir.name} done: AP clean {_fmt(m['ap_clean'])}, PCK@0.1 "
+                f"{_fmt(m['pck_0.1'])}, {timing['finished'] - t0:.0f} s"
+            )
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _fill(
+    queue: list[PlannedRun],
+    running: dict[str, tuple[subprocess.Popen, PlannedRun, float]],
+    outcomes: dict[str, RunOutcome],
+    jobs: int,
+) -> None:
+    """Start queued runs (longest first) whose start run, if any, is done, up to ``jobs``."""
+    for run in list(queue):
+        if len(running) >= jobs:
+            return
+        dep = run.depends_on
+        if dep is not None and dep.key not in outcomes:
+            continue
+        queue.remove(run)
+        if dep is not None and outcomes[dep.key].error is not None:
+            outcomes[run.key] = RunOutcome(
+                run, error=f"not trained: the run it starts from failed ({dep.log})"
+            )
+            continue
+        verb = "resuming" if run.status.state is RunState.INTERRUPTED else "training"
+        _say(f"{verb} {run.run_dir.name} ({run.exp.group}, seed {run.exp.seed}); log {run.log}")
+        running[run.key] = (_start(run), run, time.time())
 
 
 def _commit() -> str | None:

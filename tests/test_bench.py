@@ -304,3 +304,28 @@ def test_heatmap_initialised_run_points_at_its_heatmap_run_and_inherits_its_key(
     assert pre.key == config_key(pre.cfg, heat.key) != config_key(pre.cfg, "another heatmap run")
     plain = by[("rle", 0)]
     assert pre.key != plain.key and len({r.key for r in runs}) == 45
+
+
+@pytest.mark.slow
+def test_every_method_of_the_profiles_builds_and_trains_a_step():
+    """Each method's overrides make a model whose loss on encoded targets is finite and has
+    gradients (so no profile run fails on a bad option after the data is made)."""
+    import torch
+
+    from posereg.engine.builders import build_model, codec_for
+
+    methods = {e.method for e in get_profile("full").experiments}
+    assert {m.arm for m in METHODS.values()} <= {m.arm for m in methods}
+    rng = np.random.default_rng(0)
+    for m in sorted(methods, key=lambda m: m.arm):
+        cfg = apply_overrides(base_config(), [*m.overrides, "model.width=0.125"])
+        torch.manual_seed(0)
+        model, codec = build_model(cfg), codec_for(cfg)
+        h, w = cfg.data.input_size
+        enc = [codec.encode(rng.uniform(0, [w, h], (17, 2)), np.full(17, 2)) for _ in range(2)]
+        target = torch.as_tensor(np.stack([e.target for e in enc]), dtype=torch.float32)
+        weight = torch.as_tensor(np.stack([e.target_weight for e in enc]), dtype=torch.float32)
+        loss = model.loss(model(torch.randn(2, 3, h, w)), target, weight)
+        loss.backward()
+        assert torch.isfinite(loss), m.arm
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -234,6 +234,16 @@ def test_failed_runs_then_resume_then_reuse(tmp_path, monkeypatch):
     assert [r.status.state for r in changed] == [RunState.NEW, RunState.NEW]
     assert {r.key for r in changed}.isdisjoint({r.key for r in same})
 
+    # posereg eval on a bench run: the same evaluation object, the synthetic benchmark's primary
+    run_dir = Path(results["runs"][1]["run_dir"])
+    ev = subprocess.run(
+        [str(BIN), "eval", str(run_dir / "config.yaml"), "--checkpoint", str(run_dir / "best.pt")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    ap_clean = results["runs"][1]["metrics"]["ap_clean"]
+    assert f"primary (synthetic benchmark): AP_clean {ap_clean:.4f}" in ev.stdout
+
     for r in results["runs"]:  # the calibration numbers, with stand-ins for the `cal` modules
         _check_calibration_wiring(Path(r["run_dir"]), tmp_path, monkeypatch)
 

@@ -154,6 +154,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
     for k, v in result.summary().items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    b = result.benchmark
+    print(f"primary ({b.name} benchmark): {b.primary.name} {result.primary:.4f}")
     return 0
 
 

@@ -36,6 +36,7 @@ from posereg.bench.experiments import (
     run_seconds,
 )
 from posereg.config import Config, apply_overrides, from_dict, save_yaml, to_dict
+from posereg.engine.distributed import EpochBatchSampler
 
 __all__ = ["PlannedRun", "RunOutcome", "BenchSummary", "plan_runs", "run_bench", "data_root"]
 
@@ -140,8 +141,6 @@ def plan_runs(
             ann = root / "annotations" / "person_keypoints_train.json"
             instances[exp.data] = _count_instances(probe) if make_data or ann.is_file() else None
         n = instances[exp.data]
-        from posereg.engine.distributed import EpochBatchSampler
-
         spe = (
             EpochBatchSampler(n, probe.train.batch_size).num_batches()
             if n and n >= probe.train.batch_size

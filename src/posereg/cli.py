@@ -154,6 +154,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
     for k, v in result.summary().items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    b = result.benchmark
+    print(f"primary ({b.name} benchmark): {b.primary.name} {result.primary:.4f}")
     return 0
 
 
@@ -398,6 +400,49 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from posereg.bench.runner import run_bench
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    command = shlex.join(["posereg", *sys.argv[1:]]) if sys.argv[1:] else None
+    out = run_bench(
+        args.profile, args.out, jobs=args.jobs, overrides=args.overrides, dry_run=args.dry_run,
+        command=command,
+    )  # fmt: skip
+    if isinstance(out, list):  # the dry run's plan
+        print("\n".join(out))
+        return 0
+    for o in out.failed:
+        print(f"posereg bench: failed: {o.run.run_dir.name}: {o.error}", file=sys.stderr)
+    print(out.results_path)
+    return 1 if out.failed else 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from posereg.bench.experiments import PROFILES
+
+    p = sub.add_parser(
+        "bench",
+        help="train and evaluate a named set of experiments (issue 10's claims); results.json + report",
+        description="Each experiment is an ordinary `posereg train` run on a generated synthetic "
+        "set; finished runs are reused (keyed by their resolved config), interrupted ones resume. "
+        "See docs/bench.md.",
+    )
+    p.add_argument("profile", metavar="PROFILE", help=f"one of: {', '.join(PROFILES)}")
+    p.add_argument("--jobs", type=int, default=None, help="runs side by side (default: cores)")
+    p.add_argument("--out", default="runs/bench", help="bench folder (default: runs/bench)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs, their cache state and the time estimate",
+    )
+    _add_set(p)
+    p.set_defaults(func=_run_bench)
+
+
 def _key_values(items: list[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -545,7 +590,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands: demo, train, eval, predict, export, serve, info,
-    convert, data)."""
+    convert, data, bench)."""
     from posereg import __version__
 
     parser = argparse.ArgumentParser(
@@ -565,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lift(sub)
     _add_convert(sub)
     _add_data(sub)
+    _add_bench(sub)
     _add_debug_everywhere(sub)
     return parser
 

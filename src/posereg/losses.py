@@ -138,11 +138,17 @@ def _neg_log_q(q: str, bar_mu: Tensor) -> Tensor:
 class _FlowLoss(KeypointLoss):
     """Shared parts of the flow-based losses (DLE, RLE): the flow and the per-keypoint log G_phi."""
 
-    def __init__(self, dim: int, flow: nn.Module | None) -> None:
+    def __init__(
+        self, dim: int, flow: nn.Module | None, flow_layers: int = 6, flow_hidden: int = 64
+    ) -> None:
         super().__init__()
         self.dim = dim
         # Owned here so that it is trained with the model and saved in its checkpoints.
-        self.flow = flow if flow is not None else RealNVP(dim=dim)
+        self.flow = (
+            flow
+            if flow is not None
+            else RealNVP(dim=dim, num_layers=flow_layers, hidden=flow_hidden)
+        )
 
     def log_g(self, bar_mu: Tensor, weight: Tensor | None = None) -> Tensor:
         """log G_phi per keypoint: bar_mu (B, K, D) -> (B, K, 1).
@@ -198,7 +204,9 @@ class RLELoss(_FlowLoss):
         log_s_range: half-width r of the integration box, in units of sigma.
         log_s_points: grid points per dimension (default 256 for D=2, 48 for D=3).
         flow: the density G_phi; any module with ``log_prob(x: (N, D)) -> (N,)``.
-            Default: ``RealNVP(dim)`` with the official settings.
+            Default: ``RealNVP(dim, flow_layers, flow_hidden)``.
+        flow_layers, flow_hidden: the default flow's coupling layers and MLP width (the
+            official settings: 6 and 64; paper Tab. 11 varies them).
 
     Example:
         >>> criterion = RLELoss(dim=2)
@@ -217,8 +225,10 @@ class RLELoss(_FlowLoss):
         log_s_range: float = 10.0,
         log_s_points: int | None = None,
         flow: nn.Module | None = None,
+        flow_layers: int = 6,
+        flow_hidden: int = 64,
     ) -> None:
-        super().__init__(dim, flow)
+        super().__init__(dim, flow, flow_layers, flow_hidden)
         if q not in ("laplace", "gaussian"):
             raise ValueError(f"unknown q {q!r}; valid: 'laplace', 'gaussian'")
         if convention not in ("official", "paper"):
@@ -294,7 +304,9 @@ LOSSES: dict[str, LossFactory] = {
     "l2": lambda dim=2: L2Loss(),
     "gaussian_nll": lambda dim=2: GaussianNLLLoss(),
     "laplace_nll": lambda dim=2: LaplaceNLLLoss(),
-    "dle": lambda dim=2, flow=None: DLELoss(dim=dim, flow=flow),
+    "dle": lambda dim=2, flow=None, flow_layers=6, flow_hidden=64: DLELoss(
+        dim=dim, flow=flow, flow_layers=flow_layers, flow_hidden=flow_hidden
+    ),
     "rle": RLELoss,
 }
 

@@ -1,5 +1,12 @@
 """Evaluation of a top-down model on a TopDownDataset: COCO AP (labels and clean truth), PCK, errors.
 
+One :class:`Benchmark` object per kind of evaluation data (COCO-format labels, synthetic data with
+its clean truth, MPII) says which :class:`Metric` is primary (what picks ``best.pt``, what a
+comparison reports first) and whether lower is better; training validation, ``posereg eval`` and
+``posereg bench`` all get a typed :class:`EvalResult` from :func:`evaluate_predictions` and read
+its primary value through ``result.benchmark``. A 3D benchmark (MPJPE, lower is better) goes
+beside these (see :data:`MPJPE`), its evaluation in its own function.
+
 Also the mean-pose baseline the main job is compared against: the training set's mean
 crop-normalized pose placed in every evaluation box.
 """
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +42,13 @@ from posereg.metrics import (
 logger = logging.getLogger("posereg.eval")
 
 __all__ = [
+    "Metric",
+    "Benchmark",
+    "COCO_AP",
+    "SYNTHETIC_AP",
+    "MPII_PCKH",
+    "MPJPE",
+    "benchmark_for",
     "EvalResult",
     "Predictions",
     "predict_dataset",
@@ -44,8 +59,11 @@ __all__ = [
     "kept_instances",
     "coco_results",
     "run_evaluation",
+    "primary",
     "primary_metric",
     "primary_score",
+    "METRIC_NAMES",
+    "LOWER_IS_BETTER",
 ]
 
 
@@ -79,6 +97,76 @@ class Predictions:
         return np.ones(n, dtype=bool) if self.valid is None else self.valid.astype(bool)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One number of an evaluation, and which way is better.
+
+    Arguments:
+        name: the name :meth:`EvalResult.summary` reports it under (``eval.primary_metric``).
+        higher_is_better: False for errors (MPJPE, ``error``): ``best.pt`` keeps the lowest.
+    """
+
+    name: str
+    higher_is_better: bool = True
+
+    def score(self, value: float) -> float:
+        """``value`` as a score where higher is better; NaN (not measured) scores -inf."""
+        value = float(value)
+        if math.isnan(value):
+            return -math.inf
+        return value if self.higher_is_better else -value
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An evaluation protocol: what data it reads and which metric is primary.
+
+    Arguments:
+        name: ``coco`` (COCO-format labels: COCO, custom sets), ``synthetic`` (posereg.synth sets,
+            which carry the clean truth beside the noisy labels) or ``mpii``.
+        primary: the metric that picks ``best.pt`` and that comparisons report first.
+        read: the primary metric's value in an :class:`EvalResult` (NaN when not measured).
+    """
+
+    name: str
+    primary: Metric
+    read: Callable[[EvalResult], float]
+
+    def primary_value(self, result: EvalResult) -> float:
+        """The primary metric of ``result`` (NaN when this evaluation did not measure it)."""
+        return float(self.read(result))
+
+
+def _coco_ap(truth: str) -> Callable[[EvalResult], float]:
+    def read(result: EvalResult) -> float:
+        r = result.coco.get(truth)
+        return math.nan if r is None else r.ap
+
+    return read
+
+
+#: COCO-format data (COCO val2017, custom sets): OKS AP against the labels.
+COCO_AP = Benchmark("coco", Metric("AP"), _coco_ap("labels"))
+#: Synthetic data (posereg.synth): OKS AP against the clean truth, not the noisy labels.
+SYNTHETIC_AP = Benchmark("synthetic", Metric("AP_clean"), _coco_ap("clean"))
+#: MPII: PCKh@0.5.
+MPII_PCKH = Benchmark("mpii", Metric("PCKh_0.5"), lambda r: r.pckh.get("0.5", math.nan))
+#: The 3D benchmark's primary (posereg.metrics.mpjpe, millimetres; lower is better). Its
+#: Benchmark object belongs here once the 3D evaluation returns an EvalResult-like typed result.
+MPJPE = Metric("MPJPE", higher_is_better=False)
+
+
+def benchmark_for(cfg: Config, dataset: TopDownDataset | None = None) -> Benchmark:
+    """The benchmark of ``cfg``'s validation data: MPII for ``data.format: mpii``; synthetic when
+    ``dataset`` carries the clean truth (a posereg.synth set); COCO otherwise (and when the
+    dataset is not known yet)."""
+    if cfg.data.format == "mpii":
+        return MPII_PCKH
+    if dataset is not None and dataset.table.keypoints_clean is not None:
+        return SYNTHETIC_AP
+    return COCO_AP
+
+
 @dataclass
 class EvalResult:
     """Numbers of one evaluation; ``summary()`` flattens them for logs and metrics.json."""
@@ -98,6 +186,12 @@ class EvalResult:
     predictions: Predictions | None = None
     # the COCO results that were scored (after OKS-NMS with detection boxes); what eval --out writes
     entries: list[dict] | None = None
+    benchmark: Benchmark = COCO_AP  # which protocol this is, and its primary metric
+
+    @property
+    def primary(self) -> float:
+        """The value of the benchmark's primary metric (NaN when not measured)."""
+        return self.benchmark.primary_value(self)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
@@ -267,6 +361,7 @@ def evaluate_predictions(
         num_unreadable=int((~keep).sum()),
         unreadable_files=sorted(set(preds.bad_files)),
         predictions=preds,
+        benchmark=benchmark_for(cfg, dataset),
     )
     if result.num_unreadable:
         logger.warning(
@@ -337,34 +432,45 @@ METRIC_NAMES = (
 LOWER_IS_BETTER = frozenset({"error"})
 
 
-def primary_metric(cfg: Config) -> str:
-    """The metric that picks ``best.pt``: ``eval.primary_metric``, by default AP for COCO-format
-    data and PCKh_0.5 for MPII.
+def primary_metric(cfg: Config, dataset: TopDownDataset | None = None) -> str:
+    """The name of the metric that picks ``best.pt``: ``eval.primary_metric``, by default the
+    primary of :func:`benchmark_for` (AP for COCO-format data, AP_clean for a synthetic
+    ``dataset``, PCKh_0.5 for MPII).
 
     Raises:
         ConfigError: a name that no evaluation reports (listing the valid ones).
     """
+    return primary(cfg, dataset).name
+
+
+def primary(cfg: Config, dataset: TopDownDataset | None = None) -> Metric:
+    """The :class:`Metric` that picks ``best.pt`` (see :func:`primary_metric`)."""
     name = cfg.eval.primary_metric
     if name is None:
-        return "PCKh_0.5" if cfg.data.format == "mpii" else "AP"
+        return benchmark_for(cfg, dataset).primary
     if name not in METRIC_NAMES:
         raise ConfigError(
             f"eval.primary_metric: {name!r} is not a metric; valid: {', '.join(METRIC_NAMES)}"
         )
-    return name
+    return Metric(name, higher_is_better=name not in LOWER_IS_BETTER)
 
 
-def primary_score(metrics: dict[str, Any], cfg: Config) -> float:
-    """The primary metric of an evaluation's summary as a score where higher is better.
+def primary_score(
+    metrics: dict[str, Any] | EvalResult, cfg: Config, dataset: TopDownDataset | None = None
+) -> float:
+    """The primary metric of an evaluation as a score where higher is better.
 
-    A metric this evaluation did not report (e.g. PCKh on a skeleton without a head) or a NaN
-    scores -inf, so no best.pt is written for it; an error is negated.
+    ``metrics``: an :class:`EvalResult` (scored by its own benchmark's primary unless
+    ``eval.primary_metric`` names another) or a ``summary()`` dict. A metric this evaluation did not
+    report (e.g. PCKh on a skeleton without a head) or a NaN scores -inf, so no best.pt is written
+    for it; an error is negated.
     """
-    name = primary_metric(cfg)
-    value = float(metrics.get(name, math.nan))
-    if math.isnan(value):
-        return -math.inf
-    return -value if name in LOWER_IS_BETTER else value
+    if isinstance(metrics, EvalResult):
+        if cfg.eval.primary_metric is None:  # the result knows its benchmark
+            return metrics.benchmark.primary.score(metrics.primary)
+        metrics = metrics.summary()
+    metric = primary(cfg, dataset)
+    return metric.score(float(metrics.get(metric.name, math.nan)))
 
 
 def run_evaluation(

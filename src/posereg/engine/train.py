@@ -470,7 +470,7 @@ def _fit(
                 for k, v in metrics.items():
                     if isinstance(v, int | float):
                         tb.add_scalar(f"val/{k}", v, step)
-            score = primary_score(metrics, cfg)
+            score = primary_score(result_eval, cfg)  # the benchmark's primary metric
             if score > best:
                 best = score
                 checkpoint("best.pt", metrics)

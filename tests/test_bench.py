@@ -100,7 +100,7 @@ def test_full_has_the_flow_and_log_s_ablations():
     flow = {e.arm for e in full.experiments if e.group == "flow"}
     assert {"rle_depth2", "rle_depth8", "rle_width16", "rle_width256"} <= flow
     assert {e.arm for e in full.experiments if e.group == "log_s"} == {
-        "rle_paper_logs_on", "rle_paper_logs_off"
+        "rle_paper_log_s", "rle_paper"
     }  # fmt: skip
     for e in full.experiments:  # every method's overrides are valid config items
         apply_overrides(base_config(), e.overrides(10))
@@ -181,7 +181,7 @@ def _train_logs(out: Path) -> dict[str, tuple[float, str]]:
 
 
 @pytest.mark.slow
-def test_failed_runs_then_resume_then_reuse(tmp_path, monkeypatch):
+def test_failed_runs_then_resume_then_reuse(tmp_path):
     """An interrupted bench (both runs killed mid-training) exits non-zero naming each log; run
     again, it resumes each run from its last.pt (two at once with --jobs 2); a third time it
     trains nothing; a changed config gets a new key and is not reused."""
@@ -222,10 +222,22 @@ def test_failed_runs_then_resume_then_reuse(tmp_path, monkeypatch):
     assert {"cpus", "torch", "python"} <= set(results["machine"])
 
     before = _train_logs(out)
-    again = _bench(*args)
+    report = tmp_path / "docs" / "results.md"
+    report.parent.mkdir()
+    report.write_text("# Results\n\nKept text.\n")
+    again = _bench(*args, "--report", str(report))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "training " not in again.stdout and "resuming " not in again.stdout
     assert _train_logs(out) == before  # no process wrote to any run's log
+    # the report: one section per profile, replaced (not appended) by the next run
+    assert _bench(*args, "--report", str(report)).returncode == 0
+    text = report.read_text()
+    assert text.startswith("# Results\n\nKept text.\n")
+    assert text.count("<!-- posereg bench smoke: begin -->") == 1
+    assert text.count("<!-- posereg bench smoke: end -->") == 1
+    assert "posereg bench smoke" in text.split("begin -->")[1]  # the command line at its head
+    copied = json.loads((report.parent / "images/bench/smoke/results.json").read_text())
+    assert [r["key"] for r in copied["runs"]] == [r["key"] for r in results["runs"]]
 
     profile = get_profile("smoke")
     same = plan_runs(profile, out, ["train.checkpoint_every=1"], make_data=False)
@@ -244,48 +256,17 @@ def test_failed_runs_then_resume_then_reuse(tmp_path, monkeypatch):
     ap_clean = results["runs"][1]["metrics"]["ap_clean"]
     assert f"primary (synthetic benchmark): AP_clean {ap_clean:.4f}" in ev.stdout
 
-    for r in results["runs"]:  # the calibration numbers, with stand-ins for the `cal` modules
-        _check_calibration_wiring(Path(r["run_dir"]), tmp_path, monkeypatch)
+    for r in results["runs"]:  # the calibration numbers, recomputed from the npz
+        _check_calibration_wiring(Path(r["run_dir"]), tmp_path)
 
 
-def _stand_in_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-ins for posereg.metrics.calibration and posereg.uncertainty (branch ``cal``, per the
-    bench contract) so that the evaluation's wiring can be checked before they are merged."""
-    import types
-
-    import posereg
-    import posereg.metrics
-
-    cal = types.ModuleType("posereg.metrics.calibration")
-    cal.pearson = lambda x, y: float(np.corrcoef(x, y)[0, 1])
-    cal.spearman = lambda x, y: float(
-        np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
-    )
-    cal.auroc = lambda s, pos: float((s[pos][:, None] > s[~pos][None]).mean())
-    cal.coverage = lambda inside: (float(np.mean(inside)), 0.0)
-    unc = types.ModuleType("posereg.uncertainty")
-    unc.REPORT_LEVELS = (0.5, 0.8, 0.9, 0.95)
-    unc.RELIABILITY_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
-
-    class Region:  # radius r_p = 2p sigma units, whatever the density
-        def contains(self, bar_mu: np.ndarray, p: float) -> np.ndarray:
-            return np.linalg.norm(bar_mu, axis=-1) <= 2 * p
-
-    unc.region_from_criterion = lambda c: Region() if hasattr(c, "flow") else None
-    for name, module in (("posereg.metrics.calibration", cal), ("posereg.uncertainty", unc)):
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(posereg.metrics, "calibration", cal, raising=False)
-    monkeypatch.setattr(posereg, "uncertainty", unc, raising=False)
-
-
-def _check_calibration_wiring(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from posereg.bench.evaluation import evaluate_run
+def _check_calibration_wiring(run_dir: Path, tmp_path: Path) -> None:
+    from posereg.bench.evaluation import checkpoint_of, evaluate_run
+    from posereg.engine.builders import model_from_checkpoint
     from posereg.metrics import oks
     from posereg.skeletons import COCO17
+    from posereg.uncertainty import region_from_criterion
 
-    _stand_in_calibration(monkeypatch)
     m = evaluate_run(run_dir, tmp_path / "p.npz")
     z = np.load(tmp_path / "p.npz")
     vis = z["visible"]
@@ -298,8 +279,10 @@ def _check_calibration_wiring(
     assert m.kpt_auroc_miss == pytest.approx(((-conf)[miss][:, None] > (-conf)[~miss][None]).mean())
     if "sigma" in z:
         bar = (z["truth_clean"] - z["keypoints"]) / z["sigma"]
-        inside = np.linalg.norm(bar[vis], axis=-1) <= 2 * 0.8
-        assert m.coverage["0.8"] == pytest.approx(inside.mean())
+        model = model_from_checkpoint(checkpoint_of(run_dir))[0]
+        r08 = region_from_criterion(model.criterion).radius(0.8)
+        inside = np.linalg.norm(bar[vis], axis=-1) <= r08
+        assert 0 < r08 and m.coverage["0.8"] == pytest.approx(inside.mean())
         assert [p for p, _ in m.reliability][:2] == [0.05, 0.1]
     else:
         assert m.coverage is None and m.reliability is None
@@ -308,7 +291,7 @@ def _check_calibration_wiring(
 def test_heatmap_initialised_run_points_at_its_heatmap_run_and_inherits_its_key(tmp_path):
     runs = plan_runs(get_profile("sweep"), tmp_path, [], make_data=False)
     by = {(r.exp.arm, r.exp.seed): r for r in runs}
-    pre, heat = by[("rle_heatmap_init", 0)], by[("heatmap", 0)]
+    pre, heat = by[("rle_from_heatmap", 0)], by[("heatmap", 0)]
     assert pre.depends_on is heat and pre.cfg.model.init_from == str(heat.run_dir / "best.pt")
     # the heatmap run's key is part of this one's: retrain the heatmap run, and this one follows
     assert pre.key == config_key(pre.cfg, heat.key) != config_key(pre.cfg, "another heatmap run")

@@ -410,7 +410,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     command = shlex.join(["posereg", *sys.argv[1:]]) if sys.argv[1:] else None
     out = run_bench(
         args.profile, args.out, jobs=args.jobs, overrides=args.overrides, dry_run=args.dry_run,
-        command=command,
+        command=command, report=args.report,
     )  # fmt: skip
     if isinstance(out, list):  # the dry run's plan
         print("\n".join(out))
@@ -434,6 +434,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("profile", metavar="PROFILE", help=f"one of: {', '.join(PROFILES)}")
     p.add_argument("--jobs", type=int, default=None, help="runs side by side (default: cores)")
     p.add_argument("--out", default="runs/bench", help="bench folder (default: runs/bench)")
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="MD",
+        help="also write this profile's report as a section of MD (e.g. docs/results.md), "
+        "its plots and results.json under MD's folder/images/bench/PROFILE/",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",

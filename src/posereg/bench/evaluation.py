@@ -9,7 +9,6 @@ evaluation (:func:`posereg.engine.evaluate.evaluate_predictions`, benchmark ``sy
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,16 @@ from posereg.engine.evaluate import (
     kept_instances,
     predict_dataset,
 )
-from posereg.metrics import evaluate_coco, instance_score, oks
+from posereg.metrics import calibration, evaluate_coco, instance_score, oks
+from posereg.uncertainty import (
+    RELIABILITY_LEVELS,
+    REPORT_LEVELS,
+    PredictiveRegion,
+    region_from_criterion,
+)
 
 __all__ = ["MISS_THRESHOLD", "RunMetrics", "evaluate_run"]
 
-logger = logging.getLogger("posereg.bench")
 
 #: A keypoint misses when its error against the clean truth exceeds this fraction of sqrt(area).
 MISS_THRESHOLD = 0.1
@@ -88,36 +92,10 @@ class RunMetrics:
         }
 
 
-_warned: set[str] = set()
-
-
-def _missing(what: str, e: ImportError) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        logger.warning("%s is not available (%s): its numbers are null", what, e)
-
-
-def _calibration() -> Any:
-    """posereg.metrics.calibration (branch ``cal``), or None while it is not merged."""
-    try:
-        from posereg.metrics import calibration
-    except ImportError as e:
-        _missing("posereg.metrics.calibration", e)
-        return None
-    return calibration
-
-
-def _region(model: torch.nn.Module) -> tuple[Any, Any]:
-    """(PredictiveRegion or None, the posereg.uncertainty module or None) of the model's loss."""
-    try:
-        from posereg import uncertainty
-    except ImportError as e:
-        _missing("posereg.uncertainty", e)
-        return None, None
+def _region(model: torch.nn.Module) -> PredictiveRegion | None:
+    """The calibrated predictive region of the model's loss (None: no density, e.g. L1)."""
     criterion = getattr(model, "criterion", None)
-    if criterion is None:
-        return None, uncertainty
-    return uncertainty.region_from_criterion(criterion), uncertainty
+    return None if criterion is None else region_from_criterion(criterion)
 
 
 def _trains_sigma(model: torch.nn.Module) -> bool:
@@ -176,25 +154,23 @@ def evaluate_run(run_dir: Path, npz_path: Path | None = None) -> RunMetrics:
     err = np.linalg.norm(mu - truth[..., :2], axis=-1) / np.sqrt(np.maximum(area, 1e-6))[:, None]
     miss = err > MISS_THRESHOLD  # (N, K)
 
-    nan = float("nan")
-    pearson = spearman = auroc = nan
-    cal = _calibration()
-    if cal is not None:
-        has_pose = visible.any(1)
-        pearson = cal.pearson(score[has_pose], oks_truth[has_pose])
-        spearman = cal.spearman(score[has_pose], oks_truth[has_pose])
-        auroc = cal.auroc(-conf[visible], miss[visible])
+    has_pose = visible.any(1)
+    pearson = calibration.pearson(score[has_pose], oks_truth[has_pose])
+    spearman = calibration.spearman(score[has_pose], oks_truth[has_pose])
+    auroc = calibration.auroc(-conf[visible], miss[visible])
 
     coverage = reliability = None
-    region, unc = _region(model)
-    if region is not None and preds.sigma is not None and cal is not None:
+    region = _region(model)
+    if region is not None and preds.sigma is not None:
         sigma = preds.sigma[keep]  # (N, K, 2) px
         bar_mu = (truth[..., :2] - mu) / np.maximum(sigma, 1e-9)  # (N, K, 2)
         pts = bar_mu[visible]  # (M, 2)
-        coverage = {f"{p:g}": cal.coverage(region.contains(pts, p))[0] for p in unc.REPORT_LEVELS}
+        coverage = {
+            f"{p:g}": calibration.coverage(region.contains(pts, p))[0] for p in REPORT_LEVELS
+        }
         reliability = [
-            [float(p), float(cal.coverage(region.contains(pts, p))[0])]
-            for p in unc.RELIABILITY_LEVELS
+            [float(p), float(calibration.coverage(region.contains(pts, p))[0])]
+            for p in RELIABILITY_LEVELS
         ]
 
     if npz_path is None:
@@ -217,7 +193,7 @@ def evaluate_run(run_dir: Path, npz_path: Path | None = None) -> RunMetrics:
 
     labels = result.coco.get("labels")
     return RunMetrics(
-        ap_noisy=labels.ap if labels is not None else nan,
+        ap_noisy=labels.ap if labels is not None else float("nan"),
         ap_clean=result.primary,
         pck_0_1=result.pck,
         err_sqrt_area=result.error,

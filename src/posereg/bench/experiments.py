@@ -353,7 +353,7 @@ def sweep(seeds: tuple[int, ...] = (0, 1, 2), mid: int = QUICK_STEPS) -> Profile
                 Experiment(METHODS[arm], "noise", s, mid, DataSetting(n)) for n in NOISE.values()
             ]
         heatmap = Experiment(METHODS["heatmap"], "pretrained", s, mid, QUICK_DATA)
-        pre = replace(METHODS["rle"], arm="rle_heatmap_init")
+        pre = replace(METHODS["rle"], arm="rle_from_heatmap")
         exps += [heatmap, Experiment(pre, "pretrained", s, mid, QUICK_DATA, init_from=heatmap)]
         exps += [
             Experiment(METHODS["rle"], "convention", s, mid, QUICK_DATA),
@@ -385,7 +385,7 @@ def full(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), mid: int = 3000) -> Profile:
             exps.append(Experiment(m, "flow", s, mid, data))
         for log_s in (False, True):
             m = Method(
-                f"rle_paper_logs_{'on' if log_s else 'off'}",
+                "rle_paper_log_s" if log_s else "rle_paper",  # the report's arm names
                 _rle("laplace", "paper", log_s=log_s),
                 params=(("loss", "rle"), ("convention", "paper"), ("log_s", log_s)),
             )

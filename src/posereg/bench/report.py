@@ -75,7 +75,7 @@ ARM_LABELS = {
 #: params keys that describe the method, not the condition (left out when pairing runs).
 ARM_KEYS = frozenset(
     {"arm", "loss", "head", "loss_options", "head_options", "init_from", "convention", "q",
-     "log_s", "flow", "flow_depth", "flow_width"}
+     "log_s", "flow", "flow_layers", "flow_hidden"}
 )  # fmt: skip
 
 #: The paper's ordering (Tab. 1, 7), worst first.

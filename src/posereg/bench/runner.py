@@ -392,8 +392,13 @@ def run_bench(
     overrides: list[str] | None = None,
     dry_run: bool = False,
     command: str | None = None,
+    report: str | Path | None = None,
 ) -> BenchSummary | list[str]:
     """Run a profile (see the module docstring); returns the summary, or the dry run's lines.
+
+    ``report``: a Markdown file (e.g. docs/results.md) that gets this profile's report as its
+    own section (replaced on the next run of the same profile, other profiles' sections kept),
+    its plots in ``images/bench/<profile>/`` and a copy of results.json beside it.
 
     Raises:
         ValueError: an unknown profile; ConfigError: a bad override (before any work).
@@ -446,17 +451,42 @@ def run_bench(
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(path)
     _say(f"{len(results['runs'])} runs in {path}")
-    _write_report(results, prof_dir)
+    _write_report(results, prof_dir / "results.md", prof_dir / "images")
+    if report is not None:
+        _splice_report(results, Path(report))
     unique = {r.key: outcomes[r.key] for r in runs}
     return BenchSummary(path, list(unique.values()))
 
 
-def _write_report(results: dict[str, Any], prof_dir: Path) -> None:
+def _write_report(results: dict[str, Any], md: Path, image_dir: Path) -> bool:
     try:
         from posereg.bench.report import write_report
     except ImportError as e:
         _say(f"no report written: posereg.bench.report is not available ({e})")
-        return
-    md = prof_dir / "results.md"
-    write_report(results, md, prof_dir / "images")
+        return False
+    write_report(results, md, image_dir)
     _say(f"report: {md}")
+    return True
+
+
+def _splice_report(results: dict[str, Any], report: Path) -> None:
+    """Put the profile's report into ``report`` between its markers (see :func:`run_bench`)."""
+    name = results["profile"]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    part = report.parent / f".{report.stem}.{name}.md.tmp"
+    if not _write_report(results, part, report.parent / "images" / "bench" / name):
+        return
+    begin, end = f"<!-- posereg bench {name}: begin -->", f"<!-- posereg bench {name}: end -->"
+    section = f"{begin}\n{part.read_text().rstrip()}\n{end}\n"
+    part.unlink()
+    old = report.read_text() if report.exists() else "# posereg bench results\n\n"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end) + 1 :]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    tmp = report.with_name(f".{report.name}.tmp")
+    tmp.write_text(new)
+    tmp.replace(report)
+    copy = report.parent / "images" / "bench" / name / "results.json"
+    copy.write_text(json.dumps(results, indent=1))
+    _say(f"report section '{name}' in {report}; results.json copied to {copy}")

@@ -28,6 +28,7 @@ from torch import nn
 
 from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.dataset import image_to_tensor
+from posereg.data.depth import DEPTH_RANGE_MM, root_joints
 from posereg.data.image_io import read_image
 from posereg.data.transforms import (
     box_to_center_scale,
@@ -69,6 +70,10 @@ class PoseResult:
         boxes: (N, 4) the (x, y, w, h) boxes used.
         scores: (N,) instance scores by the evaluation's rule (``eval.score_rule``; official:
             box score + mean_k(c) + max_k(c)).
+        depth: (N, K) a 3D model's root-relative depth per joint, mm (``(d_k - d_root) x
+            depth_range``; root: pelvis, or mid-hip for COCO-17; the absolute distance is not
+            predicted); None for 2D models.
+        depth_sigma: (N, K) the sigma of that depth, mm, for 3D heads that predict one.
     """
 
     keypoints: np.ndarray
@@ -76,6 +81,8 @@ class PoseResult:
     confidence: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
+    depth: np.ndarray | None = None
+    depth_sigma: np.ndarray | None = None
 
 
 def box_problem(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
@@ -147,6 +154,7 @@ class Predictor:
         self.flip_test = flip_test
         self.exif_orientation = exif_orientation
         self.sigma_scale = 1.0  # what one sigma means in pixels of error (set from a checkpoint)
+        self.depth_range = DEPTH_RANGE_MM  # mm per unit of a 3D model's depth (data.depth_range_mm)
         self.name = "model"  # the run's name (set from a checkpoint)
         self.config: Config | None = None  # the checkpoint's config
         self.metrics: dict[str, Any] = {}  # the checkpoint's evaluation metrics
@@ -176,6 +184,7 @@ class Predictor:
         predictor.metrics = dict(state.get("metrics") or {})
         predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
         predictor.name, predictor.config = cfg.name, cfg
+        predictor.depth_range = cfg.data.depth_range_mm
         return predictor
 
     def load_image(
@@ -243,9 +252,13 @@ class Predictor:
         if len(det) != len(box_arr):
             raise ValueError(f"{len(det)} box_scores for {len(box_arr)} boxes")
         k = self.skeleton.num_keypoints
+        three_d = getattr(self.model.head, "dim", 2) == 3
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
-            return PoseResult(empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0))
+            depth = np.zeros((0, k)) if three_d else None
+            return PoseResult(
+                empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0), depth, depth
+            )
         h, w = self.input_size
         center, scale = box_to_center_scale(box_arr, w / h, self.padding)
         crops = [
@@ -258,15 +271,23 @@ class Predictor:
         dec = self.model.predict(images, self.flip_test, self.skeleton.flip_index)
         mu = dec.keypoints[..., :2].float().cpu().double().numpy()  # (N, K, 2) crop-normalized
         confidence = dec.scores.float().cpu().double().numpy()
-        sigma = None
+        sigma = depth = depth_sigma = None
         if dec.sigma is not None:
             sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
+        if three_d:  # (u, v, d): d made root-relative (official), in mm
+            d = dec.keypoints[..., 2].float().cpu().double().numpy()
+            root = list(root_joints(self.skeleton))
+            depth = (d - d[:, root].mean(axis=1, keepdims=True)) * self.depth_range
+            if dec.sigma is not None:
+                depth_sigma = dec.sigma[..., 2].float().cpu().double().numpy() * self.depth_range
         return PoseResult(
             keypoints=crop_to_image(mu, center, scale),
             sigma=sigma,
             confidence=confidence,
             boxes=box_arr,
             scores=instance_score(confidence, det, self.score_rule),
+            depth=depth,
+            depth_sigma=depth_sigma,
         )
 
 
@@ -274,8 +295,9 @@ def result_entries(
     result: PoseResult, image_id: int, people: np.ndarray | None = None
 ) -> list[dict]:
     """COCO results entries (``image_id``, ``category_id``, ``bbox``, ``keypoints`` as x, y,
-    confidence triplets, ``score``, and ``sigma`` (K x 2 pixels) for heads that predict one) of
-    the people ``people`` (indices; default all) of ``result``, rounded as posereg writes them."""
+    confidence triplets, ``score``, ``sigma`` (K x 2 pixels) for heads that predict one, and for
+    3D models ``depth`` (K root-relative mm) and ``depth_sigma`` (K mm, with sigma)) of the people
+    ``people`` (indices; default all) of ``result``, rounded as posereg writes them."""
     entries = []
     for i in range(len(result.keypoints)) if people is None else people:
         flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
@@ -288,6 +310,10 @@ def result_entries(
         }
         if result.sigma is not None:
             entry["sigma"] = result.sigma[i].round(3).tolist()
+        if result.depth is not None:
+            entry["depth"] = result.depth[i].round(1).tolist()
+        if result.depth_sigma is not None:
+            entry["depth_sigma"] = result.depth_sigma[i].round(1).tolist()
         entries.append(entry)
     return entries
 

@@ -22,6 +22,7 @@ from posereg.data.dataset import TopDownDataset, collate
 from posereg.data.transforms import crop_to_image
 from posereg.engine import distributed as D
 from posereg.engine.builders import build_datasets, model_from_checkpoint
+from posereg.engine.eval3d import evaluate_depth
 from posereg.metrics import (
     COCOKeypointResult,
     evaluate_coco,
@@ -30,6 +31,7 @@ from posereg.metrics import (
     pck,
     pckh,
 )
+from posereg.metrics.mpjpe import Pose3DMetrics
 
 logger = logging.getLogger("posereg.eval")
 
@@ -63,6 +65,8 @@ class Predictions:
         valid: (N,) False where the image was unreadable (``on_bad_image="skip"``): those rows
             are zeros and no metric uses them. None: all valid.
         bad_files: the unreadable images' paths, one per invalid instance.
+        depth: (N, K) the predicted normalized depth d of a 3D model (``data.depth``), as the
+            head outputs it (not yet root-relative); None for 2D models.
     """
 
     keypoints: np.ndarray
@@ -71,6 +75,7 @@ class Predictions:
     normalized: np.ndarray
     valid: np.ndarray | None = None
     bad_files: list[str] = field(default_factory=list)
+    depth: np.ndarray | None = None
 
     @property
     def valid_mask(self) -> np.ndarray:
@@ -98,6 +103,7 @@ class EvalResult:
     predictions: Predictions | None = None
     # the COCO results that were scored (after OKS-NMS with detection boxes); what eval --out writes
     entries: list[dict] | None = None
+    pose3d: Pose3DMetrics | None = None  # single-stage 3D (data.depth): MPJPE, PA-MPJPE, mm
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
@@ -113,6 +119,8 @@ class EvalResult:
         out["PCK"] = self.pck
         out["error"] = self.error
         out.update({f"PCKh_{k}": v for k, v in self.pckh.items()})
+        if self.pose3d is not None:
+            out.update({k: v for k, v in self.pose3d.summary().items() if k != "num_poses"})
         return out
 
 
@@ -153,7 +161,11 @@ def predict_dataset(
         has_sigma = dec.sigma is not None
         sigma = _numpy(dec.sigma[..., :2]) if has_sigma else np.zeros_like(mu)
         kp = crop_to_image(mu, batch.center, batch.scale)
-        parts.append((mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid))
+        # (B, K) normalized depth of a 3D model (zeros for 2D ones)
+        depth = _numpy(dec.keypoints[..., 2]) if dec.keypoints.shape[-1] == 3 else mu[..., 0] * 0.0
+        parts.append(
+            (mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid, depth)
+        )
         bad_files += batch.bad_files
     model.train(was_training)
     local = [np.concatenate(x) for x in zip(*parts, strict=True)] if parts else None
@@ -166,6 +178,7 @@ def predict_dataset(
         np.zeros((len(dataset), k)),
     )
     valid = np.ones(len(dataset), dtype=bool)
+    depth = np.zeros((len(dataset), k))
     all_bad: list[str] = []
     with_sigma = False
     for idx, arrays, files, rank_has_sigma in gathered:  # type: ignore[misc]
@@ -173,11 +186,15 @@ def predict_dataset(
         with_sigma |= rank_has_sigma
         if arrays is None:
             continue
-        normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx] = arrays
+        normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx], depth[idx] = arrays
     invalid = ~valid
-    for a in (normalized, keypoints, sig, conf):
+    for a in (normalized, keypoints, sig, conf, depth):
         a[invalid] = 0.0
-    return Predictions(keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad)
+    three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+    return Predictions(
+        keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad,
+        depth if three_d else None,
+    )  # fmt: skip
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -325,27 +342,34 @@ def evaluate(
     preds = predict_dataset(
         model, dataset, device, cfg.eval.batch_size, cfg.eval.flip_test, cfg.data.workers, info
     )
-    return evaluate_predictions(preds, dataset, cfg)
+    result = evaluate_predictions(preds, dataset, cfg)
+    if preds.depth is not None and dataset.depth_range is not None:  # single-stage 3D
+        keep = kept_instances(preds, dataset)
+        result.pose3d = evaluate_depth(preds.keypoints, preds.depth, dataset, keep)
+    return result
 
 
 #: What :meth:`EvalResult.summary` can report (the names ``eval.primary_metric`` may take).
 METRIC_NAMES = (
     "AP", "AP50", "AP75", "AR", "AP_clean", "AP50_clean", "PCK", "error",
     "PCKh_0.5", "PCKh_0.1", "PCKh_AUC", "sigma_calibration",
+    "MPJPE", "PA-MPJPE", "N-MPJPE", "PCK3D_150", "AUC3D",
 )  # fmt: skip
 #: Metrics where lower is better: best.pt keeps the lowest.
-LOWER_IS_BETTER = frozenset({"error"})
+LOWER_IS_BETTER = frozenset({"error", "MPJPE", "PA-MPJPE", "N-MPJPE"})
 
 
 def primary_metric(cfg: Config) -> str:
     """The metric that picks ``best.pt``: ``eval.primary_metric``, by default AP for COCO-format
-    data and PCKh_0.5 for MPII.
+    data, PCKh_0.5 for MPII and MPJPE (lower is better) for single-stage 3D (``data.depth``).
 
     Raises:
         ConfigError: a name that no evaluation reports (listing the valid ones).
     """
     name = cfg.eval.primary_metric
     if name is None:
+        if cfg.data.depth:
+            return "MPJPE"
         return "PCKh_0.5" if cfg.data.format == "mpii" else "AP"
     if name not in METRIC_NAMES:
         raise ConfigError(

@@ -1,11 +1,12 @@
 """Single-stage 3D: RLE regression vs the volumetric integral head at an equal budget.
 
-    nice -n 10 python benchmarks/bench_single_stage_3d.py [--steps 500] [--batch 32]
+    nice -n 10 python benchmarks/bench_single_stage_3d.py [--epochs 2] [--batch 32]
         [--seeds 0 1] [--num-train 4000] [--num-val 300] [--parallel 2] [--out runs/bench_s3d]
 
 Both configs (configs/synth3d_rle.yaml, configs/synth3d_integral.yaml: the same synthetic renders,
 backbone, input, schedule; only the head differs) are trained with ``posereg train`` for the same
-number of steps, batch and seed, one thread each, ``--parallel`` runs side by side (the long
+number of epochs (whole epochs, so the cosine schedule runs to its end: same steps), batch and
+seed, one thread each, evaluated once at the end, ``--parallel`` runs side by side (the long
 integral runs start first). The synthetic set is generated once, before the runs. Reported per
 head: validation MPJPE and PA-MPJPE (mm, root-relative, Sun et al.'s protocol:
 docs/lifting.md), inference parameters (the flow excluded) and FLOPs of ``TopDownModel.predict``
@@ -52,8 +53,9 @@ def overrides(args: argparse.Namespace, seed: int | None = None) -> list[str]:
         f"data.train_images={data}/images/train",
         f"data.val_ann={data}/annotations/person_keypoints_val.json",
         f"data.val_images={data}/images/val",
-        f"train.max_steps={args.steps}",
+        "train.max_steps=null",
         f"train.epochs={args.epochs}",
+        f"train.eval_every={args.epochs}",
         f"train.batch_size={args.batch}",
         "train.threads=1",
         "train.progress=false",
@@ -94,7 +96,7 @@ def train_one(head: str, seed: int, args: argparse.Namespace) -> dict:
     print(f"{name}: MPJPE {val['MPJPE']:.1f} PA-MPJPE {val['PA-MPJPE']:.1f} "
           f"train {train_s:.0f} s wall {wall:.0f} s", flush=True)  # fmt: skip
     return {"head": head, "seed": seed, "mpjpe": val["MPJPE"], "pa": val["PA-MPJPE"],
-            "train_s": train_s, "wall_s": wall}  # fmt: skip
+            "train_s": train_s, "wall_s": wall, "steps": metrics["steps"]}  # fmt: skip
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:
@@ -105,8 +107,7 @@ def mean_std(values: list[float], digits: int = 1) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=100, help="upper bound; --steps decides")
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--num-train", type=int, default=4000)
@@ -127,7 +128,8 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda job: train_one(*job, args), jobs))
 
-    print(f"\n{len(args.seeds)} seeds x {args.steps} steps x batch {args.batch}, "
+    steps = sorted({r["steps"] for r in results})
+    print(f"\n{len(args.seeds)} seeds x {args.epochs} epochs ({steps} steps) x batch {args.batch}, "
           f"{args.num_train} train / {args.num_val} val images, {args.parallel} runs side by side, "
           f"{time.perf_counter() - t0:.0f} s in all\n")  # fmt: skip
     print(

@@ -240,6 +240,16 @@ def test_train_writes_mpjpe_and_keeps_the_best_one(tmp_path, synth3d, head, opti
 
     best = torch.load(run / "best.pt", weights_only=False)
     assert best["metrics"]["MPJPE"] == pytest.approx(min(logged))
+    assert f"MPJPE {val['MPJPE']:.1f} mm" in out.stdout
+    if head == "regression":  # posereg eval reports the same MPJPE from best.pt
+        out = subprocess.run(
+            [POSEREG, "eval", str(path), "--checkpoint", str(run / "best.pt")],
+            capture_output=True, text=True, timeout=120, env=ENV,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        printed = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+        assert float(printed["MPJPE"]) == pytest.approx(min(logged), abs=1e-3)
+        assert float(printed["PA-MPJPE"]) < float(printed["MPJPE"])
     if head == "regression":  # the checkpoint predicts depth (and its sigma) through predict
         image = sorted((synth3d / "images/val").iterdir())[0]
         outdir = tmp_path / "pred"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from posereg.config import Config, ConfigError, DataConfig, EvalConfig, ModelConfig
+from posereg.config import Config, ConfigError, DataConfig, EvalConfig, ModelConfig, from_dict
 from posereg.data.badinput import BadInputError
 from posereg.data.dataset import TopDownDataset, TransformConfig
 from posereg.data.depth import root_joints
@@ -123,6 +123,15 @@ def test_train_on_a_file_without_joints_3d_says_so_without_a_traceback(tmp_path)
     )
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert str(ann) in out.stderr and "no 'joints_3d' field" in out.stderr
+
+
+def test_depth_config_fields_are_typed_and_ranged():
+    with pytest.raises(
+        ConfigError, match=r"data.depth_range_mm: 0.0 is out of range; allowed: > 0"
+    ):
+        from_dict(Config, {"data": {"depth": True, "depth_range_mm": 0.0}})
+    with pytest.raises(ConfigError, match=r"data.depth: expected true/false, got 'yes'"):
+        from_dict(Config, {"data": {"depth": "yes"}})
 
 
 def test_depth_and_head_must_agree():

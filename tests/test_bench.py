@@ -322,3 +322,14 @@ def test_every_method_of_the_profiles_builds_and_trains_a_step():
         loss.backward()
         assert torch.isfinite(loss), m.arm
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_repeated_set_flags_all_apply(tmp_path):
+    """`--set a --set b` applies both (argparse's default would keep only the last flag's):
+    the first flag's bad value must be the error."""
+    args = ("smoke", "--dry-run", "--out", str(tmp_path))
+    bad_first = _bench(*args, "--set", "train.batch_size=0", "--set", "optim.lr=0.002")
+    assert bad_first.returncode == 2
+    assert "train.batch_size: 0 is out of range" in bad_first.stderr
+    ok = _bench(*args, "--set", "optim.lr=0.002", "--set", "train.batch_size=4")
+    assert ok.returncode == 0, ok.stderr[-2000:]

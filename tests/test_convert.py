@@ -8,6 +8,7 @@ forward pass are an independent reference.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.distributions as distributions
@@ -292,3 +293,31 @@ def test_official_3d_checkpoint_loads_and_predicts_through_the_one_path(tmp_path
     torch.testing.assert_close(
         flipped.keypoints[..., 2], (mu_ref[..., 2] + back_depth) / 2, rtol=1e-5, atol=1e-6
     )
+
+
+def test_official_3d_checkpoint_predicts_root_relative_depth_through_predictor(tmp_path):
+    """A converted RegressFlow3D file on disk -> Predictor: per-joint depth in mm, root-relative
+    at the pelvis as the official model makes it at evaluation ((z - z[0]) x 2000 mm)."""
+    from posereg.convert import convert_official
+    from posereg.data.dataset import image_to_tensor
+    from posereg.data.transforms import box_to_center_scale, get_affine_transform, warp_crop
+    from posereg.predict import Predictor, result_entries
+
+    official = _official(num_joints=17, dim=3, seed=5)
+    src = tmp_path / "official_3d.pth"
+    torch.save({"model": official.state_dict()}, src)
+    convert_official(src, tmp_path / "converted.pt")
+    predictor = Predictor.from_checkpoint(tmp_path / "converted.pt", device="cpu", flip_test=False)
+    image = np.random.default_rng(0).integers(0, 255, (300, 280, 3), dtype=np.uint8)
+    box = np.array([[40.0, 20.0, 150.0, 240.0]])
+    result = predictor(image, boxes=box)
+    center, scale = box_to_center_scale(box, 1.0, 1.25)
+    crop = warp_crop(image, get_affine_transform(center[0], scale[0], 0.0, (256, 256)), (256, 256))
+    with torch.no_grad():
+        mu, sigma = official(image_to_tensor(crop)[None])
+    expected = ((mu[..., 2] - mu[:, :1, 2]) * 2000.0).numpy()
+    np.testing.assert_allclose(result.depth, expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(result.depth_sigma, sigma[..., 2].numpy() * 2000.0, rtol=1e-4)
+    assert result.depth[0, 0] == 0.0
+    entry = result_entries(result, image_id=1)[0]
+    assert len(entry["depth"]) == 17 and entry["depth"][0] == 0.0

@@ -59,6 +59,7 @@ def _add_set(p: argparse.ArgumentParser) -> None:
         "--set",
         dest="overrides",
         nargs="+",
+        action="extend",  # --set a=1 --set b=2 applies both
         default=[],
         metavar="KEY=VALUE",
         help="override config fields, e.g. train.epochs=10 optim.lr=5e-4 (values parsed as YAML)",
@@ -521,13 +522,14 @@ def _add_data_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", help="random or h36m (real Human3.6M calibrations)")
     p.add_argument("--keypoint-set", help="coco17, mpii16 or h36m17 (default: coco17)")
     p.add_argument(
-        "--noise", nargs="+", default=[], metavar="KEY=VALUE",
+        "--noise", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
         help="label-noise settings, e.g. scale=0.707 (2x COCO's spread; default 0.354, COCO's) "
         "outlier_prob=0.03 swap_prob=0.01 occluded_factor=2 outlier_scale=5; or 'off' for clean labels",
     )  # fmt: skip
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="any other SynthConfig field, e.g. occluder_prob=0.5",

@@ -404,6 +404,12 @@ class DataConfig:
 
     Paths are relative to the working directory. ``format`` picks the loader: ``coco`` (any
     COCO person_keypoints json: COCO, the synthetic sets) or ``mpii``.
+
+    ``depth: true`` is single-stage 3D (docs/lifting.md): every annotation must carry
+    ``joints_3d`` (K x 3, camera mm) and ``camera`` {K}; targets are (u, v, d) with the
+    root-relative depth ``d = (Z - Z_root) / depth_range_mm`` (official: 2000 mm; root: pelvis,
+    or mid-hip for COCO-17), the model must predict 3 coordinates (regression ``head_options:
+    {dim: 3}``, integral ``{depth: D}``) and validation reports MPJPE / PA-MPJPE in mm.
     """
 
     format: Literal["coco", "mpii"] = "coco"
@@ -423,9 +429,12 @@ class DataConfig:
     workers: int = 2
     on_bad_image: Literal["raise", "skip"] = "raise"
     synth: SynthDataConfig | None = None
+    depth: bool = False  # single-stage 3D: (u, v, root-relative depth) targets
+    depth_range_mm: float = 2000.0  # depth that maps to a target span of 1 (official bbox_3d_shape)
 
     ranges: ClassVar[dict[str, Range]] = {
         "det_score_threshold": FRACTION, "input_size": AT_LEAST_1, "workers": NON_NEGATIVE,
+        "depth_range_mm": POSITIVE,
     }  # fmt: skip
 
 
@@ -511,7 +520,7 @@ class EvalConfig:
     nms_threshold: float = 0.9
     num_vis: int = 16  # validation crops drawn in the run report
     # the metric that picks best.pt (a key of metrics.json's "val"); None: AP for COCO-format
-    # data, PCKh_0.5 for MPII (posereg.engine.evaluate.primary_metric)
+    # data, PCKh_0.5 for MPII, MPJPE (lowest) with data.depth (posereg.engine.evaluate.primary_metric)
     primary_metric: str | None = None
 
     ranges: ClassVar[dict[str, Range]] = {

@@ -30,6 +30,7 @@ from torch import nn
 
 from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.dataset import image_to_tensor
+from posereg.data.depth import DEPTH_RANGE_MM, root_joints
 from posereg.data.image_io import read_image
 from posereg.data.transforms import (
     box_to_center_scale,
@@ -84,6 +85,10 @@ class PoseResult:
             None when the head's loss learns no density (L1, L2, heatmap, integral).
         region_p: the region's level p (``Predictor.region_level``, default 0.9); None with
             ``region``.
+        depth: (N, K) a 3D model's root-relative depth per joint, mm (``(d_k - d_root) x
+            depth_range``; root: pelvis, or mid-hip for COCO-17; the absolute distance is not
+            predicted); None for 2D models.
+        depth_sigma: (N, K) the sigma of that depth, mm, for 3D heads that predict one.
     """
 
     keypoints: np.ndarray
@@ -93,17 +98,25 @@ class PoseResult:
     scores: np.ndarray
     region: np.ndarray | None = None
     region_p: float | None = None
+    depth: np.ndarray | None = None
+    depth_sigma: np.ndarray | None = None
 
     def select(self, people: np.ndarray) -> PoseResult:
         """The result restricted to the people ``people`` (indices or a boolean mask)."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[people]
+
         return PoseResult(
             self.keypoints[people],
-            None if self.sigma is None else self.sigma[people],
+            pick(self.sigma),
             self.confidence[people],
             self.boxes[people],
             self.scores[people],
-            None if self.region is None else self.region[people],
+            pick(self.region),
             self.region_p,
+            pick(self.depth),
+            pick(self.depth_sigma),
         )
 
 
@@ -189,6 +202,7 @@ class Predictor:
         # median |error| / sigma of the checkpoint's evaluation (1 when unknown): the video
         # Kalman smoother's measurement noise is sigma x this; drawings use ``region``.
         self.sigma_scale = 1.0
+        self.depth_range = DEPTH_RANGE_MM  # mm per unit of a 3D model's depth (data.depth_range_mm)
         self.name = "model"  # the run's name (set from a checkpoint)
         self.config: Config | None = None  # the checkpoint's config
         self.metrics: dict[str, Any] = {}  # the checkpoint's evaluation metrics
@@ -218,6 +232,7 @@ class Predictor:
         predictor.metrics = dict(state.get("metrics") or {})
         predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
         predictor.name, predictor.config = cfg.name, cfg
+        predictor.depth_range = cfg.data.depth_range_mm
         return predictor
 
     def load_image(
@@ -285,12 +300,14 @@ class Predictor:
         if len(det) != len(box_arr):
             raise ValueError(f"{len(det)} box_scores for {len(box_arr)} boxes")
         k = self.skeleton.num_keypoints
+        three_d = getattr(self.model.head, "dim", 2) == 3
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
-            region = None if self.region is None else empty.copy()
+            region = None if self.region is None or three_d else empty.copy()
+            depth = np.zeros((0, k)) if three_d else None
             return PoseResult(
                 empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0), region,
-                None if region is None else self.region_level,
+                None if region is None else self.region_level, depth, depth,
             )  # fmt: skip
         h, w = self.input_size
         center, scale = box_to_center_scale(box_arr, w / h, self.padding)
@@ -304,12 +321,19 @@ class Predictor:
         dec = self.model.predict(images, self.flip_test, self.skeleton.flip_index)
         mu = dec.keypoints[..., :2].float().cpu().double().numpy()  # (N, K, 2) crop-normalized
         confidence = dec.scores.float().cpu().double().numpy()
-        sigma = None
+        sigma = depth = depth_sigma = None
         if dec.sigma is not None:
             sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
         region = None
-        if sigma is not None and self.region is not None:
+        if sigma is not None and self.region is not None and not three_d:
+            # 2D models only: a 3D model's region is a ball in (u, v, d), not an image ellipse
             region = self.region.semi_axes(sigma, self.region_level)  # (N, K, 2) px
+        if three_d:  # (u, v, d): d made root-relative (official), in mm
+            d = dec.keypoints[..., 2].float().cpu().double().numpy()
+            root = list(root_joints(self.skeleton))
+            depth = (d - d[:, root].mean(axis=1, keepdims=True)) * self.depth_range
+            if dec.sigma is not None:
+                depth_sigma = dec.sigma[..., 2].float().cpu().double().numpy() * self.depth_range
         return PoseResult(
             keypoints=crop_to_image(mu, center, scale),
             sigma=sigma,
@@ -318,6 +342,8 @@ class Predictor:
             scores=instance_score(confidence, det, self.score_rule),
             region=region,
             region_p=None if region is None else self.region_level,
+            depth=depth,
+            depth_sigma=depth_sigma,
         )
 
 
@@ -325,9 +351,10 @@ def result_entries(
     result: PoseResult, image_id: int, people: np.ndarray | None = None
 ) -> list[dict]:
     """COCO results entries (``image_id``, ``category_id``, ``bbox``, ``keypoints`` as x, y,
-    confidence triplets, ``score``, ``sigma`` (K x 2 pixels) for heads that predict one, and
+    confidence triplets, ``score``, ``sigma`` (K x 2 pixels) for heads that predict one,
     ``region`` (K x 2 semi-axes in pixels of the predictive ``region_p``-region) with
-    ``region_p`` for heads whose loss learned a density) of the people ``people`` (indices;
+    ``region_p`` for heads whose loss learned a density, and for 3D models ``depth`` (K
+    root-relative mm) and ``depth_sigma`` (K mm, with sigma)) of the people ``people`` (indices;
     default all) of ``result``, rounded as posereg writes them."""
     entries = []
     for i in range(len(result.keypoints)) if people is None else people:
@@ -344,6 +371,10 @@ def result_entries(
         if result.region is not None:
             entry["region"] = result.region[i].round(3).tolist()
             entry["region_p"] = result.region_p
+        if result.depth is not None:
+            entry["depth"] = result.depth[i].round(1).tolist()
+        if result.depth_sigma is not None:
+            entry["depth_sigma"] = result.depth_sigma[i].round(1).tolist()
         entries.append(entry)
     return entries
 

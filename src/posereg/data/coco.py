@@ -3,7 +3,8 @@
 Instances come from the ground-truth boxes, or from a detection results file (COCO results
 format: ``image_id``, ``bbox``, ``score``, ``category_id``) filtered by a score threshold, as
 top-down methods evaluate. Per-annotation extra fields ``keypoints_clean`` (the synthetic sets'
-noise-free truth) are passed through.
+noise-free truth) are passed through, and with ``with_3d`` the per-annotation ``joints_3d``
+(K x 3, camera frame, mm) and ``camera`` (``{"K": 3 x 3, ...}``) that single-stage 3D needs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,46 @@ from posereg.data.instances import (
 )
 from posereg.skeletons import Skeleton
 
-__all__ = ["read_json", "load_coco_instances"]
+__all__ = ["read_json", "load_coco_instances", "read_3d_fields"]
+
+
+def read_3d_fields(
+    ann: dict, num_keypoints: int, source: str, record: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An annotation's ``joints_3d`` (K, 3) mm and its camera's ``K`` (3, 3).
+
+    Raises:
+        BadInputError: naming the file, the record and the field that is missing, of the wrong
+            shape or not finite.
+    """
+    needs = (
+        "a 3D config (data.depth: true) needs per annotation 'joints_3d' (K x 3 camera-frame mm) "
+        "and 'camera' {'K': 3 x 3 intrinsics}, as the synthetic sets write them (posereg.synth)"
+    )
+    if "joints_3d" not in ann:
+        raise BadInputError(source, record, f"no 'joints_3d' field; {needs}")
+    camera = ann.get("camera")
+    if not isinstance(camera, dict) or "K" not in camera:
+        raise BadInputError(source, record, f"no 'camera.K' field; {needs}")
+    out = []
+    for field, value, shape in (
+        ("joints_3d", ann["joints_3d"], (num_keypoints, 3)),
+        ("camera.K", camera["K"], (3, 3)),
+    ):
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = np.zeros(0)
+        if arr.shape != shape:
+            raise BadInputError(
+                source,
+                record,
+                f"'{field}' must be {shape[0]} x {shape[1]} numbers, got {value!r:.80}",
+            )
+        if not np.isfinite(arr).all():
+            raise BadInputError(source, record, f"'{field}' has a non-finite value")
+        out.append(arr)
+    return out[0], out[1]
 
 
 def read_json(path: str | Path) -> object:
@@ -132,6 +172,7 @@ def load_coco_instances(
     skip_unlabelled: bool = True,
     check_files: bool = True,
     strict: bool = False,
+    with_3d: bool = False,
 ) -> tuple[InstanceTable, LoadReport]:
     """Read a COCO person_keypoints json (and optionally detections) into an InstanceTable.
 
@@ -145,6 +186,8 @@ def load_coco_instances(
         skip_unlabelled: leave out annotations with no labelled keypoint (v > 0) (counted).
         check_files: check that every image file exists (missing ones are counted skips).
         strict: raise :class:`BadInputError` on the first bad record instead of skipping it.
+        with_3d: also read each annotation's ``joints_3d`` and ``camera.K``
+            (:func:`read_3d_fields`); one without them is a :class:`BadInputError`, never a skip.
 
     Returns:
         The instances and the load report (kept / skipped per reason).
@@ -179,8 +222,14 @@ def load_coco_instances(
         "keypoints_clean": [],
         "bbox_scores": [],
         "areas": [],
+        "joints_3d": [],
+        "intrinsics": [],
     }
     any_clean = False
+    if with_3d and detections is not None:
+        raise BadInputError(
+            source, "", "3D evaluation (data.depth: true) needs ground-truth boxes, not detections"
+        )
 
     if detections is None:
         anns = data.get("annotations")
@@ -250,6 +299,9 @@ def load_coco_instances(
             if kpts is None:
                 report.skip(source, record, reason, detail, strict=strict)
                 continue
+            joints_3d, intrinsics = (
+                read_3d_fields(ann, k, source, record) if with_3d else (None, None)
+            )
             clean = None
             if "keypoints_clean" in ann:
                 clean, reason, detail = check_keypoint_values(ann["keypoints_clean"], k)
@@ -310,6 +362,8 @@ def load_coco_instances(
             rows["keypoints_clean"].append(clean)
             rows["bbox_scores"].append(1.0)
             rows["areas"].append(float(area) if ok_area else AREA_PER_BOX_AREA * box_area)
+            rows["joints_3d"].append(joints_3d)
+            rows["intrinsics"].append(intrinsics)
     else:
         det_source = str(detections) if isinstance(detections, str | Path) else "<detections>"
         source = f"{source} + {det_source}"
@@ -364,6 +418,8 @@ def load_coco_instances(
             rows["keypoints_clean"].append(None)
             rows["bbox_scores"].append(float(score))
             rows["areas"].append(float(box[2] * box[3]))
+            rows["joints_3d"].append(None)
+            rows["intrinsics"].append(None)
 
     if check_files:
         keep = _drop_missing_images(rows, files, ids, image_root, source, report, strict)
@@ -397,6 +453,12 @@ def load_coco_instances(
         keypoints_clean=clean_array,
         bbox_scores=np.asarray(rows["bbox_scores"], dtype=np.float64),
         areas=np.asarray(rows["areas"], dtype=np.float64),
+        joints_3d=np.asarray(rows["joints_3d"], dtype=np.float64).reshape(-1, k, 3)
+        if with_3d
+        else None,
+        intrinsics=np.asarray(rows["intrinsics"], dtype=np.float64).reshape(-1, 3, 3)
+        if with_3d
+        else None,
     )
     return table, report
 

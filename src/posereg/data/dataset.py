@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from posereg.codecs import Codec, RegressionCodec
 from posereg.data.badinput import BadInputError, LoadReport
+from posereg.data.depth import depth_target, root_joints
 from posereg.data.image_io import JPEG_DECODERS, decode_bgr, max_reduction, read_bytes
 from posereg.data.instances import InstanceTable
 from posereg.data.transforms import (
@@ -327,6 +328,10 @@ class TopDownDataset(Dataset):
             unreadable image (default), or ``"skip"``: return an invalid sample (zero weights,
             ``valid=False``) that the batch counts.
         report: the loader's report.
+        depth_range: single-stage 3D (``data.depth``): each target row becomes ``(u, v, d)`` with
+            the root-relative depth ``d = (Z - Z_root) / depth_range`` of :mod:`posereg.data.depth`
+            (official: 2000 mm), weight 0 where ``|d| > 0.5``; needs ``table.joints_3d`` and a
+            coordinate codec. None: 2D targets.
 
     Example:
         >>> ds = TopDownDataset.from_coco("coco/test_coco.json", "coco")  # doctest: +SKIP
@@ -342,6 +347,7 @@ class TopDownDataset(Dataset):
         transform: TransformConfig | None = None,
         on_bad_image: Literal["raise", "skip"] = "raise",
         report: LoadReport | None = None,
+        depth_range: float | None = None,
     ) -> None:
         self.table = table
         self.skeleton = resolve_skeleton(skeleton)
@@ -356,6 +362,14 @@ class TopDownDataset(Dataset):
             raise ValueError(
                 f"codec input_size {self.codec.input_size} differs from dataset input_size {self.input_size}"
             )
+        self.depth_range = depth_range
+        self.root: tuple[int, ...] = ()
+        if depth_range is not None:
+            if table.joints_3d is None:
+                raise ValueError(f"{table.source}: depth targets need the instances' joints_3d")
+            if self.codec.name == "heatmap":
+                raise ValueError("depth targets need a coordinate codec, not heatmaps")
+            self.root = root_joints(self.skeleton)
         self.transform = transform if transform is not None else TransformConfig()
         if on_bad_image not in ("raise", "skip"):
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
@@ -392,8 +406,13 @@ class TopDownDataset(Dataset):
         check_files: bool = True,
         strict: bool = False,
         on_bad_image: Literal["raise", "skip"] = "raise",
+        depth_range: float | None = None,
     ) -> TopDownDataset:
-        """From a COCO person_keypoints json (+ optional detections); see :func:`load_coco_instances`."""
+        """From a COCO person_keypoints json (+ optional detections); see :func:`load_coco_instances`.
+
+        With ``depth_range`` the annotations' ``joints_3d`` and ``camera`` are read and the
+        targets are 3D (see the class arguments).
+        """
         from posereg.data.coco import load_coco_instances
 
         skel = resolve_skeleton(skeleton, ann_file)
@@ -406,9 +425,10 @@ class TopDownDataset(Dataset):
             skip_unlabelled=skip_unlabelled,
             check_files=check_files,
             strict=strict,
+            with_3d=depth_range is not None,
         )
         report.log()
-        return cls(table, skel, input_size, codec, transform, on_bad_image, report)
+        return cls(table, skel, input_size, codec, transform, on_bad_image, report, depth_range)
 
     @classmethod
     def from_mpii(
@@ -603,11 +623,11 @@ class TopDownDataset(Dataset):
         visibility = keypoints[:, 2]
         if flipped:
             xy, visibility = xy[self.skeleton.flip_index], visibility[self.skeleton.flip_index]
-        encoded = self.codec.encode(xy, visibility)
+        target, weight = self._targets(index, xy, visibility, flipped)
         return Sample(
             image=image_to_tensor(crop),
-            target=torch.from_numpy(encoded.target),
-            target_weight=torch.from_numpy(encoded.target_weight),
+            target=torch.from_numpy(target),
+            target_weight=torch.from_numpy(weight),
             center=center,
             scale=scale,
             rotation=rotation,
@@ -615,15 +635,31 @@ class TopDownDataset(Dataset):
             **self._meta(index),
         )
 
+    def _targets(
+        self, index: int, xy: np.ndarray, visibility: np.ndarray, flipped: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The codec's targets of crop keypoints (K, 2); with ``depth_range`` (K, 3) = (u, v, d)
+        and per-joint weights (K, 3): the codec's (visible, inside the crop) and ``|d| <= 0.5``."""
+        encoded = self.codec.encode(xy, visibility)
+        if self.depth_range is None:
+            return encoded.target, encoded.target_weight
+        assert self.table.joints_3d is not None
+        depth = depth_target(self.table.joints_3d[index], self.root, self.depth_range)  # (K,)
+        if flipped:  # left and right swap; depth keeps its sign
+            depth = depth[self.skeleton.flip_index]
+        weight = encoded.target_weight[:, :1] * (np.abs(depth) <= 0.5)[:, None]  # official
+        target = np.concatenate([encoded.target, depth[:, None]], axis=1).astype(np.float32)
+        return target, np.repeat(weight, 3, axis=1).astype(np.float32)
+
     def _invalid_sample(
         self, index: int, center: np.ndarray, scale: np.ndarray, error: str
     ) -> Sample:
         k = self.skeleton.num_keypoints
-        encoded = self.codec.encode(np.zeros((k, 2)), np.zeros(k))
+        target, weight = self._targets(index, np.zeros((k, 2)), np.zeros(k), False)
         return Sample(
             image=torch.zeros((3, *self.input_size), dtype=torch.float32),
-            target=torch.from_numpy(encoded.target),
-            target_weight=torch.zeros_like(torch.from_numpy(encoded.target_weight)),
+            target=torch.from_numpy(target),
+            target_weight=torch.zeros_like(torch.from_numpy(weight)),
             center=center,
             scale=scale,
             rotation=0.0,
@@ -673,8 +709,9 @@ class TopDownDataset(Dataset):
         t = self.table
         per_instance = ("image_index", "ann_ids", "boxes", "keypoints", "bbox_scores", "areas")
         changes = {name: getattr(t, name)[keep] for name in per_instance}
-        if t.keypoints_clean is not None:
-            changes["keypoints_clean"] = t.keypoints_clean[keep]
+        for name in ("keypoints_clean", "joints_3d", "intrinsics"):
+            if getattr(t, name) is not None:
+                changes[name] = getattr(t, name)[keep]
         self.table = replace(t, **changes)
         self.centers, self.scales = self.centers[keep], self.scales[keep]
         if len(self.table) == 0:

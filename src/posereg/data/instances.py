@@ -48,6 +48,10 @@ class InstanceTable:
             for instances without it), else None.
         bbox_scores: (N,) float64 detection scores; 1 for ground-truth boxes.
         areas: (N,) float64 annotation area (segment area for COCO), or box area for detections.
+        joints_3d: (N, K, 3) float64 camera-frame joints in mm, for 3D data (``data.depth``);
+            else None.
+        intrinsics: (N, 3, 3) float64 camera matrices K of each instance's image, with
+            ``joints_3d``; else None.
     """
 
     source: str
@@ -62,6 +66,8 @@ class InstanceTable:
     keypoints_clean: np.ndarray | None
     bbox_scores: np.ndarray
     areas: np.ndarray
+    joints_3d: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_index.shape[0])

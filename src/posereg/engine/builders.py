@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from posereg.codecs import Codec
-from posereg.config import Config, from_dict
+from posereg.config import Config, ConfigError, from_dict
 from posereg.data.dataset import TopDownDataset
 from posereg.engine import distributed as D
 from posereg.engine.checkpoint import load_checkpoint, load_model_state
@@ -27,6 +27,7 @@ __all__ = [
     "data_skeleton",
     "build_model",
     "codec_for",
+    "check_depth",
     "model_from_checkpoint",
     "build_datasets",
     "build_optimizer",
@@ -66,11 +67,37 @@ def codec_for(cfg: Config) -> Codec:
     Built from the head alone, on the meta device (no weights, no backbone): a head's codec
     depends on the input size and the head's options only.
     """
+    return _meta_head(cfg).codec
+
+
+def _meta_head(cfg: Config) -> nn.Module:
     m = cfg.model
     options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
     with torch.device("meta"):
-        head = create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
-    return head.codec
+        return create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
+
+
+def check_depth(cfg: Config) -> None:
+    """``data.depth`` and the head agree: 3D targets need a head that predicts 3 coordinates.
+
+    Raises:
+        ConfigError: naming the keys to change.
+    """
+    dim = _meta_head(cfg).dim
+    if cfg.data.depth and cfg.data.format != "coco":
+        raise ConfigError(
+            "data.depth: true needs data.format: coco (annotations with joints_3d and camera)"
+        )
+    if cfg.data.depth and dim != 3:
+        raise ConfigError(
+            f"data.depth: true, but model.head {cfg.model.head!r} predicts {dim} coordinates; "
+            "set model.head_options {dim: 3} (regression) or {depth: D} (integral volumes)"
+        )
+    if not cfg.data.depth and dim == 3:
+        raise ConfigError(
+            f"model.head {cfg.model.head!r} predicts 3 coordinates but data.depth is false; set "
+            "data.depth: true (annotations with joints_3d and camera) for a 3D model"
+        )
 
 
 def model_from_checkpoint(
@@ -118,6 +145,7 @@ def build_datasets(
     from posereg.engine.synthdata import check_synthetic_split, ensure_synthetic_dataset
 
     d = cfg.data
+    check_depth(cfg)
     if d.synth is not None and not train_split:
         check_synthetic_split(d.synth, "val")
     elif d.synth is not None:
@@ -145,6 +173,8 @@ def build_datasets(
         val = TopDownDataset.from_mpii(d.val_ann, d.val_images, transform=val_transform, **common)
         return train, val
     skeleton = data_skeleton(cfg)
+    if d.depth:
+        common["depth_range"] = d.depth_range_mm
     train = (
         TopDownDataset.from_coco(
             d.train_ann, d.train_images, skeleton=skeleton, transform=d.transform, **common

@@ -4,8 +4,8 @@ One :class:`Benchmark` object per kind of evaluation data (COCO-format labels, s
 its clean truth, MPII) says which :class:`Metric` is primary (what picks ``best.pt``, what a
 comparison reports first) and whether lower is better; training validation, ``posereg eval`` and
 ``posereg bench`` all get a typed :class:`EvalResult` from :func:`evaluate_predictions` and read
-its primary value through ``result.benchmark``. A 3D benchmark (MPJPE, lower is better) goes
-beside these (see :data:`MPJPE`), its evaluation in its own function.
+its primary value through ``result.benchmark``. Single-stage 3D (:data:`POSE3D_MPJPE`, lower is
+better) computes its numbers in :mod:`posereg.engine.eval3d`.
 
 Also the mean-pose baseline the main job is compared against: the training set's mean
 crop-normalized pose placed in every evaluation box.
@@ -30,6 +30,7 @@ from posereg.data.dataset import TopDownDataset, collate
 from posereg.data.transforms import crop_to_image
 from posereg.engine import distributed as D
 from posereg.engine.builders import build_datasets, model_from_checkpoint
+from posereg.engine.eval3d import evaluate_depth
 from posereg.metrics import (
     COCOKeypointResult,
     evaluate_coco,
@@ -38,6 +39,7 @@ from posereg.metrics import (
     pck,
     pckh,
 )
+from posereg.metrics.mpjpe import Pose3DMetrics
 
 logger = logging.getLogger("posereg.eval")
 
@@ -81,6 +83,8 @@ class Predictions:
         valid: (N,) False where the image was unreadable (``on_bad_image="skip"``): those rows
             are zeros and no metric uses them. None: all valid.
         bad_files: the unreadable images' paths, one per invalid instance.
+        depth: (N, K) the predicted normalized depth d of a 3D model (``data.depth``), as the
+            head outputs it (not yet root-relative); None for 2D models.
     """
 
     keypoints: np.ndarray
@@ -89,6 +93,7 @@ class Predictions:
     normalized: np.ndarray
     valid: np.ndarray | None = None
     bad_files: list[str] = field(default_factory=list)
+    depth: np.ndarray | None = None
 
     @property
     def valid_mask(self) -> np.ndarray:
@@ -151,15 +156,20 @@ COCO_AP = Benchmark("coco", Metric("AP"), _coco_ap("labels"))
 SYNTHETIC_AP = Benchmark("synthetic", Metric("AP_clean"), _coco_ap("clean"))
 #: MPII: PCKh@0.5.
 MPII_PCKH = Benchmark("mpii", Metric("PCKh_0.5"), lambda r: r.pckh.get("0.5", math.nan))
-#: The 3D benchmark's primary (posereg.metrics.mpjpe, millimetres; lower is better). Its
-#: Benchmark object belongs here once the 3D evaluation returns an EvalResult-like typed result.
+#: The 3D benchmarks' primary (posereg.metrics.mpjpe, millimetres; lower is better).
 MPJPE = Metric("MPJPE", higher_is_better=False)
+#: Single-stage 3D (``data.depth``): root-relative MPJPE of the back-projected joints (eval3d).
+POSE3D_MPJPE = Benchmark(
+    "pose3d", MPJPE, lambda r: math.nan if r.pose3d is None else r.pose3d.mpjpe
+)
 
 
 def benchmark_for(cfg: Config, dataset: TopDownDataset | None = None) -> Benchmark:
     """The benchmark of ``cfg``'s validation data: MPII for ``data.format: mpii``; synthetic when
     ``dataset`` carries the clean truth (a posereg.synth set); COCO otherwise (and when the
-    dataset is not known yet)."""
+    dataset is not known yet); single-stage 3D for ``data.depth``."""
+    if cfg.data.depth:
+        return POSE3D_MPJPE
     if cfg.data.format == "mpii":
         return MPII_PCKH
     if dataset is not None and dataset.table.keypoints_clean is not None:
@@ -193,6 +203,8 @@ class EvalResult:
         """The value of the benchmark's primary metric (NaN when not measured)."""
         return self.benchmark.primary_value(self)
 
+    pose3d: Pose3DMetrics | None = None  # single-stage 3D (data.depth): MPJPE, PA-MPJPE, mm
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_instances": self.num_instances, "truth": self.truth}
         if self.num_unreadable:
@@ -207,6 +219,8 @@ class EvalResult:
         out["PCK"] = self.pck
         out["error"] = self.error
         out.update({f"PCKh_{k}": v for k, v in self.pckh.items()})
+        if self.pose3d is not None:
+            out.update({k: v for k, v in self.pose3d.summary().items() if k != "num_poses"})
         return out
 
 
@@ -247,7 +261,11 @@ def predict_dataset(
         has_sigma = dec.sigma is not None
         sigma = _numpy(dec.sigma[..., :2]) if has_sigma else np.zeros_like(mu)
         kp = crop_to_image(mu, batch.center, batch.scale)
-        parts.append((mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid))
+        # (B, K) normalized depth of a 3D model (zeros for 2D ones)
+        depth = _numpy(dec.keypoints[..., 2]) if dec.keypoints.shape[-1] == 3 else mu[..., 0] * 0.0
+        parts.append(
+            (mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid, depth)
+        )
         bad_files += batch.bad_files
     model.train(was_training)
     local = [np.concatenate(x) for x in zip(*parts, strict=True)] if parts else None
@@ -260,6 +278,7 @@ def predict_dataset(
         np.zeros((len(dataset), k)),
     )
     valid = np.ones(len(dataset), dtype=bool)
+    depth = np.zeros((len(dataset), k))
     all_bad: list[str] = []
     with_sigma = False
     for idx, arrays, files, rank_has_sigma in gathered:  # type: ignore[misc]
@@ -267,11 +286,15 @@ def predict_dataset(
         with_sigma |= rank_has_sigma
         if arrays is None:
             continue
-        normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx] = arrays
+        normalized[idx], keypoints[idx], sig[idx], conf[idx], valid[idx], depth[idx] = arrays
     invalid = ~valid
-    for a in (normalized, keypoints, sig, conf):
+    for a in (normalized, keypoints, sig, conf, depth):
         a[invalid] = 0.0
-    return Predictions(keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad)
+    three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+    return Predictions(
+        keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad,
+        depth if three_d else None,
+    )  # fmt: skip
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -420,22 +443,27 @@ def evaluate(
     preds = predict_dataset(
         model, dataset, device, cfg.eval.batch_size, cfg.eval.flip_test, cfg.data.workers, info
     )
-    return evaluate_predictions(preds, dataset, cfg)
+    result = evaluate_predictions(preds, dataset, cfg)
+    if preds.depth is not None and dataset.depth_range is not None:  # single-stage 3D
+        keep = kept_instances(preds, dataset)
+        result.pose3d = evaluate_depth(preds.keypoints, preds.depth, dataset, keep)
+    return result
 
 
 #: What :meth:`EvalResult.summary` can report (the names ``eval.primary_metric`` may take).
 METRIC_NAMES = (
     "AP", "AP50", "AP75", "AR", "AP_clean", "AP50_clean", "PCK", "error",
     "PCKh_0.5", "PCKh_0.1", "PCKh_AUC", "sigma_calibration",
+    "MPJPE", "PA-MPJPE", "N-MPJPE", "PCK3D_150", "AUC3D",
 )  # fmt: skip
 #: Metrics where lower is better: best.pt keeps the lowest.
-LOWER_IS_BETTER = frozenset({"error"})
+LOWER_IS_BETTER = frozenset({"error", "MPJPE", "PA-MPJPE", "N-MPJPE"})
 
 
 def primary_metric(cfg: Config, dataset: TopDownDataset | None = None) -> str:
     """The name of the metric that picks ``best.pt``: ``eval.primary_metric``, by default the
     primary of :func:`benchmark_for` (AP for COCO-format data, AP_clean for a synthetic
-    ``dataset``, PCKh_0.5 for MPII).
+    ``dataset``, PCKh_0.5 for MPII, MPJPE (lower is better) for single-stage 3D).
 
     Raises:
         ConfigError: a name that no evaluation reports (listing the valid ones).

@@ -215,5 +215,7 @@ def format_summary(result: Any) -> str:
     for key in ("PCKh_0.5", "PCKh_0.1", "PCKh_AUC"):
         if key in m:
             lines.append(f"{key}: {m[key]:.4f}")
+    if "MPJPE" in m:  # single-stage 3D (data.depth)
+        lines.append(f"MPJPE {m['MPJPE']:.1f} mm, PA-MPJPE {m['PA-MPJPE']:.1f} mm (root-relative)")
     lines.append(f"run directory: {result.run_dir} (metrics.json, curves.png, val_predictions.png)")
     return "\n".join(lines)

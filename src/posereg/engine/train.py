@@ -331,7 +331,7 @@ def _fit(
     )
     val_log = _CSVLog(
         run_dir / "val_log.csv",
-        ["epoch", "step", "AP", "AP_clean", "PCK", "error"],
+        ["epoch", "step", "AP", "AP_clean", "PCK", "error", "MPJPE", "PA-MPJPE"],
         info.is_main,
         resume_step,
     )
@@ -638,7 +638,7 @@ class _Progress:
         if self.lines:
             val = "".join(
                 f" {k} {metrics[k]:.4f}"
-                for k in ("AP", "PCK", "error")
+                for k in ("AP", "PCK", "error", "MPJPE", "PA-MPJPE")
                 if isinstance(metrics.get(k), float)
             )
             mean = self.loss_sum / max(self.done, 1)

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 from tests._real_data import real
 
+from posereg.config import LiftDataConfig
 from posereg.data.badinput import BadInputError
 from posereg.data.h36m import (
     H36M32_TO_17,
     H36M_CAMERA_IDS,
+    TEST_SUBJECTS,
+    TRAIN_SUBJECTS,
     load_videopose3d_2d,
     load_videopose3d_3d,
 )
@@ -158,6 +161,31 @@ def test_bad_2d_archives_name_the_field(tmp_path):
         load_videopose3d_2d(path)
 
 
+def test_bad_2d_archives_missing_field_nan_and_joint_layout_are_named(tmp_path):
+    path = tmp_path / "data_2d_h36m_cpn.npz"
+    np.savez(path, other={"S9": {}})
+    with pytest.raises(BadInputError, match=r"data_2d_h36m_cpn.npz: field positions_2d: missing"):
+        load_videopose3d_2d(path)
+    cams = [np.zeros((4, 17, 2)) for _ in range(4)]
+    cams[2][3, 5, 1] = np.nan
+    np.savez(path, positions_2d={"S9": {"Walk": cams}})
+    with pytest.raises(
+        BadInputError, match=r"positions_2d\['S9'\]\['Walk'\]\[2\]: non-finite .* at frame 3"
+    ):
+        load_videopose3d_2d(path)
+    np.savez(path, positions_2d={"S9": {}}, metadata={"num_joints": 16})
+    with pytest.raises(BadInputError, match=r"field metadata: num_joints 16, expected 17"):
+        load_videopose3d_2d(path)
+
+
+def test_protocol_splits_are_the_standard_ones():
+    assert TRAIN_SUBJECTS == ("S1", "S5", "S6", "S7", "S8")
+    assert TEST_SUBJECTS == ("S9", "S11")
+    data = LiftDataConfig()
+    assert tuple(data.train_subjects) == TRAIN_SUBJECTS
+    assert tuple(data.test_subjects) == TEST_SUBJECTS
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("this must not run",))
@@ -194,6 +222,25 @@ def test_body3d_nan_names_the_field(tmp_path):
         h36m_body3d_pairs(str(path))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("S", None, r"bad_body3d.npz: missing fields \['S'\]"),
+        ("part", np.zeros((4, 16, 3)), r"bad_body3d.npz: field part: shape \(4, 16, 3\), expected"),
+    ],
+)
+def test_body3d_missing_field_and_wrong_shape_are_named(tmp_path, field, value, match):
+    data = dict(np.load(BODY3D))
+    if value is None:
+        del data[field]
+    else:
+        data[field] = value
+    path = tmp_path / "bad_body3d.npz"
+    np.savez(path, **data)
+    with pytest.raises(BadInputError, match=match):
+        h36m_body3d_pairs(str(path))
+
+
 # --- synthetic pairs -------------------------------------------------------------------------
 
 
@@ -211,6 +258,23 @@ def test_synthetic_pairs_are_deterministic_and_noise_changes_only_the_2d():
     assert np.percentile(err_heavy, 99) > 2 * np.percentile(err_coco, 99)  # outliers
     other = synthetic_pairs(300, seed=1, noise="none", split="val")
     assert not np.allclose(other.joints_3d, clean.joints_3d)
+
+
+def test_noise_scale_replaces_the_spread_of_the_setting():
+    clean = synthetic_pairs(200, seed=5, noise="none")
+    base = synthetic_pairs(200, seed=5, noise="coco", noise_scale=1.0)
+    coco = synthetic_pairs(200, seed=5, noise="coco", noise_scale=0.354)
+    err_base = base.keypoints_2d - clean.keypoints_2d
+    err_coco = coco.keypoints_2d - clean.keypoints_2d
+    # the same random draws: every noise offset shrinks by 0.354, except where a left/right pair
+    # swapped (a swap moves a label by the person's width, not by the spread)
+    ratio = np.linalg.norm(err_coco, axis=-1) / np.linalg.norm(err_base, axis=-1)
+    assert np.median(ratio) == pytest.approx(0.354, rel=1e-9)
+    assert np.mean(np.isclose(ratio, 0.354)) > 0.9
+    off = synthetic_pairs(200, seed=5, noise="none", noise_scale=3.0)  # none stays noise-free
+    np.testing.assert_array_equal(off.keypoints_2d, clean.keypoints_2d)
+    with pytest.raises(ValueError, match="noise.scale must be a finite number >= 0"):
+        synthetic_pairs(10, noise="coco", noise_scale=-1.0)
 
 
 def test_synthetic_2d_is_the_distorted_projection_of_the_3d():

@@ -88,7 +88,10 @@ def test_train_eval_lift_through_the_cli(tmp_path):
     assert {"config.yaml", "best.pt", "last.pt", "metrics.json", "log.csv"} <= {
         p.name for p in run.iterdir()
     }
-    recorded = json.loads((run / "metrics.json").read_text())["val"]
+    saved = json.loads((run / "metrics.json").read_text())
+    recorded = saved["val"]
+    assert set(saved["per_joint"]) == set(FCLifter().joint_names)
+    assert "standing" in saved["per_action"] and len(saved["per_action"]["standing"]) == 2
     assert "val MPJPE" in r.stdout
 
     # eval of last.pt reproduces the run's final validation numbers
@@ -98,6 +101,8 @@ def test_train_eval_lift_through_the_cli(tmp_path):
     printed = dict(line.split(": ") for line in r.stdout.splitlines() if not line.startswith(" "))
     assert float(printed["MPJPE"]) == pytest.approx(recorded["MPJPE"], abs=0.01)
     assert float(printed["PA-MPJPE"]) == pytest.approx(recorded["PA-MPJPE"], abs=0.01)
+    for key in ("N-MPJPE", "PCK3D_150", "AUC3D"):
+        assert float(printed[key]) == pytest.approx(recorded[key], abs=0.01)
     assert "  standing: MPJPE" in r.stdout  # per action (the synthetic pose classes)
 
     # lift a COCO-results json (as `posereg predict` writes) and an .npy array
@@ -158,6 +163,46 @@ def test_python_api_returns_a_typed_result_and_l2_lifters_have_no_sigma():
     assert isinstance(result, LiftResult) and result.sigma is None
     assert result.joints_3d.shape == (5, 17, 3) and result.joint_names[0] == "pelvis"
     assert result.to_json()[0]["sigma"] is None
+
+
+def test_python_api_sigma_is_the_model_sigma_in_mm():
+    model = FCLifter(hidden=16, loss="rle").eval()
+    model.normalizer.std_3d.copy_(torch.linspace(50.0, 250.0, 51).reshape(17, 3))
+    kp = np.random.default_rng(0).uniform(100, 900, (4, 17, 2))
+    result = Lifter(model).lift(kp, image_ids=[3, 4, 5, 6])
+    assert isinstance(result, LiftResult) and result.image_ids == [3, 4, 5, 6]
+    raw = model(torch.as_tensor(kp, dtype=torch.float32)).sigma.detach().double().numpy()
+    np.testing.assert_allclose(
+        result.sigma, raw * model.normalizer.std_3d.double().numpy(), rtol=1e-6
+    )
+    assert np.all(result.joints_3d[:, 0] == 0.0)
+    rec = result.to_json()[1]
+    assert rec["image_id"] == 4 and np.array(rec["sigma"]).shape == (17, 3)
+    np.testing.assert_allclose(rec["sigma"], result.sigma[1], atol=0.005)
+
+
+def _red_pixels(png) -> int:
+    import matplotlib.image
+
+    rgb = matplotlib.image.imread(png)[..., :3]
+    return int(((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.4) & (rgb[..., 2] < 0.4)).sum())
+
+
+@pytest.mark.slow  # ~3-9 s: three matplotlib 3D figures
+def test_the_3d_plot_draws_the_uncertainty(tmp_path):
+    from posereg.lift import draw_lift
+    from posereg.skeletons import H36M17
+
+    joints = synthetic_pairs(1, seed=1, noise="none").joints_3d
+    names = H36M17.keypoint_names
+    small = LiftResult(joints, np.full((1, 17, 3), 5.0), names)
+    large = LiftResult(joints, np.full((1, 17, 3), 80.0), names)
+    none = LiftResult(joints, None, names)
+    red = [
+        _red_pixels(draw_lift(r, tmp_path / f"{i}.png")) for i, r in enumerate((none, small, large))
+    ]
+    assert red[0] == 0  # no sigma: black joints, no bars
+    assert red[2] > 1.5 * red[1] > 0  # +- sigma bars grow with sigma
 
 
 def test_read_poses_2d_errors_name_the_file_and_record(tmp_path):

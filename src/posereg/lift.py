@@ -33,7 +33,9 @@ class LiftResult:
         joints_3d: (N, 17, 3) Human3.6M-17 joints, mm, camera axes (x right, y down, z forward),
             relative to the pelvis.
         sigma: (N, 17, 3) per-joint, per-axis scale in mm (the lifter's sigma times the 3D std),
-            or None when the lifter was trained with a loss that does not learn sigma.
+            or None when the lifter was trained with a loss that does not learn sigma. Trained RLE
+            lifters put sigma at the sigmoid's cap for nearly every pose, so it is about the
+            training set's std per joint and axis (docs/lifting.md), not a per-pose uncertainty.
         joint_names: the 17 names.
         image_ids: (N,) image ids from a COCO-results input, else None.
     """

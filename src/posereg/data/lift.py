@@ -8,7 +8,7 @@ by :class:`posereg.models.lifter.LiftNormalizer`, not here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -91,6 +91,7 @@ def synthetic_pairs(
     input_skeleton: str = "h36m17",
     camera_file: str | None = None,
     pose_classes: tuple[str, ...] | None = None,
+    noise_scale: float | None = None,
 ) -> LiftSet:
     """Synthetic pairs from the generator's bodies seen by the real Human3.6M cameras.
 
@@ -109,6 +110,8 @@ def synthetic_pairs(
         camera_file: ``cameras.json`` (None: the one in posereg/samples/h36m).
         pose_classes: pose classes to draw from (posereg.synth.body.POSE_CLASSES; None: the
             generator's default, every class but lying).
+        noise_scale: replaces the setting's ``NoiseConfig.scale`` (the spread multiplier; None:
+            the setting's own). Ignored for ``none``.
     """
     import zlib
 
@@ -117,6 +120,9 @@ def synthetic_pairs(
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     config = _noise(noise)
+    if noise_scale is not None and noise != "none":
+        config = replace(config, scale=float(noise_scale))
+        config.validate()
     skel_in = get_skeleton(input_skeleton)
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), 11])
     calib = load_h36m_calibrations(camera_file)

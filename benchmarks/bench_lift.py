@@ -28,6 +28,7 @@ import statistics
 import time
 
 import torch
+import yaml
 
 from posereg.config import LiftConfig, LiftDataConfig, LiftModelConfig, LiftTrainConfig
 from posereg.data.lift import LiftSet, synthetic_pairs
@@ -63,7 +64,15 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the raw numbers here")
+    ap.add_argument(
+        "--rle-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="RLE loss options, e.g. convention=paper log_s=true (values parsed as YAML)",
+    )
     args = ap.parse_args()
+    rle_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.rle_options)}
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -76,7 +85,11 @@ def main() -> None:
             for loss in ("l2", "rle"):
                 cfg = LiftConfig(
                     data=LiftDataConfig(noise=noise),
-                    model=LiftModelConfig(hidden=args.hidden, loss=loss),
+                    model=LiftModelConfig(
+                        hidden=args.hidden,
+                        loss=loss,
+                        loss_options=rle_options if loss == "rle" else {},
+                    ),
                     train=LiftTrainConfig(
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         lr_decay=args.lr_decay, seed=seed, threads=args.threads,
@@ -94,7 +107,8 @@ def main() -> None:
         f"\n{args.num_train} train / {args.num_val} held-out pairs, {args.epochs} epochs, batch "
         f"{args.batch_size}, Adam lr {args.lr:g} x {args.lr_decay:g} per epoch, hidden "
         f"{args.hidden}, {args.threads} thread(s), seeds {args.seeds}, noise scale "
-        f"{args.noise_scale if args.noise_scale is not None else 'of the setting'}; total "
+        f"{args.noise_scale if args.noise_scale is not None else 'of the setting'}; RLE options "
+        f"{rle_options or 'default (official)'}; total "
         f"{time.perf_counter() - t_all:.0f} s\n"
     )
     print(

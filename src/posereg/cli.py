@@ -48,7 +48,7 @@ def _error(command: str, e: BaseException) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix (the rest are bugs and keep their traceback)."""
     from posereg.engine.rundir import RunLockedError
-    from posereg.engine.train import NonFiniteLossError
+    from posereg.losses import NonFiniteLossError
 
     # ValueError covers ConfigError, CheckpointError and BadInputError (and bad option values)
     return (ValueError, OSError, NonFiniteLossError, RunLockedError, ModuleNotFoundError)

@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_ty
 
 import yaml
 
-from posereg.data.dataset import TransformConfig
-
 __all__ = [
+    "JPEG_DECODERS",
+    "TransformConfig",
     "ConfigError",
     "from_dict",
     "to_dict",
@@ -51,6 +51,68 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+#: JPEG decoders posereg.data.image_io knows (``TransformConfig.jpeg_decoder``).
+JPEG_DECODERS = ("simplejpeg", "opencv")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """Crop and augmentation settings. Defaults: the official RLE COCO recipe (METHOD.md).
+
+    Arguments:
+        augment: apply the training augmentation below (False for evaluation).
+        padding: box context factor (1.25).
+        flip_prob: probability of a horizontal flip with left/right swap (0.5).
+        scale_factor: crop size multiplied by U(1 - f, 1 + f) (0.25).
+        rotation_factor: rotation U(-r, r) degrees (45) ...
+        rotation_prob: ... applied with this probability (0.5).
+        half_body_prob: probability of cropping the upper or lower body only (0.3) ...
+        half_body_min_joints: ... when more than this many joints are labelled (3).
+        half_body_padding: padding of the half-body box (1.5).
+        color_jitter: per-channel gain U(1 - j, 1 + j) by uint8 LUT; 0 = off (official: off).
+        occlusion_prob: probability of pasting one random grey-level patch (0 = off).
+        occlusion_size: (min, max) patch side as a fraction of the crop side.
+        fast_decode: decode a JPEG at 1/2, 1/4 or 1/8 size (DCT domain) when the crop still
+            gets >= 1 source pixel per output pixel; full size when the crop needs it.
+        jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; None picks simplejpeg when installed.
+    """
+
+    augment: bool = False
+    padding: float = 1.25
+    flip_prob: float = 0.5
+    scale_factor: float = 0.25
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.5
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 3
+    half_body_padding: float = 1.5
+    color_jitter: float = 0.0
+    occlusion_prob: float = 0.0
+    occlusion_size: tuple[float, float] = (0.1, 0.4)
+    fast_decode: bool = True
+    jpeg_decoder: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("flip_prob", "rotation_prob", "half_body_prob", "occlusion_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"TransformConfig.{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.scale_factor < 1.0:
+            raise ValueError(
+                f"TransformConfig.scale_factor must be in [0, 1), got {self.scale_factor}"
+            )
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(
+                f"TransformConfig.color_jitter must be in [0, 1), got {self.color_jitter}"
+            )
+        if self.padding <= 0:
+            raise ValueError(f"TransformConfig.padding must be > 0, got {self.padding}")
+        if self.jpeg_decoder is not None and self.jpeg_decoder not in JPEG_DECODERS:
+            raise ValueError(
+                f"unknown jpeg_decoder {self.jpeg_decoder!r}; valid: {', '.join(JPEG_DECODERS)}"
+            )
 
 
 class ConfigError(ValueError):

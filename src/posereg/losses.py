@@ -41,6 +41,7 @@ __all__ = [
     "LaplaceNLLLoss",
     "DLELoss",
     "RLELoss",
+    "NonFiniteLossError",
     "build_loss",
     "LOSSES",
 ]
@@ -53,6 +54,11 @@ SIGMA_EPS = 1e-9
 
 _LOG_2PI = math.log(2 * math.pi)
 _AMP = 1.0 / math.sqrt(2 * math.pi)  # the official code's Q constant
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped: too many consecutive non-finite losses (raised by the training loop; a
+    user error, e.g. a learning rate too high, reported in one line by the CLI)."""
 
 
 def _reduce(loss: Tensor, weight: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posereg.config import JPEG_DECODERS
 from posereg.data.badinput import BadInputError
 
 try:  # optional accelerated JPEG decoder (a runtime dependency; OpenCV is the fallback)
@@ -50,7 +51,6 @@ __all__ = [
     "max_reduction",
 ]
 
-JPEG_DECODERS = ("simplejpeg", "opencv")
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"

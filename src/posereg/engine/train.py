@@ -49,6 +49,7 @@ from posereg.engine.checkpoint import (
 )
 from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
+from posereg.losses import NonFiniteLossError
 
 __all__ = [
     "train",
@@ -67,10 +68,6 @@ FAULT_KILL_ENV = "POSEREG_FAULT_KILL_AT_STEP"
 
 #: The config keys ``--resume`` may change: a run is trained longer, never made another run.
 RESUME_KEYS = ("train.epochs", "train.max_steps")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive non-finite losses."""
 
 
 class RunFinished(Exception):

@@ -344,3 +344,34 @@ def test_score_decomposition_and_learned_density_from_run_files(tmp_path: Path):
     # a missing predictions file is said, not a traceback
     (Path(l1["run_dir"]) / "predictions.npz").unlink()
     assert score_decomposition(l1, rle) == "predictions.npz missing"
+
+
+def test_learned_density_moments_follow_the_densitys_own_scale(tmp_path):
+    """A flow whose density is N(0, 0.02^2 I) (identity couplings, prior scale 0.02): far
+    narrower than one sigma unit, as trained official-convention flows are. The plot's grid
+    must follow that scale: std 0.02 and excess kurtosis 0 (a fixed grid of 0.05 cells cannot)."""
+    import torch
+
+    from posereg.bench.report import plot_learned_density
+    from posereg.losses import DLELoss
+
+    crit = DLELoss(dim=2, flow=None)
+    with torch.no_grad():
+        for p in crit.flow.parameters():
+            p.zero_()
+        crit.flow.prior_scale.fill_(0.02)
+    stats = plot_learned_density(
+        crit, np.random.default_rng(0).normal(0, 0.02, 500), tmp_path / "d.png"
+    )
+    assert stats["std"] == pytest.approx(0.02, rel=0.01)
+    assert abs(stats["excess_kurtosis"]) < 0.05
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_density_verdict_needs_a_kurtosis_clearly_between_the_two_laws():
+    from posereg.bench.report import density_verdict
+
+    assert density_verdict(1.5) == "agrees"
+    assert density_verdict(0.07) == "disagrees (Gaussian-like)"
+    assert density_verdict(2.9) == "disagrees (Laplace-like)"
+    assert density_verdict(4.0) == "disagrees (outside both)"

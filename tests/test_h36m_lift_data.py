@@ -273,7 +273,7 @@ def test_noise_scale_replaces_the_spread_of_the_setting():
     assert np.mean(np.isclose(ratio, 0.354)) > 0.9
     off = synthetic_pairs(200, seed=5, noise="none", noise_scale=3.0)  # none stays noise-free
     np.testing.assert_array_equal(off.keypoints_2d, clean.keypoints_2d)
-    with pytest.raises(ValueError, match="noise.scale must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"noise.scale: -1.0 is out of range; allowed: >= 0"):
         synthetic_pairs(10, noise="coco", noise_scale=-1.0)
 
 

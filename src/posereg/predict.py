@@ -187,8 +187,14 @@ class Predictor:
     ) -> None:
         instance_score(np.ones((1, 1)), None, score_rule)  # an unknown rule fails here
         levels = tuple(sorted({*REPORT_LEVELS, float(region_level)}))
-        self.region: PredictiveRegion | None = region_from_criterion(
-            getattr(model, "criterion", None), levels, num_samples=FAST_NUM_SAMPLES
+        # 2D models only: a 3D model's region is a ball in (u, v, d), not an image ellipse
+        three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+        self.region: PredictiveRegion | None = (
+            None
+            if three_d
+            else region_from_criterion(
+                getattr(model, "criterion", None), levels, num_samples=FAST_NUM_SAMPLES
+            )
         )
         self.region_level = float(region_level)
         self.score_rule = score_rule
@@ -303,7 +309,7 @@ class Predictor:
         three_d = getattr(self.model.head, "dim", 2) == 3
         if len(box_arr) == 0:
             empty = np.zeros((0, k, 2))
-            region = None if self.region is None or three_d else empty.copy()
+            region = None if self.region is None else empty.copy()
             depth = np.zeros((0, k)) if three_d else None
             return PoseResult(
                 empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0), region,
@@ -325,8 +331,7 @@ class Predictor:
         if dec.sigma is not None:
             sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
         region = None
-        if sigma is not None and self.region is not None and not three_d:
-            # 2D models only: a 3D model's region is a ball in (u, v, d), not an image ellipse
+        if sigma is not None and self.region is not None:
             region = self.region.semi_axes(sigma, self.region_level)  # (N, K, 2) px
         if three_d:  # (u, v, d): d made root-relative (official), in mm
             d = dec.keypoints[..., 2].float().cpu().double().numpy()

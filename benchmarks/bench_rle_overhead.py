@@ -3,7 +3,8 @@
     python benchmarks/bench_rle_overhead.py [--threads 1] [--rounds 7] [--steps 3]
         [--models main r18] [--baseline-ref 14edfdf] [--unlabelled 0.0] [--clock wall]
 
-Issue 9, section 5 (two bullets). One train step is what the engine does per batch: forward,
+Issue 9, section 5 (two bullets); ``posereg.bench.cost.train_step_overhead`` with one more
+variant. One train step is what the engine does per batch: forward,
 loss, ``zero_grad``, the finite-loss check, backward, Adam step (float32, contiguous: the
 defaults). Variants, all in one process and interleaved (each round runs ``--steps`` steps of
 every variant, in a rotated order), so that machine load hits them alike:
@@ -32,88 +33,22 @@ but with 2+ threads it also counts the threads' spin-waits).
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.util
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from posereg.losses import L1Loss
-from posereg.models import create_pose_model
+from posereg.bench.cost import MAIN_STEP, R18_STEP, train_step_overhead
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: name -> (backbone, width, (h, w), batch)
-MODELS = {
-    "main": ("resnet18", 0.5, (64, 48), 64),
-    "r18": ("resnet18", 1.0, (256, 192), 32),
-}
-
-
-def load_baseline(ref: str) -> types.ModuleType:
-    """posereg.losses as of git ``ref``, using posereg.flows of the same ref (not this checkout's)."""
-
-    def source(path: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "show", f"{ref}:{path}"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        except subprocess.CalledProcessError as e:
-            sys.exit(f"cannot read {path} at {ref!r} with git show: {e.stderr.strip()}")
-
-    flows = types.ModuleType(f"posereg_flows_at_{ref}")
-    exec(
-        compile(source("src/posereg/flows.py"), f"{ref}:src/posereg/flows.py", "exec"),
-        flows.__dict__,
-    )
-    import_line = "from posereg.flows import RealNVP"
-    losses_src = source("src/posereg/losses.py")
-    if import_line not in losses_src:
-        sys.exit(f"{ref}:src/posereg/losses.py has no line {import_line!r}; cannot pin its flow")
-    losses = types.ModuleType(f"posereg_losses_at_{ref}")
-    losses.__dict__["RealNVP"] = flows.RealNVP
-    code = losses_src.replace(import_line, "RealNVP = RealNVP  # pinned to the same ref")
-    exec(compile(code, f"{ref}:src/posereg/losses.py", "exec"), losses.__dict__)
-    return losses
-
-
-@dataclass
-class Variant:
-    name: str
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-
-
-def make_step(
-    model: nn.Module,
-    variant: Variant,
-    images: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor,
-) -> Callable[[], float]:
-    def step() -> float:
-        out = model(images)
-        loss = variant.criterion(out.mu, out.sigma, target, weight)
-        variant.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss)):
-            raise RuntimeError(f"{variant.name}: non-finite loss")
-        loss.backward()
-        variant.optimizer.step()
-        return float(loss.detach())
-
-    return step
-
+MODELS = {m.name: m for m in (MAIN_STEP, R18_STEP)}
 
 #: Adam implementations: torch's CPU default (a per-tensor loop), foreach, fused.
 ADAM: dict[str, dict[str, bool]] = {
@@ -123,108 +58,85 @@ ADAM: dict[str, dict[str, bool]] = {
 }
 
 
-def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType | None) -> dict:
-    """Time one model's variants; without ``baseline`` only ``l1`` and ``rle``."""
-    backbone, width, (h, w), batch = MODELS[name]
-    torch.manual_seed(0)
-    model = create_pose_model(backbone, width=width, loss="rle")
-    images = torch.randn(batch, 3, h, w)
-    target = 0.1 * torch.randn(batch, 17, 2)
-    weight = (torch.rand(batch, 17, 1) >= args.unlabelled).float().expand(-1, -1, 2).contiguous()
-    rle = model.criterion
-    old = None
-    if baseline is not None:
+def load_baseline(ref: str) -> types.ModuleType:
+    """posereg.losses as of git ``ref``, using posereg.flows of the same ref (not this checkout's).
+
+    Both files are written by ``git show`` into a temporary folder and imported from there as
+    ``posereg_flows_at_REF`` and ``posereg_losses_at_REF`` (the losses' flow import is pointed at
+    the former).
+    """
+
+    def source(path: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                text=True,
+            ).stdout  # fmt: skip
+        except subprocess.CalledProcessError as e:
+            sys.exit(f"cannot read {path} at {ref!r} with git show: {e.stderr.strip()}")
+
+    tag = "".join(c if c.isalnum() else "_" for c in ref)
+    flows_name, losses_name = f"posereg_flows_at_{tag}", f"posereg_losses_at_{tag}"
+    import_line = "from posereg.flows import RealNVP"
+    losses_src = source("src/posereg/losses.py")
+    if import_line not in losses_src:
+        sys.exit(f"{ref}:src/posereg/losses.py has no line {import_line!r}; cannot pin its flow")
+    folder = Path(tempfile.mkdtemp(prefix="posereg_baseline_"))
+    (folder / f"{flows_name}.py").write_text(source("src/posereg/flows.py"))
+    (folder / f"{losses_name}.py").write_text(
+        losses_src.replace(import_line, f"from {flows_name} import RealNVP")
+    )
+    module = None
+    for name in (flows_name, losses_name):  # flows first: the losses import it
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before executing: the files define dataclasses
+        spec.loader.exec_module(module)
+    assert module is not None
+    return module
+
+
+def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType) -> dict:
+    """Time one model's ``l1``, ``rle`` and ``rle@REF`` steps, then the two RLE losses alone."""
+    ref = f"rle@{args.baseline_ref}"
+
+    def old_loss(rle: torch.nn.Module) -> torch.nn.Module:
         old = baseline.RLELoss(dim=2)
         old.flow.load_state_dict(rle.flow.state_dict())  # same parameters, same layout
-    body = [p for n, p in model.named_parameters() if "criterion." not in n]
+        return old
 
-    def variant(vname: str, criterion: nn.Module) -> Variant:
-        params = body + list(criterion.parameters())
-        return Variant(vname, criterion, torch.optim.Adam(params, lr=1e-5, **ADAM[args.adam]))
-
-    variants = [variant("l1", L1Loss()), variant("rle", rle)]
-    if old is not None:
-        variants.append(variant(f"rle@{args.baseline_ref}", old))
-
+    result = train_step_overhead(
+        MODELS[name], args.rounds, args.steps, extra={ref: old_loss},
+        unlabelled=args.unlabelled, optimizer_options=ADAM[args.adam],
+        clock=time.process_time if args.clock == "cpu" else time.perf_counter,
+    )  # fmt: skip
+    model, images, target, weight = result["batch"]
+    rle, old = result["criteria"]["rle"], result["criteria"][ref]
     # parity on one batch (no optimizer step): the two RLE implementations, same parameters
     with torch.no_grad():
         out = model(images)
         loss_new = float(rle(out.mu, out.sigma, target, weight))
-        loss_old = float(old(out.mu, out.sigma, target, weight)) if old is not None else math.nan
-
-    steps = {v.name: make_step(model, v, images, target, weight) for v in variants}
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    for fn in steps.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    names = list(steps)
-    for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for vname in order:
-            t0 = clock()
-            for _ in range(args.steps):
-                steps[vname]()
-            times[vname].append((clock() - t0) / args.steps)
-    med = {k: statistics.median(v) for k, v in times.items()}
-
+        loss_old = float(old(out.mu, out.sigma, target, weight))
     # the loss alone (forward + backward on the B x K points, no backbone): less noisy
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     mu = out.mu.detach().requires_grad_()
     sigma = out.sigma.detach().requires_grad_()
-    loss_only = {
-        v.name: (lambda c=v.criterion: c(mu, sigma, target, weight).backward())
-        for v in variants[1:]
-    }
+    loss_only = {"rle": rle, ref: old}
     loss_times: dict[str, list[float]] = {k: [] for k in loss_only}
+    names = list(loss_only)
     for r in range(args.rounds):
-        for vname in names[1:] if r % 2 == 0 else names[:0:-1]:
+        for vname in names if r % 2 == 0 else names[::-1]:
             t0 = clock()
             for _ in range(10 * args.steps):
-                loss_only[vname]()
+                loss_only[vname](mu, sigma, target, weight).backward()
             loss_times[vname].append((clock() - t0) / (10 * args.steps))
     return {
         "loss_only": {k: statistics.median(v) for k, v in loss_times.items()},
-        "model": f"{backbone} x{width} {h}x{w} b{batch}",
-        "median": med,
-        "spread": {k: (min(v), max(v)) for k, v in times.items()},
+        "model": result["model"],
+        "median": result["median"],
         "loss": (loss_new, loss_old),
-        "names": names,
     }
-
-
-def measure(
-    models: tuple[str, ...] | list[str] = ("main",),
-    threads: int = 1,
-    rounds: int = 7,
-    steps: int = 3,
-    unlabelled: float = 0.0,
-    clock: str = "wall",
-    adam: str = "default",
-) -> dict:
-    """The RLE-over-L1 train-step overhead of each model (no baseline commit), as a dict.
-
-    Returns:
-        ``{"threads", "rounds", "rows": [{"model", "l1_s_per_step", "rle_s_per_step",
-        "overhead"}]}`` (overhead = rle / l1 - 1): ``results["cost"]["rle_overhead"]`` of
-        ``posereg bench`` (docs/bench.md).
-    """
-    torch.set_num_threads(threads)
-    args = argparse.Namespace(
-        rounds=rounds, steps=steps, unlabelled=unlabelled, clock=clock, adam=adam,
-        baseline_ref=None,
-    )  # fmt: skip
-    rows = []
-    for m in models:
-        result = bench_model(m, args, None)
-        med = result["median"]
-        rows.append(
-            {
-                "model": result["model"],
-                "l1_s_per_step": med["l1"],
-                "rle_s_per_step": med["rle"],
-                "overhead": med["rle"] / med["l1"] - 1,
-            }
-        )
-    return {"threads": threads, "rounds": rounds, "rows": rows}
 
 
 def main() -> None:
@@ -243,9 +155,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     baseline = load_baseline(args.baseline_ref)
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), clock {args.clock}, "
-        f"{args.rounds} rounds x {args.steps} steps, unlabelled {args.unlabelled:.0%}, "
-        f"baseline {args.baseline_ref}\n"
+        f"torch {torch.__version__}, {args.threads} thread(s), clock {args.clock}, adam "
+        f"{args.adam}, {args.rounds} rounds x "
+        f"{args.steps} steps, unlabelled {args.unlabelled:.0%}, baseline {args.baseline_ref}\n"
     )
     results = [bench_model(m, args, baseline) for m in args.models]
     ref = f"rle@{args.baseline_ref}"
@@ -267,9 +179,7 @@ def main() -> None:
     print()
     for r in results:
         new, old = r["loss"]
-        spread = ", ".join(f"{k} {lo:.4f}-{hi:.4f}" for k, (lo, hi) in r["spread"].items())
-        print(f"{r['model']}: loss rle {new:.7f} vs {ref} {old:.7f} (diff {new - old:+.2e}); "
-              f"min-max s/step: {spread}")  # fmt: skip
+        print(f"{r['model']}: loss rle {new:.7f} vs {ref} {old:.7f} (diff {new - old:+.2e})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ seed, one thread each, evaluated once at the end, ``--parallel`` runs side by si
 integral runs start first). The synthetic set is generated once, before the runs. Reported per
 head: validation MPJPE and PA-MPJPE (mm, root-relative, Sun et al.'s protocol:
 docs/lifting.md), inference parameters (the flow excluded) and FLOPs of ``TopDownModel.predict``
-on one crop (the counter of benchmarks/bench_heads.py), seconds in the training loop per run
+on one crop (posereg.bench.cost.gflops), seconds in the training loop per run
 (steps x batch / images per second) and wall seconds per run, as a Markdown table, mean ± std
 over seeds, then the per-seed RLE / integral MPJPE ratio.
 """
@@ -29,12 +29,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_heads import gflops  # noqa: E402  (the one FLOPs counter of the benchmarks)
-
-from posereg.config import apply_overrides, load_config  # noqa: E402
-from posereg.engine.builders import build_model  # noqa: E402
-from posereg.engine.synthdata import ensure_synthetic_dataset  # noqa: E402
+from posereg.bench.cost import gflops  # the one FLOPs counter
+from posereg.config import apply_overrides, load_config
+from posereg.engine.builders import build_model
+from posereg.engine.synthdata import ensure_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {

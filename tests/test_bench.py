@@ -104,7 +104,8 @@ def test_full_has_the_flow_and_log_s_ablations():
     }  # fmt: skip
     for e in full.experiments:  # every method's overrides are valid config items
         apply_overrides(base_config(), e.overrides(10))
-    assert set(PROFILES) == {"quick", "sweep", "full", "smoke"}
+    assert set(PROFILES) == {"quick", "sweep", "cost", "full", "smoke"}
+    assert full.cost is not None and {"resnet50", "resnet18"} <= set(full.cost.backbones)
 
 
 def test_flow_size_options_build_that_flow():

@@ -9,7 +9,7 @@ lists what each must cover.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from posereg.config import Config, from_dict
@@ -29,6 +29,10 @@ __all__ = [
     "MEASURED_IMG_PER_S",
     "RUN_OVERHEAD_S",
     "estimate_seconds",
+    "HEADS",
+    "StepModel",
+    "CostSpec",
+    "COST_MINUTES",
 ]
 
 #: COCO's annotator spread in the units of posereg.synth's noise model (issue 10, docs/synth.md):
@@ -276,7 +280,67 @@ class Profile:
     description: str
     budget_minutes: float | None = None  # the wall-time target on the 2-core machine, --jobs 2
     seeds: tuple[int, ...] = field(default=(0, 1, 2))
+    cost: CostSpec | None = None  # item 6, measured after the runs (posereg.bench.cost)
 
+
+# --------------------------------------------------------------------------- cost (item 6)
+#: The heads compared at inference (Tab. 2a, 6; posereg.bench.cost measures them).
+HEADS = ("regression", "heatmap", "integral")
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """A model whose train step is timed: a ResNet of ``width`` at ``input_size``, ``batch`` crops.
+
+    Fields:
+        name: its short name in the report.
+    """
+
+    name: str
+    backbone: str = "resnet18"
+    width: float = 1.0
+    input_size: tuple[int, int] = (256, 192)
+    batch: int = 32
+
+    @property
+    def label(self) -> str:
+        h, w = self.input_size
+        return f"{self.backbone} x{self.width:g} {h}x{w} b{self.batch}"
+
+
+#: The main job's model (configs/synth_rle.yaml) and a full ResNet-18 at 256x192.
+MAIN_STEP = StepModel("main", "resnet18", 0.5, (64, 48), 64)
+R18_STEP = StepModel("r18", "resnet18", 1.0, (256, 192), 32)
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    """What :func:`measure` measures and how (part of a bench profile).
+
+    Fields:
+        backbones: the backbones of the inference table, each with every head of :data:`HEADS`.
+        input_size: (H, W) of the inference crops.
+        threads: torch (and ONNX Runtime) intra-op threads for every timing.
+        rounds: interleaved rounds; the median is reported.
+        iters: calls per variant per round (inference) / train steps per variant per round.
+        onnx: also export the regression and heatmap models and time them in ONNX Runtime.
+        step_models: the models of the RLE-over-L1 train-step overhead.
+    """
+
+    backbones: tuple[str, ...] = ("resnet50", "resnet18")
+    input_size: tuple[int, int] = (256, 192)
+    threads: int = 1
+    rounds: int = 7
+    iters: int = 5
+    onnx: bool = True
+    step_models: tuple[StepModel, ...] = field(default=(MAIN_STEP, R18_STEP))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Wall minutes of ``posereg bench cost`` (the default :class:`CostSpec`) on the 2-core machine.
+COST_MINUTES = 5.0
 
 # --------------------------------------------------------------------------- time estimates
 #: Training images/s of one 1-thread run (data.workers=0) while a second one runs beside it on
@@ -369,9 +433,27 @@ def sweep(seeds: tuple[int, ...] = (0, 1, 2), mid: int = QUICK_STEPS) -> Profile
     )
 
 
+def cost(spec: CostSpec | None = None) -> Profile:
+    """Issue 10 item 6 alone: parameters, FLOPs and batch-1 CPU latency (PyTorch and ONNX
+    Runtime) of the regression, heatmap and integral models with ResNet-50 and ResNet-18 at
+    256x192, and the RLE-over-L1 train-step overhead. No training runs."""
+    spec = spec or CostSpec()
+    return Profile(
+        "cost",
+        (),
+        f"{', '.join(spec.backbones)} x {', '.join(HEADS)} at "
+        f"{spec.input_size[0]}x{spec.input_size[1]}, batch 1, {spec.threads} thread(s); "
+        f"RLE-over-L1 train step of {', '.join(m.name for m in spec.step_models)}",
+        10.0,
+        (),
+        spec,
+    )
+
+
 def full(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), mid: int = 3000) -> Profile:
     """Every item of issue 10 at longer budgets and more seeds (bigger machines, GPUs): the
-    ablation, the sweep, the flow's depth (2-8) and width (16-256) and log s on/off."""
+    ablation, the sweep, the flow's depth (2-8) and width (16-256), log s on/off and the cost
+    (item 6, more rounds)."""
     data = DataSetting(NOISE["coco"])
     q = quick(seeds)
     exps = [replace(e, steps=mid, data=data) for e in q.experiments]
@@ -390,8 +472,9 @@ def full(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), mid: int = 3000) -> Profile:
                 params=(("loss", "rle"), ("convention", "paper"), ("log_s", log_s)),
             )
             exps.append(Experiment(m, "log_s", s, mid, data))
+    spec = CostSpec(rounds=15)
     return Profile(
-        "full", tuple(exps), f"all items at {mid} steps, seeds {list(seeds)}", None, seeds
+        "full", tuple(exps), f"all items at {mid} steps, seeds {list(seeds)}", None, seeds, spec
     )
 
 
@@ -415,7 +498,7 @@ def smoke(seeds: tuple[int, ...] = (0,)) -> Profile:
     return Profile("smoke", exps, "tests: L1 and RLE, 4 steps on 24 tiny images", None, seeds)
 
 
-PROFILES = {"quick": quick, "sweep": sweep, "full": full, "smoke": smoke}
+PROFILES = {"quick": quick, "sweep": sweep, "cost": cost, "full": full, "smoke": smoke}
 
 
 def get_profile(name: str) -> Profile:

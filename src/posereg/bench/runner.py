@@ -27,6 +27,8 @@ from typing import Any
 
 from posereg.bench.cache import RunState, RunStatus, config_key, find_run, run_state
 from posereg.bench.experiments import (
+    COST_MINUTES,
+    CostSpec,
     DataSetting,
     Experiment,
     Profile,
@@ -356,7 +358,33 @@ def _machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def describe_plan(profile: Profile, runs: list[PlannedRun], jobs: int) -> list[str]:
+def _cost_path(out: Path, spec: CostSpec) -> Path:
+    """Where the cost measurement of ``spec`` on this machine is kept: ``out/cost/<hash>.json``."""
+    return out / "cost" / f"cost-{_hash([spec.to_dict(), _machine()], 12)}.json"
+
+
+def _cost(profile: Profile, out: Path) -> dict[str, Any]:
+    """Item 6 of ``profile.cost``, measured after the runs in this process (nothing else of the
+    bench is running), or read back from an earlier measurement of the same spec on this machine."""
+    assert profile.cost is not None
+    path = _cost_path(out, profile.cost)
+    if path.exists():
+        _say(f"cost: reusing {path} (delete it to measure again)")
+        return json.loads(path.read_text())
+    from posereg.bench.cost import measure
+
+    _say(f"cost: measuring ({profile.cost.rounds} interleaved rounds; keep the machine idle)")
+    t0 = time.time()
+    cost = measure(profile.cost) | {"commit": _commit(), "wall_s": time.time() - t0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cost, indent=1))
+    tmp.replace(path)
+    _say(f"cost: {cost['wall_s']:.0f} s, kept in {path}")
+    return cost
+
+
+def describe_plan(profile: Profile, runs: list[PlannedRun], jobs: int, out: Path) -> list[str]:
     """The dry run's lines: each run and its state, and the wall-time estimate."""
     from posereg.bench.experiments import MEASURED_IMG_PER_S, RUN_OVERHEAD_S
 
@@ -382,6 +410,10 @@ def describe_plan(profile: Profile, runs: list[PlannedRun], jobs: int) -> list[s
         f"--jobs {jobs}: {est / 60:.0f} min{target}, from measured img/s per 1-thread run beside "
         f"another ({rates}) + {RUN_OVERHEAD_S:g} s per run + data generation"
     )
+    if profile.cost is not None:
+        path = _cost_path(out, profile.cost)
+        state = f"done ({path})" if path.exists() else "new, measured after the runs"
+        lines.append(f"cost (item 6): {state}; about {COST_MINUTES:g} min on 2 cores")
     return lines
 
 
@@ -404,11 +436,14 @@ def run_bench(
         ValueError: an unknown profile; ConfigError: a bad override (before any work).
     """
     profile = get_profile(profile_name)
+    if overrides and not profile.experiments:
+        raise ValueError(f"profile {profile.name!r} trains nothing; --set has nothing to change")
     out = Path(out)
     jobs = jobs or os.cpu_count() or 1
     overrides = list(overrides or [])
     if dry_run:
-        return describe_plan(profile, plan_runs(profile, out, overrides, make_data=False), jobs)
+        plan = plan_runs(profile, out, overrides, make_data=False)
+        return describe_plan(profile, plan, jobs, out)
     started, t0 = datetime.now(UTC), time.time()
     import torch
 
@@ -442,7 +477,7 @@ def run_bench(
             for r in runs
             if outcomes[r.key].error is not None
         ],  # fmt: skip
-        "cost": None,
+        "cost": _cost(profile, out) if profile.cost is not None else None,
     }
     prof_dir = out / profile.name
     prof_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -161,11 +162,11 @@ def test_regime_sentence_rle_wins_only_at_small_budget(tmp_path: Path):
     sentence = next(ln for ln in text.splitlines() if ln.startswith("**Regime.**"))
     assert "at equal steps only at 2 (not at 6: tie, 18: tie)" in sentence
     assert "No regime" not in sentence
-    # equal wall time: RLE's 18-budget wall time (1800 s) is beyond L1's longest run (1710 s)
-    assert (
-        "| equal wall time | 18 | - | 0 | - | not computed (outside L1's measured wall times) |"
-        in text
-    )
+    # equal wall time: RLE's 18-budget wall time (1800 s) is beyond L1's longest run (1710 s),
+    # so RLE's AP is read off its own curve (linear in log wall time) at L1's 1710 s
+    t = math.log(1710 / 600) / math.log(1800 / 600)
+    rle_at = (0.2 + 0.005) + t * ((0.3 - 0.002) - (0.2 + 0.005))
+    assert f"| equal wall time | 18 | {rle_at - 0.3:+.3f} ± 0.000 | 3 | 0.010 | tie |" in text
     assert "| equal wall time | 2 | +0.095 ± 0.000 | 3 | 0.010 | RLE better |" in text
     assert (img / "sweep_budget.png").read_bytes()[:8] == PNG_MAGIC
     assert "](img/sweep_budget.png)" in text
@@ -375,3 +376,18 @@ def test_density_verdict_needs_a_kurtosis_clearly_between_the_two_laws():
     assert density_verdict(0.07) == "disagrees (Gaussian-like)"
     assert density_verdict(2.9) == "disagrees (Laplace-like)"
     assert density_verdict(4.0) == "disagrees (outside both)"
+
+
+def test_condition_labels_name_only_what_differs():
+    from posereg.bench.report import _condition, _condition_labels
+
+    runs = [
+        run("noise", "l1", 0, 0.1, {"noise": n, "noise_scale": sc, "num_train": 8000, "steps": 600})
+        for n, sc in (("clean", 0.0), ("coco", 0.354), ("coco2x_outliers", 0.708))
+    ]
+    labels = _condition_labels([_condition(r) for r in runs])
+    assert list(labels.values()) == [
+        "noise=clean (noise_scale=0.0)",
+        "noise=coco (noise_scale=0.354)",
+        "noise=coco2x_outliers (noise_scale=0.708)",
+    ]

@@ -188,6 +188,23 @@ def _condition_label(cond: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(f"{k}={json.loads(v)}" for k, v in cond)
 
 
+def _condition_labels(conds: Sequence[tuple[tuple[str, str], ...]]) -> dict[tuple, str]:
+    """Short labels for the conditions of one group: only the keys whose values differ between
+    them, the first as ``key=value`` and the rest in parentheses (no commas, so the labels can be
+    listed in a sentence); the bare value when each condition has one key, the full label when
+    nothing differs."""
+    keys = list(dict.fromkeys(k for c in conds for k, _ in c))
+    varying = [k for k in keys if len({dict(c).get(k) for c in conds}) > 1]
+    if not varying or all(len(c) == 1 for c in conds):
+        return {c: _condition_label(c) for c in conds}
+    out = {}
+    for c in conds:
+        d = {k: json.loads(v) for k, v in c}
+        first, *rest = [f"{k}={d.get(k)}" for k in varying]
+        out[c] = first + (f" ({' '.join(rest)})" if rest else "")
+    return out
+
+
 def _group(results: dict, group: str) -> list[dict]:
     return [r for r in results.get("runs", []) if r.get("group") == group]
 
@@ -311,40 +328,58 @@ def regime_sentence(rows: dict[str, list[tuple[str, Comparison]]]) -> str:
     )
 
 
-def _budget_rows(runs: Sequence[dict], key: str = "ap_clean") -> tuple[list, list, list]:
-    """(equal-steps rows, equal-wall-time rows, x values) for the budget group.
+def _wall_curves(runs: Sequence[dict], arm: str, key: str) -> dict[int, list[tuple[float, float]]]:
+    """seed -> [(wall s, metric)] of ``arm``'s runs over the budgets, sorted by wall time."""
+    curves: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        if r["arm"] == arm and _finite(r.get("wall_s")) and r["wall_s"] > 0:
+            curves.setdefault(int(r["seed"]), []).append((float(r["wall_s"]), _metric(r, key)))
+    return {seed: sorted(c) for seed, c in curves.items()}
 
-    Equal wall time: per seed, L1's AP interpolated (linear in log wall time between L1's budget
-    points) at the RLE run's measured wall time; outside L1's range the seed is left out.
+
+def _at_wall(curve: list[tuple[float, float]], wall: float) -> float | None:
+    """The metric of ``curve`` at ``wall`` (linear in log wall time); None outside its range."""
+    if len(curve) < 2 or not curve[0][0] <= wall <= curve[-1][0]:
+        return None
+    return float(np.interp(np.log(wall), np.log([p[0] for p in curve]), [p[1] for p in curve]))
+
+
+def _budget_rows(runs: Sequence[dict], key: str = "ap_clean") -> tuple[list, list, list]:
+    """(equal-steps rows, equal-wall-time rows, (steps, wall s) per row) for the budget group.
+
+    Equal wall time, per seed and budget: L1's metric interpolated (linear in log wall time
+    between L1's budget points) at the RLE run's wall time; where that lies outside L1's range,
+    RLE's metric interpolated at the L1 run's wall time instead; a seed with neither is left out.
+    The wall s of a row is the mean over seeds of the wall time the two were compared at.
     """
     conds = _conditions(runs)
     steps_of = {c: spread(float(r.get("steps", np.nan)) for r in runs if _condition(r) == c).mean
                 for c in conds}  # fmt: skip
     conds.sort(key=lambda c: steps_of[c] if math.isfinite(steps_of[c]) else 0.0)
+    labels = _condition_labels(conds)
     steps_rows, wall_rows, xs = [], [], []
-    l1_curve: dict[int, list[tuple[float, float]]] = {}
-    for r in runs:
-        if r["arm"] == "l1" and _finite(r.get("wall_s")) and r["wall_s"] > 0:
-            l1_curve.setdefault(int(r["seed"]), []).append((float(r["wall_s"]), _metric(r, key)))
+    curve = {arm: _wall_curves(runs, arm, key) for arm in ("l1", "rle")}
     for c in conds:
-        label = _condition_label(c)
-        rle = _by_seed(runs, "rle", key, c)
-        l1 = _by_seed(runs, "l1", key, c)
+        rle, l1 = _by_seed(runs, "rle", key, c), _by_seed(runs, "l1", key, c)
         if not rle or not l1:
             continue
-        steps_rows.append((label, compare(rle, l1)))
-        walls = {int(r["seed"]): float(r["wall_s"]) for r in runs
-                 if r["arm"] == "rle" and _condition(r) == c and _finite(r.get("wall_s"))}  # fmt: skip
-        at_wall = {}
-        for seed, w in walls.items():
-            curve = sorted(l1_curve.get(seed, []))
-            if len(curve) >= 2 and curve[0][0] <= w <= curve[-1][0]:
-                lw = np.log([p[0] for p in curve])
-                at_wall[seed] = float(np.interp(np.log(w), lw, [p[1] for p in curve]))
-        wall_rows.append((label, compare(rle, at_wall)))
-        rle_runs = [r for r in runs if _condition(r) == c and r["arm"] == "rle"]
-        xs.append((spread(float(r.get("steps", np.nan)) for r in rle_runs).mean,
-                   spread(float(r.get("wall_s", np.nan)) for r in rle_runs).mean))  # fmt: skip
+        steps_rows.append((labels[c], compare(rle, l1)))
+        wall = {arm: {int(r["seed"]): float(r["wall_s"]) for r in runs
+                      if r["arm"] == arm and _condition(r) == c and _finite(r.get("wall_s"))}
+                for arm in ("l1", "rle")}  # fmt: skip
+        a, b, at = {}, {}, []
+        for seed in sorted(set(rle) & set(l1)):
+            w_rle, w_l1 = wall["rle"].get(seed), wall["l1"].get(seed)
+            l1_there = _at_wall(curve["l1"].get(seed, []), w_rle) if w_rle else None
+            rle_there = _at_wall(curve["rle"].get(seed, []), w_l1) if w_l1 else None
+            if l1_there is not None and w_rle is not None:
+                a[seed], b[seed] = rle[seed], l1_there
+                at.append(w_rle)
+            elif rle_there is not None and w_l1 is not None:
+                a[seed], b[seed] = rle_there, l1[seed]
+                at.append(w_l1)
+        wall_rows.append((labels[c], compare(a, b)))
+        xs.append((steps_of[c], float(np.mean(at)) if at else float("nan")))
     return steps_rows, wall_rows, xs
 
 
@@ -355,9 +390,11 @@ def _plot_diffs(ax, x, rows, xlabel: str, categorical: bool = False) -> None:
     ax.errorbar(pos, means, yerr=stds, marker="o", capsize=4)
     ax.axhline(0.0, color="grey", lw=1, ls="--")
     if categorical:
-        ax.set_xticks(pos, [lbl for lbl, _ in rows], rotation=15)
+        ax.set_xticks(pos, [lbl.replace(" (", "\n(") for lbl, _ in rows])
     elif len(x) > 1 and min(x) > 0:
         ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:.0f}" for v in x])  # the measured points, not 3x10^2-style ticks
+        ax.xaxis.set_minor_formatter("")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("RLE - L1, AP vs clean truth")
 
@@ -452,6 +489,7 @@ def _decomposition_section(results: dict) -> list[str]:
     notes = set()
     for group in ("ablation", "budget", "noise"):
         runs = _group(results, group)
+        labels = _condition_labels(_conditions(runs))
         for cond in _conditions(runs):
             per_seed: dict[str, dict[int, float]] = {}
             for r in runs:
@@ -474,7 +512,7 @@ def _decomposition_section(results: dict) -> list[str]:
                 for k, v in d.items():
                     per_seed.setdefault(k, {})[int(r["seed"])] = v
             if per_seed:
-                label = group if not cond else f"{group}: {_condition_label(cond)}"
+                label = group if not cond else f"{group}: {labels[cond]}"
                 keys = ("l1", "l1_const", "l1_rle_score", "rle", "rle_const",
                         "score_part", "location_part", "location_const")  # fmt: skip
                 rows.append([label] + [spread(per_seed[k].values()).fmt(3, signed=k.endswith(("part", "const")) and k.startswith(("score", "location"))) for k in keys])  # fmt: skip
@@ -746,7 +784,8 @@ def _sweep_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list[s
         out += ["Budget and noise sweeps: not in this profile.", ""]
     else:
         steps_rows, wall_rows, xs = _budget_rows(budget) if budget else ([], [], [])
-        noise_rows = [(_condition_label(c), compare(_by_seed(noise, "rle", "ap_clean", c),
+        noise_labels = _condition_labels(_conditions(noise))
+        noise_rows = [(noise_labels[c], compare(_by_seed(noise, "rle", "ap_clean", c),
                        _by_seed(noise, "l1", "ap_clean", c))) for c in _conditions(noise)
                       if _by_seed(noise, "rle", "ap_clean", c) and _by_seed(noise, "l1", "ap_clean", c)]  # fmt: skip
         rows = []
@@ -754,32 +793,34 @@ def _sweep_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list[s
             for lbl, c in rr:
                 word = _verdict_word(c, "RLE", "L1")
                 if kind == "equal wall time" and c.diff.n == 0:
-                    word = "not computed (outside L1's measured wall times)"
+                    word = "not computed (no seed's wall time inside the other arm's range)"
                 rows.append([kind, lbl, c.diff.fmt(3, signed=True), str(c.diff.n),
                              f"{c.threshold:.3f}" if math.isfinite(c.threshold) else "-", word])  # fmt: skip
         out += ["RLE - L1 in AP against the clean truth, paired by seed. Equal wall time: "
-                "L1's AP interpolated per seed (linear in log wall time) at the RLE run's measured "
-                "wall time; budgets outside L1's measured range are left out.", ""]  # fmt: skip
+                "L1's AP interpolated per seed (linear in log wall time between L1's budgets) at "
+                "the RLE run's measured wall time, or, where that lies outside L1's range, RLE's "
+                "AP interpolated at the L1 run's wall time.", ""]  # fmt: skip
         out += _table(["comparison", "condition", "RLE - L1", "seeds", "spread", "verdict"], rows)
         out.append("")
         if budget:
+            budget_labels = _condition_labels(_conditions(budget))
             for c in _conditions(budget):
-                out += [f"Budget {_condition_label(c)}:", ""] + _arm_table(budget, c) + [""]
+                out += [f"Budget {budget_labels[c]}:", ""] + _arm_table(budget, c) + [""]
         if noise:
             for c in _conditions(noise):
-                out += [f"Noise {_condition_label(c)}:", ""] + _arm_table(noise, c) + [""]
+                out += [f"Noise {noise_labels[c]}:", ""] + _arm_table(noise, c) + [""]
         if steps_rows:
             plt, fig, axes = _figure(2)
             _plot_diffs(axes[0], [x[0] for x in xs], steps_rows, "training steps (equal steps)")
             wx = [x[1] for x in xs]
             kept = [(w, row) for w, row in zip(wx, wall_rows, strict=True) if row[1].diff.n]
             _plot_diffs(axes[1], [w for w, _ in kept], [row for _, row in kept],
-                        "RLE wall time, s (equal wall time)")  # fmt: skip
+                        "wall time compared at, s (equal wall time)")  # fmt: skip
             path = image_dir / "sweep_budget.png"
             _save(plt, fig, path)
             out += [f"![RLE - L1 vs budget]({_rel(path, out_md)})", ""]
         if noise_rows:
-            plt, fig, axes = _figure(1, 6.0)
+            plt, fig, axes = _figure(1, max(6.0, 2.4 * len(noise_rows)))
             _plot_diffs(axes[0], None, noise_rows, "label noise", categorical=True)
             path = image_dir / "sweep_noise.png"
             _save(plt, fig, path)

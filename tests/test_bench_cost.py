@@ -107,10 +107,13 @@ def test_runner_measures_cost_once_then_reuses_it_and_reports_it(tiny_bench, mon
     first = json.loads((bench.parent / "first.json").read_text())
     again = json.loads((bench / "cost" / "results.json").read_text())
     assert calls == [TINY] and first["runs"] == [] and again["cost"] == first["cost"]
+    assert first["wall_s"] >= first["cost"]["wall_s"] > 0  # the profile's time includes the cost
+    assert again["wall_s"] < first["cost"]["wall_s"]  # reused: not measured again
     kept = list((bench / "cost").glob("cost-*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["heads"] == first["cost"]["heads"]
     text = report.read_text()
     assert text.count("<!-- posereg bench cost: begin -->") == 1  # the second run replaced it
+    assert f"- cost (item 6): measured in {first['cost']['wall_s'] / 60:.1f} min at commit" in text
     heads = {r["head"]: r for r in first["cost"]["heads"]["rows"]}
     ratio = heads["regression"]["gflops"] / heads["heatmap"]["gflops"]
     assert "## 6. Cost (Tab. 2a, 6)" in text and "| resnet18 | regression | " in text

@@ -391,3 +391,18 @@ def test_condition_labels_name_only_what_differs():
         "noise=coco (noise_scale=0.354)",
         "noise=coco2x_outliers (noise_scale=0.708)",
     ]
+
+
+def test_header_counts_runs_reused_from_before_the_profile_started(tmp_path: Path):
+    runs = [run("ablation", arm, s, 0.1) for arm in ("l1", "rle") for s in SEEDS]
+    for i, r in enumerate(runs):
+        r["key"] = f"k{i}"
+        r["timing"] = {"started": 0.0, "finished": 1000.0 if i < 2 else 3000.0}
+    runs.append(dict(runs[0], group="budget"))  # one run listed under two groups
+    results = results_with(runs) | {"started": "1970-01-01T00:33:20+00:00"}  # t = 2000 s
+    md = tmp_path / "r.md"
+    write_report(results, md, tmp_path / "img")
+    assert (
+        "- runs: 7 (6 distinct: 4 trained in this invocation, 2 reused from earlier ones)"
+        in md.read_text()
+    )

@@ -339,8 +339,9 @@ class CostSpec:
         return asdict(self)
 
 
-#: Wall minutes of ``posereg bench cost`` (the default :class:`CostSpec`) on the 2-core machine.
-COST_MINUTES = 5.0
+#: Wall minutes of ``posereg bench cost`` (the default :class:`CostSpec`) on the 2-core machine
+#: (6 min 40 s measured on a quiet machine, commit 6e330bf).
+COST_MINUTES = 7.0
 
 # --------------------------------------------------------------------------- time estimates
 #: Training images/s of one 1-thread run (data.workers=0) while a second one runs beside it on

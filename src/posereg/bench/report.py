@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -718,6 +719,32 @@ def _rel(path: Path, out_md: Path) -> str:
 
 
 # --------------------------------------------------------------------------- sections
+def _runs_line(results: dict) -> str:
+    """``runs: N (D distinct: T trained in this invocation, R reused from earlier ones)``; a run
+    counts as reused when its training finished before the profile started (``timing``)."""
+    runs = results.get("runs", [])
+    distinct = {r.get("key"): r for r in runs}
+    line = f"- runs: {len(runs)}"
+    try:
+        started = datetime.fromisoformat(results["started"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return line
+    done = [r.get("timing", {}).get("finished") for r in distinct.values()]
+    if not done or not all(_finite(t) for t in done):
+        return line
+    reused = sum(t < started for t in done)
+    return (f"{line} ({len(distinct)} distinct: {len(distinct) - reused} trained in this "
+            f"invocation, {reused} reused from earlier ones)")  # fmt: skip
+
+
+def _cost_line(results: dict) -> list[str]:
+    cost = results.get("cost")
+    if not cost or not _finite(cost.get("wall_s")):
+        return []
+    return [f"- cost (item 6): measured in {cost['wall_s'] / 60:.1f} min at commit "
+            f"`{cost.get('commit', '?')}`"]  # fmt: skip
+
+
 def _head(results: dict) -> list[str]:
     m = results.get("machine") or {}
     wall = results.get("wall_s")
@@ -735,7 +762,8 @@ def _head(results: dict) -> list[str]:
         f"- machine: {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')}, "
         f"Python {m.get('python', '?')}",
         f"- wall time of the profile: {wall_s}",
-        f"- runs: {len(results.get('runs', []))}",
+        _runs_line(results),
+        *_cost_line(results),
         "",
         "Tie rule: a difference A - B (mean over seeds of the per-seed differences) counts only "
         "when it exceeds the spread, max(std of A, std of B, std of the paired differences); "

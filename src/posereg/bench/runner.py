@@ -450,6 +450,7 @@ def run_bench(
     torch.set_num_threads(1)  # this process evaluates finished runs while the others train
     runs = plan_runs(profile, out, overrides, make_data=True)
     outcomes = _schedule(runs, jobs)
+    cost = _cost(profile, out) if profile.cost is not None else None
     results = {
         "profile": profile.name,
         "command": command or shlex.join(["posereg", "bench", profile_name]),
@@ -477,7 +478,7 @@ def run_bench(
             for r in runs
             if outcomes[r.key].error is not None
         ],  # fmt: skip
-        "cost": _cost(profile, out) if profile.cost is not None else None,
+        "cost": cost,
     }
     prof_dir = out / profile.name
     prof_dir.mkdir(parents=True, exist_ok=True)

@@ -209,7 +209,8 @@ def test_noise_plot_and_cost_table(tmp_path: Path):
             ],
         },
         "rle_overhead": {"threads": 1, "rows": [
-            {"model": "main", "l1_s_per_step": 0.1, "rle_s_per_step": 0.105, "overhead": 0.05}]},
+            {"model": "main", "l1_s_per_step": 0.1, "rle_s_per_step": 0.105, "overhead": 0.05,
+             "overhead_range": [-0.02, 0.11]}]},
     }  # fmt: skip
     md, img = tmp_path / "r.md", tmp_path / "img"
     write_report(results_with(runs, cost), md, img)
@@ -218,7 +219,7 @@ def test_noise_plot_and_cost_table(tmp_path: Path):
     sentence = next(ln for ln in text.splitlines() if ln.startswith("**Regime.**"))
     assert "at noise only at 2x (not at clean: tie, coco: tie)" in sentence
     assert "regression / heatmap FLOPs 0.456" in text
-    assert "| main | 0.1000 | 0.1050 | +5.0% |" in text
+    assert "| main | 0.1000 | 0.1050 | +5.0% | -2.0% to +11.0% |" in text
     assert "| resnet50 | heatmap | 34.00 | 18.00 | 9.00 | 90.0 | - |" in text
 
 

@@ -51,16 +51,16 @@ def gflops(model: nn.Module, images: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _interleaved_medians(
+def _interleaved_times(
     runners: dict[Any, Callable[[], object]],
     rounds: int,
     iters: int,
     rotate: bool = False,
     clock: Callable[[], float] = time.perf_counter,
-) -> dict[Any, float]:
-    """Median seconds per call of each runner over ``rounds`` (>= 1) rounds of ``iters`` calls
-    each, every runner once per round (order rotated each round with ``rotate``), after one
-    warm-up call each. ``clock``: wall time by default; ``time.process_time`` on a busy machine."""
+) -> dict[Any, list[float]]:
+    """Seconds per call of each runner in each of ``rounds`` (>= 1) rounds of ``iters`` calls,
+    every runner once per round (order rotated each round with ``rotate``), after one warm-up
+    call each. ``clock``: wall time by default; ``time.process_time`` on a busy machine."""
     if rounds < 1 or iters < 1:
         raise ValueError(f"rounds and iters must be >= 1, got {rounds} and {iters}")
     for fn in runners.values():
@@ -74,6 +74,10 @@ def _interleaved_medians(
             for _ in range(iters):
                 runners[k]()
             times[k].append((clock() - t0) / iters)
+    return times
+
+
+def _medians(times: dict[Any, list[float]]) -> dict[Any, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -112,7 +116,7 @@ def head_costs(spec: CostSpec) -> dict[str, Any]:
                     runners[(backbone, "onnx", head)] = _onnx_runner(
                         model, Path(tmp) / f"{backbone}_{head}.onnx", images, spec.threads
                     )
-        med = _interleaved_medians(runners, spec.rounds, spec.iters)
+        med = _medians(_interleaved_times(runners, spec.rounds, spec.iters))
     rows = []
     for backbone in spec.backbones:
         for head in HEADS:
@@ -185,10 +189,10 @@ def train_step_overhead(
         unlabelled: the fraction of keypoints with weight 0 (0: the worst case for RLE).
         optimizer_options: extra ``torch.optim.Adam`` options for every variant (``foreach``,
             ``fused``); None: torch's CPU default.
-        clock: see :func:`_interleaved_medians`.
+        clock: see :func:`_interleaved_times`.
 
     Returns:
-        ``{"model": label, "median": {name: s/step}, "spread": {name: (min, max)},
+        ``{"model": label, "median": {name: s/step}, "rounds": {name: [s/step per round]},
         "criteria": {name: criterion}, "batch": (model, images, target, weight)}``; names are
         ``l1``, ``rle`` and those of ``extra``. Targets are random (0.1 x N(0, 1)).
     """
@@ -211,10 +215,11 @@ def train_step_overhead(
         params = body + list(criterion.parameters())
         optimizer = torch.optim.Adam(params, lr=1e-5, **(optimizer_options or {}))
         runners[name] = train_step(model, criterion, optimizer, images, target, weight)
-    med = _interleaved_medians(runners, rounds, steps, rotate=True, clock=clock)
+    times = _interleaved_times(runners, rounds, steps, rotate=True, clock=clock)
     return {
         "model": m.label,
-        "median": med,
+        "median": _medians(times),
+        "rounds": times,
         "criteria": criteria,
         "batch": (model, images, target, weight),
     }
@@ -225,8 +230,10 @@ def measure(spec: CostSpec) -> dict[str, Any]:
 
     Returns:
         ``{"spec": spec.to_dict(), "heads": head_costs(spec), "rle_overhead": {"threads",
-        "rounds", "rows": [{"model", "l1_s_per_step", "rle_s_per_step", "overhead"}]}}``
-        (overhead = rle / l1 - 1): ``results["cost"]`` of ``posereg bench`` (docs/bench.md).
+        "rounds", "rows": [{"model", "l1_s_per_step", "rle_s_per_step", "overhead",
+        "overhead_range"}]}}``: the overhead is rle / l1 - 1 within each round (the two ran
+        back to back, so machine drift cancels), its median and [min, max] over the rounds;
+        ``results["cost"]`` of ``posereg bench`` (docs/bench.md).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
@@ -234,10 +241,13 @@ def measure(spec: CostSpec) -> dict[str, Any]:
         heads = head_costs(spec)
         rows = []
         for m in spec.step_models:
-            med = train_step_overhead(m, spec.rounds, spec.iters)["median"]
+            step = train_step_overhead(m, spec.rounds, spec.iters)
+            med, t = step["median"], step["rounds"]
+            per_round = [rle / l1 - 1 for rle, l1 in zip(t["rle"], t["l1"], strict=True)]
             rows.append({
                 "model": m.label, "l1_s_per_step": med["l1"], "rle_s_per_step": med["rle"],
-                "overhead": med["rle"] / med["l1"] - 1,
+                "overhead": statistics.median(per_round),
+                "overhead_range": [min(per_round), max(per_round)],
             })  # fmt: skip
     finally:
         torch.set_num_threads(before)

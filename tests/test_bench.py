@@ -166,6 +166,15 @@ def test_bad_profile_and_bad_set_are_one_line_errors(tmp_path):
     )
     _one_line_error(_bench("smoke", "--out", str(tmp_path), "--set", "optim.lr=abc"), "optim.lr")
     assert not (tmp_path / "data").exists()  # nothing was generated
+    # folders that cannot be written are refused before any training, naming the flag
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _one_line_error(_bench("smoke", "--out", str(blocker / "bench")), "--out", "cannot write")
+    _one_line_error(
+        _bench("smoke", "--out", str(tmp_path), "--report", str(blocker / "docs" / "r.md")),
+        "--report", str(blocker / "docs"), "cannot write",
+    )  # fmt: skip
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

@@ -358,6 +358,17 @@ def _machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _writable(folder: Path, what: str) -> None:
+    """Make ``folder`` and check that a file can be written in it; OSError naming it otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".posereg-bench-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
+
+
 def _cost_path(out: Path, spec: CostSpec) -> Path:
     """Where the cost measurement of ``spec`` on this machine is kept: ``out/cost/<hash>.json``."""
     return out / "cost" / f"cost-{_hash([spec.to_dict(), _machine()], 12)}.json"
@@ -444,6 +455,9 @@ def run_bench(
     if dry_run:
         plan = plan_runs(profile, out, overrides, make_data=False)
         return describe_plan(profile, plan, jobs, out)
+    for folder, what in ((out, "--out"), (Path(report).parent if report else None, "--report")):
+        if folder is not None:  # before hours of training, not after
+            _writable(folder, what)
     started, t0 = datetime.now(UTC), time.time()
     import torch
 

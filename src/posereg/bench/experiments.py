@@ -315,7 +315,7 @@ R18_STEP = StepModel("r18", "resnet18", 1.0, (256, 192), 32)
 
 @dataclass(frozen=True)
 class CostSpec:
-    """What :func:`measure` measures and how (part of a bench profile).
+    """What :func:`posereg.bench.cost.measure` measures and how (part of a bench profile).
 
     Fields:
         backbones: the backbones of the inference table, each with every head of :data:`HEADS`.

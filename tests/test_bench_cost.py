@@ -75,6 +75,7 @@ def tiny_bench(tmp_path_factory) -> tuple[Path, Path, list]:
         report = root / "docs" / "results.md"
         plan = run_bench("cost", root / "bench", jobs=1, dry_run=True)
         assert any("cost (item 6): new" in line for line in plan), plan
+        assert not any("runs to train" in line for line in plan), plan  # it trains nothing
         run_bench("cost", root / "bench", jobs=1, report=report)
         assert len(calls) == 1
         first = (root / "bench" / "cost" / "results.json").read_text()

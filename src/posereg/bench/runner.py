@@ -416,15 +416,17 @@ def describe_plan(profile: Profile, runs: list[PlannedRun], jobs: int, out: Path
     est = estimate_seconds(to_train, jobs)
     rates = ", ".join(f"{k} {v:g}" for k, v in MEASURED_IMG_PER_S.items())
     target = f" (target <= {profile.budget_minutes:g} min)" if profile.budget_minutes else ""
-    lines.append(
-        f"{len(to_train)} runs to train of {len(seen) or len(runs)}; estimated wall time with "
-        f"--jobs {jobs}: {est / 60:.0f} min{target}, from measured img/s per 1-thread run beside "
-        f"another ({rates}) + {RUN_OVERHEAD_S:g} s per run + data generation"
-    )
+    if profile.experiments:
+        lines.append(
+            f"{len(to_train)} runs to train of {len(seen) or len(runs)}; estimated wall time "
+            f"with --jobs {jobs}: {est / 60:.0f} min{target}, from measured img/s per 1-thread "
+            f"run beside another ({rates}) + {RUN_OVERHEAD_S:g} s per run + data generation"
+        )
     if profile.cost is not None:
         path = _cost_path(out, profile.cost)
         state = f"done ({path})" if path.exists() else "new, measured after the runs"
-        lines.append(f"cost (item 6): {state}; about {COST_MINUTES:g} min on 2 cores")
+        cost_target = "" if profile.experiments else target
+        lines.append(f"cost (item 6): {state}; about {COST_MINUTES:g} min on 2 cores{cost_target}")
     return lines
 
 

@@ -9,7 +9,10 @@ train steps), so machine load hits them alike, and the median over rounds is rep
 
 FLOPs count 2 per multiply-add (``torch.utils.flop_counter``, fvcore's GFLOPs x 2); the paper's
 4.0 / 9.7 GFLOPs for ResNet-50 regression / SimpleBaseline count multiply-adds, so compare the
-``GMACs`` column with them.
+``GMACs`` column with them. Here SimpleBaseline is 5.43 GMACs: its three 4x4 stride-2
+deconvolutions add 1.41 to the backbone's 4.0, each multiply-add once; counting a transposed
+convolution per output pixel (stride^2 = 4x more) gives 4.0 + 4 x 1.41 = 9.65, likely the
+paper's 9.7 (docs/results.md).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from posereg.bench.cost import MAIN_STEP, R18_STEP, train_step_overhead
+from posereg.bench.cost import MAIN_STEP, R18_STEP, interleaved_times, medians, train_step_overhead
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,10 +105,10 @@ def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType)
         old.flow.load_state_dict(rle.flow.state_dict())  # same parameters, same layout
         return old
 
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     result = train_step_overhead(
         MODELS[name], args.rounds, args.steps, extra={ref: old_loss},
-        unlabelled=args.unlabelled, optimizer_options=ADAM[args.adam],
-        clock=time.process_time if args.clock == "cpu" else time.perf_counter,
+        unlabelled=args.unlabelled, optimizer_options=ADAM[args.adam], clock=clock,
     )  # fmt: skip
     model, images, target, weight = result["batch"]
     rle, old = result["criteria"]["rle"], result["criteria"][ref]
@@ -119,20 +118,17 @@ def bench_model(name: str, args: argparse.Namespace, baseline: types.ModuleType)
         loss_new = float(rle(out.mu, out.sigma, target, weight))
         loss_old = float(old(out.mu, out.sigma, target, weight))
     # the loss alone (forward + backward on the B x K points, no backbone): less noisy
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     mu = out.mu.detach().requires_grad_()
     sigma = out.sigma.detach().requires_grad_()
-    loss_only = {"rle": rle, ref: old}
-    loss_times: dict[str, list[float]] = {k: [] for k in loss_only}
-    names = list(loss_only)
-    for r in range(args.rounds):
-        for vname in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            for _ in range(10 * args.steps):
-                loss_only[vname](mu, sigma, target, weight).backward()
-            loss_times[vname].append((clock() - t0) / (10 * args.steps))
+    loss_only = {
+        vname: (lambda c=criterion: c(mu, sigma, target, weight).backward())
+        for vname, criterion in (("rle", rle), (ref, old))
+    }
+    loss_times = interleaved_times(
+        loss_only, args.rounds, 10 * args.steps, rotate=True, clock=clock
+    )
     return {
-        "loss_only": {k: statistics.median(v) for k, v in loss_times.items()},
+        "loss_only": medians(loss_times),
         "model": result["model"],
         "median": result["median"],
         "loss": (loss_new, loss_old),

@@ -40,7 +40,9 @@ __all__ = [
     "StepModel",
     "gflops",
     "head_costs",
+    "interleaved_times",
     "measure",
+    "medians",
     "train_step",
     "train_step_overhead",
 ]
@@ -54,7 +56,7 @@ def gflops(model: nn.Module, images: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _interleaved_times(
+def interleaved_times(
     runners: dict[Any, Callable[[], object]],
     rounds: int,
     iters: int,
@@ -80,7 +82,7 @@ def _interleaved_times(
     return times
 
 
-def _medians(times: dict[Any, list[float]]) -> dict[Any, float]:
+def medians(times: dict[Any, list[float]]) -> dict[Any, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -119,7 +121,7 @@ def head_costs(spec: CostSpec) -> dict[str, Any]:
                     runners[(backbone, "onnx", head)] = _onnx_runner(
                         model, Path(tmp) / f"{backbone}_{head}.onnx", images, spec.threads
                     )
-        med = _medians(_interleaved_times(runners, spec.rounds, spec.iters))
+        med = medians(interleaved_times(runners, spec.rounds, spec.iters))
     rows = []
     for backbone in spec.backbones:
         for head in HEADS:
@@ -192,7 +194,7 @@ def train_step_overhead(
         unlabelled: the fraction of keypoints with weight 0 (0: the worst case for RLE).
         optimizer_options: extra ``torch.optim.Adam`` options for every variant (``foreach``,
             ``fused``); None: torch's CPU default.
-        clock: see :func:`_interleaved_times`.
+        clock: see :func:`interleaved_times`.
 
     Returns:
         ``{"model": label, "median": {name: s/step}, "rounds": {name: [s/step per round]},
@@ -218,10 +220,10 @@ def train_step_overhead(
         params = body + list(criterion.parameters())
         optimizer = torch.optim.Adam(params, lr=1e-5, **(optimizer_options or {}))
         runners[name] = train_step(model, criterion, optimizer, images, target, weight)
-    times = _interleaved_times(runners, rounds, steps, rotate=True, clock=clock)
+    times = interleaved_times(runners, rounds, steps, rotate=True, clock=clock)
     return {
         "model": m.label,
-        "median": _medians(times),
+        "median": medians(times),
         "rounds": times,
         "criteria": criteria,
         "batch": (model, images, target, weight),

@@ -373,10 +373,10 @@ def _budget_rows(runs: Sequence[dict], key: str = "ap_clean") -> tuple[list, lis
             w_rle, w_l1 = wall["rle"].get(seed), wall["l1"].get(seed)
             l1_there = _at_wall(curve["l1"].get(seed, []), w_rle) if w_rle else None
             rle_there = _at_wall(curve["rle"].get(seed, []), w_l1) if w_l1 else None
-            if l1_there is not None and w_rle is not None:
+            if l1_there is not None:  # implies w_rle
                 a[seed], b[seed] = rle[seed], l1_there
                 at.append(w_rle)
-            elif rle_there is not None and w_l1 is not None:
+            elif rle_there is not None:  # implies w_l1
                 a[seed], b[seed] = rle_there, l1[seed]
                 at.append(w_l1)
         wall_rows.append((labels[c], compare(a, b)))

@@ -346,3 +346,19 @@ def test_an_unknown_keypoint_set_lists_only_sets_that_generate(tmp_path):
     listed = lines[0].split("valid: ")[1].split(", ")
     assert listed == list(SKELETONS)
     assert not (tmp_path / "x").exists()
+
+
+def test_data_show_draws_a_humanart_folder(humanart, tmp_path, caplog):
+    """``posereg data show`` on the folder layout: every annotation drawn, none "not drawn"."""
+    from posereg.cli import main
+
+    ann, images = humanart
+    root = tmp_path / "set"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(images, root / "images" / "val")
+    shutil.copy(ann, root / "annotations" / "person_keypoints_val.json")
+    out = tmp_path / "sheet.png"
+    with caplog.at_level(logging.WARNING):
+        assert main(["data", "show", str(root), "--split", "val", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert not [w for w in _warnings(caplog) if "not drawn" in w], _warnings(caplog)

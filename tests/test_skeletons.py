@@ -51,6 +51,7 @@ def test_the_built_ins_and_their_sizes():
         "aic14": 14,
         "posetrack17": 17,
         "halpe26": 26,
+        "humanart21": 21,
     }
 
 

@@ -520,7 +520,11 @@ def _add_data_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--people-per-image", metavar="A..B", help="people per image, e.g. 1..3 or 2")
     p.add_argument("--camera", help="random or h36m (real Human3.6M calibrations)")
-    p.add_argument("--keypoint-set", help="coco17, mpii16 or h36m17 (default: coco17)")
+    p.add_argument(
+        "--keypoint-set",
+        help="a built-in skeleton: coco17, mpii16, h36m17, crowdpose14, aic14, posetrack17, "
+        "halpe26 or humanart21 (default: coco17; docs/synth.md)",
+    )
     p.add_argument(
         "--noise", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
         help="label-noise settings, e.g. scale=0.707 (2x COCO's spread; default 0.354, COCO's) "

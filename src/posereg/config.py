@@ -484,6 +484,9 @@ class DataConfig:
     # a built-in name (posereg.skeletons.SKELETONS), a YAML file, "auto" (from the json's person
     # category), or the resolved dict a run saves (Skeleton.to_dict); see docs/data.md
     skeleton: str | dict[str, Any] = "coco17"
+    # the annotation field the keypoints are read from, for training and evaluation alike
+    # (format coco); e.g. keypoints_21 for Human-Art's 21 keypoints (docs/data.md)
+    keypoints_field: str = "keypoints"
     input_size: tuple[int, int] = (256, 192)  # (h, w)
     transform: TransformConfig = dataclasses.field(
         default_factory=lambda: TransformConfig(augment=True)

@@ -27,6 +27,8 @@ __all__ = [
     "resolve_skeleton",
     "skeleton_from_coco",
     "skeleton_from_yaml",
+    "field_keypoint_count",
+    "keypoint_field_holding",
     "infer_flip_pairs",
     "default_sigmas",
     "MEAN_COCO_SIGMA",
@@ -37,6 +39,7 @@ __all__ = [
     "AIC14",
     "POSETRACK17",
     "HALPE26",
+    "HUMANART21",
 ]
 
 logger = logging.getLogger("posereg.skeletons")
@@ -549,8 +552,26 @@ HALPE26 = Skeleton(
     sigmas=(*COCO17.sigmas, 0.026, 0.026, 0.066, 0.079, 0.079, 0.079, 0.079, 0.079, 0.079),
 )
 
+# Human-Art (MMPose's humanart21.py): COCO-17 and a finger tip per hand and a toe tip per foot,
+# in the annotations' ``keypoints_21`` field (their ``keypoints`` field holds the COCO-17 part).
+HUMANART21 = Skeleton(
+    name="humanart21",
+    keypoint_names=(
+        *COCO17.keypoint_names,
+        "left_finger",
+        "right_finger",
+        "left_toe",
+        "right_toe",
+    ),  # fmt: skip
+    flip_pairs=(*COCO17.flip_pairs, (17, 18), (19, 20)),
+    limbs=(*COCO17.limbs, (15, 19), (16, 20), (9, 17), (10, 18)),
+    # MMPose's humanart21.py: COCO-17's sigmas, the four new points 0.089 (as the ankles).
+    sigmas=(*COCO17.sigmas, 0.089, 0.089, 0.089, 0.089),
+)
+
 SKELETONS: dict[str, Skeleton] = {
-    s.name: s for s in (COCO17, MPII16, H36M17, CROWDPOSE14, AIC14, POSETRACK17, HALPE26)
+    s.name: s
+    for s in (COCO17, MPII16, H36M17, CROWDPOSE14, AIC14, POSETRACK17, HALPE26, HUMANART21)
 }
 
 #: sigma of a keypoint whose name no built-in table knows: the mean of COCO-17's sigmas.
@@ -567,7 +588,9 @@ def get_skeleton(name: str) -> Skeleton:
 
 # --------------------------------------------------------------------------- custom skeletons
 def resolve_skeleton(
-    spec: str | Mapping[str, Any] | Skeleton, ann_file: str | Path | None = None
+    spec: str | Mapping[str, Any] | Skeleton,
+    ann_file: str | Path | None = None,
+    keypoints_field: str = "keypoints",
 ) -> Skeleton:
     """The skeleton a config's ``data.skeleton`` names: the one place a spec becomes a Skeleton.
 
@@ -577,6 +600,8 @@ def resolve_skeleton(
             :func:`skeleton_from_coco`), a dict from :meth:`Skeleton.to_dict` (what runs save), or
             a Skeleton (returned as is).
         ann_file: the COCO annotation json ``auto`` reads.
+        keypoints_field: the annotations' keypoint field the data is read from
+            (``data.keypoints_field``); ``auto`` takes as many names as it holds keypoints.
 
     Raises:
         SkeletonError: an unknown name, a missing or malformed file, ``auto`` without a json.
@@ -598,7 +623,7 @@ def resolve_skeleton(
                 "",
                 "'auto' reads the skeleton from a COCO annotation file; none given",
             )
-        return skeleton_from_coco(ann_file)
+        return skeleton_from_coco(ann_file, keypoints_field)
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         return skeleton_from_yaml(spec)
     raise SkeletonError(
@@ -645,7 +670,7 @@ def skeleton_from_yaml(path: str | Path) -> Skeleton:
     return _skeleton_from_mapping(data, str(path), default_name=path.stem, sigmas_required=False)
 
 
-def skeleton_from_coco(ann_file: str | Path) -> Skeleton:
+def skeleton_from_coco(ann_file: str | Path, keypoints_field: str = "keypoints") -> Skeleton:
     """The skeleton of a COCO json's person category (``data.skeleton: auto``).
 
     The person category is the first category with a non-empty ``keypoints`` list (the one the
@@ -653,6 +678,10 @@ def skeleton_from_coco(ann_file: str | Path) -> Skeleton:
     COCO; a list that contains 0 and no K is read as 0-based, with a warning). Flip pairs:
     :func:`infer_flip_pairs`. Sigmas: its ``sigmas`` list when present, else
     :func:`default_sigmas` with a warning that AP is then not comparable with published numbers.
+
+    When the annotations' ``keypoints_field`` holds fewer keypoints than the category lists
+    names (Human-Art: 21 names, 17 keypoints in ``keypoints``, all 21 in ``keypoints_21``), the
+    skeleton is the first that many names (their limbs and sigmas): the ones the field holds.
 
     Raises:
         SkeletonError: naming the file and the field.
@@ -682,6 +711,7 @@ def skeleton_from_coco(ann_file: str | Path) -> Skeleton:
     cat = f"category {person.get('id')!r} ({person.get('name', '?')})"
     names = _names(person["keypoints"], source, f"{cat}: keypoints")
     k = len(names)
+    held = field_keypoint_count(data, person.get("id"), keypoints_field)
     limbs_raw = person.get("skeleton") or []
     if not isinstance(limbs_raw, list) or not all(_is_int_pair(p) for p in limbs_raw):
         raise SkeletonError(source, f"{cat}: skeleton", "expected a list of [a, b] integer pairs")
@@ -706,6 +736,21 @@ def skeleton_from_coco(ann_file: str | Path) -> Skeleton:
     else:
         sigmas = default_sigmas(names)
         _warn_default_sigmas(source, names)
+    if held is not None and 0 < held < k:
+        # the field holds the first `held` of the names (Human-Art's `keypoints`: COCO-17 of 21);
+        # the loader warns once that the other names are not read
+        logger.info(
+            "%s: %s lists %d names, the annotations' %r hold %d keypoints: the skeleton is its "
+            "first %d names",
+            source,
+            cat,
+            k,
+            keypoints_field,
+            held,
+            held,
+        )
+        names, sigmas, k = names[:held], sigmas[:held], held
+        limbs = [(a, b) for a, b in limbs if a < k and b < k]
     flip_pairs = infer_flip_pairs(names)
     paired = {i for p in flip_pairs for i in p}
     lonely = [n for i, n in enumerate(names) if _side(n) is not None and i not in paired]
@@ -731,6 +776,42 @@ def skeleton_from_coco(ann_file: str | Path) -> Skeleton:
         [(names[a], names[b]) for a, b in flip_pairs],
     )
     return skeleton
+
+
+def field_keypoint_count(data: object, category_id: object, field: str) -> int | None:
+    """How many keypoints a COCO json's annotations hold in ``field``: the most common length / 3
+    among the annotations of ``category_id`` (None when none has a list there)."""
+    anns = data.get("annotations") if isinstance(data, dict) else None
+    lengths: dict[int, int] = {}
+    for ann in anns if isinstance(anns, list) else []:
+        if not isinstance(ann, dict) or ann.get("category_id", category_id) != category_id:
+            continue
+        values = ann.get(field)
+        if isinstance(values, list) and len(values) % 3 == 0:
+            lengths[len(values) // 3] = lengths.get(len(values) // 3, 0) + 1
+    return max(lengths, key=lambda n: lengths[n]) if lengths else None
+
+
+def keypoint_field_holding(data: object, category_id: object, num_keypoints: int) -> str | None:
+    """The name of an annotation field that holds ``num_keypoints`` keypoints (``keypoints`` first,
+    then fields named ``keypoints*``, e.g. Human-Art's ``keypoints_21``), or None."""
+    anns = data.get("annotations") if isinstance(data, dict) else None
+    ann = next(
+        (
+            a
+            for a in (anns if isinstance(anns, list) else [])
+            if isinstance(a, dict) and a.get("category_id", category_id) == category_id
+        ),
+        None,
+    )
+    if ann is None:
+        return None
+    fields = sorted(
+        (f for f in ann if f.startswith("keypoints")), key=lambda f: (f != "keypoints", f)
+    )
+    return next(
+        (f for f in fields if isinstance(ann[f], list) and len(ann[f]) == 3 * num_keypoints), None
+    )
 
 
 # A name is split into tokens at every character that is not a letter or digit and at case

@@ -10,6 +10,7 @@ noise-free truth) are passed through, and with ``with_3d`` the per-annotation ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +28,12 @@ from posereg.data.instances import (
     missing_image_detail,
     resolve_image_path,
 )
-from posereg.skeletons import Skeleton
+from posereg.skeletons import Skeleton, field_keypoint_count, keypoint_field_holding
 
 __all__ = ["read_json", "load_coco_instances", "read_3d_fields"]
+
+logger = logging.getLogger("posereg.data")
+_WARNED: set[str] = set()  # a notice is given once per file and outcome, not per load
 
 
 def read_3d_fields(
@@ -90,8 +94,13 @@ def _int_id(value: object) -> int | None:
     return int(value)
 
 
-def _person_category(data: dict, source: str, skeleton: Skeleton) -> int:
-    """The id of the first category with a ``keypoints`` list (1 when there is none)."""
+def _person_category(data: dict, source: str, skeleton: Skeleton, field: str) -> int:
+    """The id of the first category with a ``keypoints`` list (1 when there is none).
+
+    The category must list the skeleton's K names, or more names whose first K are the
+    skeleton's while the annotations' ``field`` holds K keypoints (Human-Art lists 21 names and
+    holds COCO-17 in ``keypoints``): then the K are loaded, with one warning.
+    """
     cats = data.get("categories") or []
     if not isinstance(cats, list):
         raise BadInputError(source, "", f"'categories' must be a list, got {type(cats).__name__}")
@@ -105,14 +114,47 @@ def _person_category(data: dict, source: str, skeleton: Skeleton) -> int:
             names = cat["keypoints"]
             k = skeleton.num_keypoints
             if isinstance(names, list) and len(names) != k:
-                raise BadInputError(
-                    source,
-                    f"category id {cid} ({cat.get('name', '?')})",
-                    f"{len(names)} keypoints, but skeleton {skeleton.name} has {k}; set "
-                    "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)",
+                where = f"category id {cid} ({cat.get('name', '?')})"
+                n = len(names)
+                fuller = keypoint_field_holding(data, cid, n)
+                hint = (
+                    f"; its {n} keypoints are in the annotations' {fuller!r} field: set "
+                    f"data.keypoints_field: {fuller} and a {n}-keypoint data.skeleton"
+                    if fuller is not None and fuller != field
+                    else ""
                 )
+                prefix = n > k and list(names[:k]) == list(skeleton.keypoint_names)
+                if not (prefix and field_keypoint_count(data, cid, field) == k):
+                    raise BadInputError(
+                        source,
+                        where,
+                        f"{n} keypoints, but skeleton {skeleton.name} has {k}; set "
+                        "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)"
+                        + hint,
+                    )
+                notice = (
+                    f"{source}: {where} lists {n} keypoint names; the annotations' {field!r} "
+                    f"hold the first {k} (skeleton {skeleton.name}), which are loaded{hint}"
+                )
+                if notice not in _WARNED:
+                    _WARNED.add(notice)
+                    logger.warning("%s", notice)
             return cid
     return 1
+
+
+def _check_keypoints_field(anns: list, source: str, field: str) -> None:
+    """BadInputError naming the file and the field when no annotation has ``field``."""
+    dicts = [a for a in anns if isinstance(a, dict)]
+    if not dicts or any(field in a for a in dicts):
+        return
+    found = sorted({f for a in dicts for f in a if f.startswith("keypoints")})
+    raise BadInputError(
+        source,
+        "",
+        f"no annotation has a {field!r} field (data.keypoints_field); "
+        + (f"keypoint fields found: {', '.join(found)}" if found else "none has a keypoint field"),
+    )
 
 
 def _image_size(img: dict, key: str, source: str, record: str) -> int:
@@ -173,6 +215,7 @@ def load_coco_instances(
     check_files: bool = True,
     strict: bool = False,
     with_3d: bool = False,
+    keypoints_field: str = "keypoints",
 ) -> tuple[InstanceTable, LoadReport]:
     """Read a COCO person_keypoints json (and optionally detections) into an InstanceTable.
 
@@ -180,6 +223,8 @@ def load_coco_instances(
         ann_file: the annotation json.
         image_root: directory that ``file_name`` entries are relative to.
         skeleton: the keypoint layout; every annotation must carry 3 x K keypoint values.
+        keypoints_field: the annotation field the keypoints are read from
+            (``data.keypoints_field``; e.g. Human-Art's ``keypoints_21``).
         detections: a COCO results file or list; when given, instances are the detections (of the
             person category, with ``score >= det_score_threshold``) instead of the annotations.
         det_score_threshold: minimum detection score kept.
@@ -199,8 +244,9 @@ def load_coco_instances(
     Raises:
         BadInputError: unreadable json, no images list, duplicate image or annotation ids, an
             image path outside ``image_root``, an image height/width or category id that is not
-            a whole number, a person category whose keypoint count differs from the skeleton's,
-            or no usable instance at all.
+            a whole number, a person category whose keypoint count differs from the skeleton's
+            (see :func:`_person_category` for the one exception), annotations none of which has
+            ``keypoints_field``, or no usable instance at all.
     """
     source = str(ann_file)
     image_root = Path(image_root)
@@ -210,7 +256,9 @@ def load_coco_instances(
             source, "", "top level must be a JSON object with 'images' and 'annotations'"
         )
     by_id, files, ids, sizes = _read_images(data, source, image_root)
-    person = _person_category(data, source, skeleton)
+    if detections is None and isinstance(data.get("annotations"), list):
+        _check_keypoints_field(data["annotations"], source, keypoints_field)
+    person = _person_category(data, source, skeleton, keypoints_field)
     k = skeleton.num_keypoints
     report = LoadReport(source)
 
@@ -293,8 +341,11 @@ def load_coco_instances(
             if crowd:
                 report.skip(source, record, "crowd annotation", strict=False)
                 continue
+            if keypoints_field not in ann:
+                report.skip(source, record, f"no {keypoints_field!r} field", strict=strict)
+                continue
             kpts, reason, detail = check_keypoint_values(
-                ann.get("keypoints"), k, reject_negative=False
+                ann[keypoints_field], k, reject_negative=False
             )
             if kpts is None:
                 report.skip(source, record, reason, detail, strict=strict)

@@ -350,15 +350,17 @@ class TopDownDataset(Dataset):
         strict: bool = False,
         on_bad_image: Literal["raise", "skip"] = "raise",
         depth_range: float | None = None,
+        keypoints_field: str = "keypoints",
     ) -> TopDownDataset:
         """From a COCO person_keypoints json (+ optional detections); see :func:`load_coco_instances`.
 
         With ``depth_range`` the annotations' ``joints_3d`` and ``camera`` are read and the
-        targets are 3D (see the class arguments).
+        targets are 3D (see the class arguments). ``keypoints_field`` is the annotation field
+        the keypoints are read from (``data.keypoints_field``, e.g. ``keypoints_21``).
         """
         from posereg.data.coco import load_coco_instances
 
-        skel = resolve_skeleton(skeleton, ann_file)
+        skel = resolve_skeleton(skeleton, ann_file, keypoints_field)
         table, report = load_coco_instances(
             ann_file,
             image_root,
@@ -369,6 +371,7 @@ class TopDownDataset(Dataset):
             check_files=check_files,
             strict=strict,
             with_3d=depth_range is not None,
+            keypoints_field=keypoints_field,
         )
         report.log()
         return cls(table, skel, input_size, codec, transform, on_bad_image, report, depth_range)

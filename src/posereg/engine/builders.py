@@ -40,7 +40,7 @@ def data_skeleton(cfg: Config) -> Skeleton:
     """``cfg.data.skeleton`` resolved (``auto`` reads ``data.train_ann``, or ``data.val_ann``
     when there is no training file); see :func:`posereg.skeletons.resolve_skeleton`."""
     ann = cfg.data.train_ann if Path(cfg.data.train_ann).is_file() else cfg.data.val_ann
-    return resolve_skeleton(cfg.data.skeleton, ann)
+    return resolve_skeleton(cfg.data.skeleton, ann, cfg.data.keypoints_field)
 
 
 def build_model(cfg: Config) -> TopDownModel:
@@ -173,6 +173,7 @@ def build_datasets(
         val = TopDownDataset.from_mpii(d.val_ann, d.val_images, transform=val_transform, **common)
         return train, val
     skeleton = data_skeleton(cfg)
+    common["keypoints_field"] = d.keypoints_field
     if d.depth:
         common["depth_range"] = d.depth_range_mm
     train = (

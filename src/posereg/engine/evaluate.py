@@ -404,7 +404,13 @@ def evaluate_predictions(
         if not keep.all():
             bad = np.unique(table.image_index[~keep])
             image_ids = np.delete(table.image_ids, bad).tolist()
-        result.coco["labels"] = evaluate_coco(gt, entries, sigmas=skel.sigmas, image_ids=image_ids)
+        result.coco["labels"] = evaluate_coco(
+            gt,
+            entries,
+            sigmas=skel.sigmas,
+            image_ids=image_ids,
+            keypoints_field=cfg.data.keypoints_field,
+        )
         if table.keypoints_clean is not None:
             result.coco["clean"] = evaluate_coco(
                 gt, entries, sigmas=skel.sigmas, use_clean=True, image_ids=image_ids

@@ -257,12 +257,36 @@ def _with_clean_truth(dataset: dict, source: str) -> dict:
     return out
 
 
+def _with_keypoints_field(dataset: dict, source: str, field: str) -> dict:
+    """A copy of a COCO dataset whose ``keypoints`` are each annotation's ``field`` (an annotation
+    without it is left out by :func:`prepare_coco_gt`, as the loader leaves it out)."""
+    anns = dataset.get("annotations")
+    if not isinstance(anns, list):
+        return dataset  # prepare_coco_gt says what is wrong
+    dicts = [a for a in anns if isinstance(a, dict)]
+    if dicts and not any(field in a for a in dicts):
+        raise BadInputError(
+            source, "", f"no annotation has a {field!r} field (data.keypoints_field)"
+        )
+    out = []
+    for ann in anns:
+        if isinstance(ann, dict):
+            ann = dict(ann)
+            ann["keypoints"] = ann.get(field)
+            values = ann["keypoints"]
+            if isinstance(values, list):
+                ann["num_keypoints"] = sum(1 for v in values[2::3] if _number(v) and v > 0)
+        out.append(ann)
+    return {**dataset, "annotations": out}
+
+
 def load_coco_gt(
     gt: str | Path | Mapping | COCO,
     *,
     use_clean: bool = False,
     backend: str = "pycocotools",
     num_keypoints: int | None = None,
+    keypoints_field: str = "keypoints",
 ):
     """A COCO ground-truth object from a json path, a dict or a COCO object.
 
@@ -274,6 +298,12 @@ def load_coco_gt(
         use_clean: replace every annotation's keypoints by its ``keypoints_clean``.
         backend: which COCO class to build (``pycocotools`` or ``faster_coco_eval``).
         num_keypoints: K when known; annotations with another keypoint count are left out.
+        keypoints_field: the annotation field the truth is read from (``data.keypoints_field``,
+            as the loader reads it); another than ``keypoints`` replaces ``keypoints`` and
+            ``num_keypoints`` is counted from it.
+
+    Raises:
+        BadInputError: unreadable file, or no annotation has ``keypoints_field``.
     """
     if backend not in COCO_EVAL_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(COCO_EVAL_BACKENDS)}")
@@ -290,6 +320,8 @@ def load_coco_gt(
         raise BadInputError(
             source, "", "top level must be a JSON object with 'images' and 'annotations'"
         )
+    if keypoints_field != "keypoints":
+        dataset = _with_keypoints_field(dataset, source, keypoints_field)
     dataset, _ = prepare_coco_gt(dataset, source, num_keypoints)
     if use_clean:
         dataset = _with_clean_truth(dataset, source)
@@ -320,6 +352,7 @@ def evaluate_coco(
     use_clean: bool = False,
     backend: str = "pycocotools",
     image_ids: Sequence[int] | None = None,
+    keypoints_field: str = "keypoints",
 ) -> COCOKeypointResult:
     """COCO OKS AP/AR of keypoint predictions.
 
@@ -332,6 +365,7 @@ def evaluate_coco(
         backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"`` (same numbers, faster
             on large sets; ``pip install posereg[fast-eval]``).
         image_ids: restrict to these images (default: all images in the ground truth).
+        keypoints_field: the annotation field the truth is read from (see :func:`load_coco_gt`).
 
     Returns:
         The ten numbers of COCOeval.summarize().
@@ -349,7 +383,13 @@ def evaluate_coco(
                 f"prediction #{i} (image id {p['image_id']}) has {len(p['keypoints'])} keypoint "
                 f"values, expected {3 * len(sig)} for {len(sig)} sigmas"
             )
-    coco_gt = load_coco_gt(gt, use_clean=use_clean, backend=backend, num_keypoints=len(sig))
+    coco_gt = load_coco_gt(
+        gt,
+        use_clean=use_clean,
+        backend=backend,
+        num_keypoints=len(sig),
+        keypoints_field=keypoints_field,
+    )
     known = set(coco_gt.getImgIds())
     unknown = sorted({p["image_id"] for p in preds} - known)
     if unknown:

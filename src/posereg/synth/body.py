@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posereg.skeletons import Skeleton
+from posereg.skeletons import SKELETONS, Skeleton
 
 __all__ = [
     "CLEARANCE",
@@ -27,6 +27,9 @@ __all__ = [
     "Bodies",
     "joint_index",
     "skeleton_joint_indices",
+    "skeleton_keypoint_map",
+    "keypoint_sets",
+    "KeypointMap",
     "sample_shapes",
     "sample_angles",
     "forward_kinematics",
@@ -169,23 +172,128 @@ def joint_index(name: str) -> int:
         raise ValueError(f"unknown body joint {name!r}; valid: {', '.join(JOINT_NAMES)}") from None
 
 
-# How dataset keypoint names map to model joints where the names differ.
-_ALIASES = {
-    "upper_neck": "neck",  # MPII
-    "head": "head_top",  # Human3.6M's "head" joint is the top of the head
+# How a keypoint set's names map to model joints where the names differ. Per set, because the
+# same name means different points: Human3.6M's "neck" is the model's upper neck (it is labelled
+# "neck/nose" in some releases), CrowdPose's, AI Challenger's and Halpe's "neck" the base of the
+# neck between the shoulders (the model's thorax).
+_ALIASES: dict[str, dict[str, str]] = {
+    "mpii16": {"upper_neck": "neck"},
+    "h36m17": {"head": "head_top"},  # Human3.6M's "head" joint is the top of the head
+    "crowdpose14": {"top_head": "head_top", "neck": "thorax"},
+    "aic14": {"neck": "thorax"},
+    "posetrack17": {"head_bottom": "neck"},  # the bottom of the head: the upper neck
+    "halpe26": {"head": "head_top", "neck": "thorax"},
+    "humanart21": {"left_finger": "left_hand", "right_finger": "right_hand"},  # the hand tips
 }
 
 
-def skeleton_joint_indices(skeleton: Skeleton) -> np.ndarray:
-    """Model joint index (K,) for each keypoint of a dataset skeleton.
+def _feet() -> dict[str, tuple[str, tuple[tuple[str, float], ...]]]:
+    """Halpe's foot points from the ankle, toe, knee and hips (rest offsets in units of H: the
+    toe tip is 0.12 ahead of the ankle and 0.035 below it, the hips 0.13 apart).
 
-    Human3.6M's "neck" (labelled "neck/nose" in some releases) is mapped to the model's upper
-    neck and its "head" to the head top; MPII's "upper_neck" to the upper neck.
+    heel = ankle + 0.14 (ankle - knee) - 0.25 (toe - ankle): 0.03 behind, 0.026 below the ankle.
+    big toe = toe + 0.15 (other hip - hip): 0.02 to the inside of the toe tip.
+    small toe = 0.8 toe + 0.2 ankle - 0.12 (other hip - hip): 0.016 to the outside, 0.024 back.
     """
-    names = [
-        _ALIASES.get(n, n) if skeleton.name != "coco17" else n for n in skeleton.keypoint_names
-    ]
-    return np.array([joint_index(n) for n in names])
+    out = {}
+    for side, other in (("left", "right"), ("right", "left")):
+        ankle, knee, toe = f"{side}_ankle", f"{side}_knee", f"{side}_toe"
+        hip, other_hip = f"{side}_hip", f"{other}_hip"
+        out[f"{side}_heel"] = (ankle, ((ankle, 1.39), (knee, -0.14), (toe, -0.25)))
+        out[f"{side}_big_toe"] = (toe, ((toe, 1.0), (hip, -0.15), (other_hip, 0.15)))
+        out[f"{side}_small_toe"] = (
+            toe,
+            ((toe, 0.8), (ankle, 0.2), (hip, 0.12), (other_hip, -0.12)),
+        )
+    return out
+
+
+# Keypoints that are no model joint: name -> (the joint whose visibility it takes, its position
+# as an affine combination of model joints, weights summing to 1 so it moves with the body).
+_DERIVED: dict[str, tuple[str, tuple[tuple[str, float], ...]]] = {
+    "hip": ("pelvis", (("left_hip", 0.5), ("right_hip", 0.5))),  # Halpe's mid-hip
+    **_feet(),
+}
+
+
+@dataclass(frozen=True)
+class KeypointMap:
+    """How a dataset skeleton's K keypoints come from the model's J joints.
+
+    Arguments:
+        joint: (K,) the model joint each keypoint is; for a derived keypoint, the joint whose
+            visibility it takes.
+        weights: (K, J) each keypoint as an affine combination of model joints (rows sum to 1;
+            one-hot where the keypoint is a model joint).
+        derived: (K,) True where the keypoint is no model joint (Halpe's hip and feet).
+    """
+
+    joint: np.ndarray
+    weights: np.ndarray
+    derived: np.ndarray
+
+    def points(self, joints: np.ndarray) -> np.ndarray:
+        """The keypoints (..., K, D) of model joints (..., J, D); a model joint is copied as is."""
+        out = joints[..., self.joint, :]
+        if self.derived.any():
+            w = self.weights[self.derived]
+            out[..., self.derived, :] = np.einsum("kj,...jd->...kd", w, joints)
+        return out
+
+
+def skeleton_keypoint_map(skeleton: Skeleton) -> KeypointMap:
+    """The :class:`KeypointMap` of a dataset skeleton: each keypoint is a model joint of the same
+    name, or of its alias in that set (``_ALIASES``), or derived from model joints (``_DERIVED``).
+
+    Raises:
+        ValueError: a keypoint name that is none of these, listing the model's joints.
+    """
+    aliases = _ALIASES.get(skeleton.name, {})
+    k = skeleton.num_keypoints
+    joint = np.zeros(k, dtype=np.int64)
+    weights = np.zeros((k, NUM_JOINTS))
+    derived = np.zeros(k, dtype=bool)
+    for i, name in enumerate(skeleton.keypoint_names):
+        name = aliases.get(name, name)
+        if name not in _J and name in _DERIVED:
+            proxy, combination = _DERIVED[name]
+            joint[i], derived[i] = _J[proxy], True
+            for j, w in combination:
+                weights[i, _J[j]] += w
+        else:
+            joint[i] = joint_index(name)
+            weights[i, joint[i]] = 1.0
+    return KeypointMap(joint, weights, derived)
+
+
+def keypoint_sets() -> tuple[str, ...]:
+    """The built-in skeletons (``posereg.skeletons.SKELETONS``) the generator can label: those
+    whose every keypoint maps to the model (:func:`skeleton_keypoint_map`)."""
+    out = []
+    for name, skeleton in SKELETONS.items():
+        try:
+            skeleton_keypoint_map(skeleton)
+        except ValueError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def skeleton_joint_indices(skeleton: Skeleton) -> np.ndarray:
+    """Model joint index (K,) for each keypoint of a dataset skeleton whose keypoints are all
+    model joints (see :func:`skeleton_keypoint_map` for the names each set maps).
+
+    Raises:
+        ValueError: a keypoint that is derived from several joints (use skeleton_keypoint_map).
+    """
+    kmap = skeleton_keypoint_map(skeleton)
+    if kmap.derived.any():
+        names = [n for n, d in zip(skeleton.keypoint_names, kmap.derived, strict=True) if d]
+        raise ValueError(
+            f"{skeleton.name}: {names} are derived from several model joints; "
+            "use skeleton_keypoint_map"
+        )
+    return kmap.joint
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from posereg.skeletons import get_skeleton
-from posereg.synth.body import POSE_CLASSES, sample_bodies, skeleton_joint_indices
+from posereg.synth.body import POSE_CLASSES, sample_bodies, skeleton_keypoint_map
 from posereg.synth.camera import frame_person, load_h36m_calibrations, project
 from posereg.synth.noise import apply_label_noise
 from posereg.synth.placement import _place_in_capture_area
@@ -81,10 +81,10 @@ def sample_poses(
     _check_split(split)
     _check_counts(num_poses, seed, None, "num_poses")
     skel = get_skeleton(config.keypoint_set)
-    idx = skeleton_joint_indices(skel)
+    kmap = skeleton_keypoint_map(skel)
     calib = load_h36m_calibrations(config.camera_file) if config.camera == "h36m" else None
     h, w = config.image_size
-    k = len(idx)
+    k = skel.num_keypoints
     out = PoseSamples(
         keypoints_2d=np.zeros((num_poses, k, 2)), keypoints_2d_noisy=np.zeros((num_poses, k, 2)),
         visible=np.zeros((num_poses, k), bool), joints_3d=np.zeros((num_poses, k, 3)),
@@ -104,7 +104,7 @@ def sample_poses(
         else:
             cams = calib.sample(rng, n, config.image_size)
             _place_in_capture_area(rng, bodies, np.arange(n), cams, config.image_size)
-        joints = cams.to_camera(bodies.joints[:, idx])
+        joints = cams.to_camera(kmap.points(bodies.joints))
         uv = project(joints, cams.K)
         visible = (
             (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)

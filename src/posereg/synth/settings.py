@@ -28,8 +28,7 @@ from posereg.config import (
     from_dict,
     to_dict,
 )
-from posereg.skeletons import get_skeleton
-from posereg.synth.body import POSE_CLASSES
+from posereg.synth.body import POSE_CLASSES, keypoint_sets
 from posereg.synth.camera import load_h36m_calibrations
 from posereg.synth.noise import COCO_SCALE, NoiseConfig
 from posereg.synth.render import MAX_PEOPLE
@@ -64,8 +63,9 @@ class SynthConfig:
         image_size: (h, w) of each image, pixels.
         people_per_image: (min, max) people per image, inclusive; the first is framed by the
             camera, the others stand around it (crowds, overlaps).
-        keypoint_set: skeleton of the ``keypoints`` field (``posereg.skeletons``: coco17,
-            mpii16, h36m17); its OKS constants set the label noise.
+        keypoint_set: skeleton of the ``keypoints`` field, any built-in of
+            ``posereg.skeletons.SKELETONS`` (:func:`posereg.synth.body.keypoint_sets`); its OKS
+            constants set the label noise.
         pose_classes: pose classes to draw from, uniformly (``body.POSE_CLASSES``).
         pose_spread: scale of the random variation within each pose class.
         person_height_frac: (min, max) size of the framed person (its bounding box's largest
@@ -175,7 +175,10 @@ class SynthConfig:
                 raise ConfigError(
                     f"{name} must be (min, max) with min <= max, got {getattr(self, name)}"
                 )
-        get_skeleton(self.keypoint_set)  # ValueError listing the valid names
+        if self.keypoint_set not in keypoint_sets():
+            raise ConfigError(
+                f"unknown keypoint_set {self.keypoint_set!r}; valid: {', '.join(keypoint_sets())}"
+            )
         if not self.pose_classes:
             raise ConfigError(f"pose_classes must not be empty; valid: {', '.join(POSE_CLASSES)}")
         for c in self.pose_classes:

@@ -21,6 +21,7 @@ import numpy as np
 from posereg.data.badinput import BadInputError
 from posereg.data.coco import read_json
 from posereg.data.instances import resolve_image_path
+from posereg.skeletons import field_keypoint_count
 
 __all__ = ["contact_sheet", "draw_annotations"]
 
@@ -66,7 +67,9 @@ def _drawable(ann: object, num_keypoints: int | None) -> str:
 
 
 def _limbs(data: dict, source: Path) -> tuple[list[list[int]], int | None]:
-    """The person category's 1-based limb pairs (checked) and its keypoint count."""
+    """The person category's 1-based limb pairs (checked) and its keypoint count; when the
+    annotations' ``keypoints`` hold fewer (the first K of its names, as Human-Art's hold COCO-17
+    of 21), that count and the limbs among those K."""
     cats = data.get("categories")
     person = next(
         (c for c in cats if isinstance(c, dict) and c.get("keypoints")),
@@ -75,6 +78,7 @@ def _limbs(data: dict, source: Path) -> tuple[list[list[int]], int | None]:
     if person is None:
         return [], None
     k = len(person["keypoints"]) if isinstance(person["keypoints"], list) else None
+    held = field_keypoint_count(data, person.get("id"), "keypoints")
     limbs = person.get("skeleton") or []
     ok = isinstance(limbs, list) and all(
         isinstance(p, list | tuple)
@@ -88,6 +92,9 @@ def _limbs(data: dict, source: Path) -> tuple[list[list[int]], int | None]:
             f"category id {person.get('id')!r}",
             f"skeleton must be a list of 1-based [a, b] keypoint index pairs in 1..{k}",
         )
+    if k is not None and held is not None and 0 < held < k:
+        # the annotations' `keypoints` hold the first `held` names (Human-Art: COCO-17 of 21)
+        return [p for p in limbs if max(p) <= held], held
     return limbs, k
 
 

@@ -23,7 +23,12 @@ import cv2
 import numpy as np
 
 from posereg.skeletons import H36M17, MPII16, get_skeleton
-from posereg.synth.body import POSE_CLASSES, skeleton_joint_indices
+from posereg.synth.body import (
+    POSE_CLASSES,
+    KeypointMap,
+    skeleton_joint_indices,
+    skeleton_keypoint_map,
+)
 from posereg.synth.camera import Cameras, H36MCalibrations, load_h36m_calibrations, project
 from posereg.synth.noise import apply_label_noise
 from posereg.synth.placement import _sample_chunk, _ScenePlan
@@ -171,16 +176,40 @@ def _coco_triplets(xy: np.ndarray, v: np.ndarray) -> list[float]:
     return out.ravel().tolist()
 
 
+def _derived_keypoints(
+    scene: RenderedScene, keep: np.ndarray, kmap: KeypointMap, clean: np.ndarray, vis: np.ndarray
+) -> None:
+    """Fill the derived keypoints of ``clean`` (P, K, 2) and ``vis`` (P, K) in place: pixels by
+    projecting their camera-frame position, visibility that of their joint (``kmap.joint``) and
+    0 when the point itself falls outside the image or behind the camera."""
+    d = kmap.derived
+    points = np.stack([kmap.points(scene.views[p].joints_cam)[d] for p in keep])  # (P, D, 3)
+    uv = project(points, np.repeat(scene.camera.K[:1], len(keep), axis=0))  # (P, D, 2)
+    h, w = scene.part_ids.shape
+    inside = (
+        (uv[..., 0] >= 0)
+        & (uv[..., 0] <= w - 1)
+        & (uv[..., 1] >= 0)
+        & (uv[..., 1] <= h - 1)
+        & (points[..., 2] > 0)
+    )
+    clean[:, d] = uv
+    vis[:, d] = np.where(inside, vis[:, d], 0)
+
+
 def _annotate(
     scene: RenderedScene, config: SynthConfig, rng: np.random.Generator, image_id: int
 ) -> list[dict]:
     skel = get_skeleton(config.keypoint_set)
-    idx = skeleton_joint_indices(skel)
+    kmap = skeleton_keypoint_map(skel)
+    idx = kmap.joint
     keep = np.flatnonzero(scene.area >= max(config.min_person_area, 1))
     if len(keep) == 0:
         return []
     clean = np.stack([scene.views[p].joints_2d[idx] for p in keep])  # (P, K, 2)
     vis = scene.visibility[keep][:, idx]
+    if kmap.derived.any():  # points between joints (Halpe's hip, feet): project their 3D position
+        _derived_keypoints(scene, keep, kmap, clean, vis)
     noisy = apply_label_noise(
         rng, clean, vis, scene.area[keep], skel.oks_k, skel.flip_pairs, config.noise
     )
@@ -205,7 +234,7 @@ def _annotate(
                 "area": float(scene.area[p]),
                 "iscrowd": 0,
                 "keypoints_clean": _coco_triplets(clean[q], v),
-                "joints_3d": _r(view.joints_cam[idx], 2),
+                "joints_3d": _r(kmap.points(view.joints_cam), 2),
                 "camera": camera,
                 "noise": {
                     "outlier": np.flatnonzero(noisy.outlier[q]).tolist(),

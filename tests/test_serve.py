@@ -26,6 +26,7 @@ import torch
 from _real_data import real, tiny_checkpoint
 from posereg.predict import Predictor
 from posereg.viz import confidence_color
+from test_image_size import _huge_png
 
 POSEREG = str(Path(sys.executable).parent / "posereg")
 REPO = Path(__file__).resolve().parents[1]
@@ -212,7 +213,9 @@ def test_model_health_and_openapi(server):
     assert info["skeleton"] == "coco17" and info["keypoint_names"][9] == "left_wrist"
     assert info["input_size"] == [64, 48] and info["flip_test"] is True
     assert info["metrics"] == {"AP": 0.0123, "sigma_calibration": 1.5}
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_boxes": MAX_BOXES, "timeout_s": 30.0}
+    assert info["limits"] == {
+        "max_upload_mb": 1.0, "max_boxes": MAX_BOXES, "timeout_s": 30.0, "max_pixels": 64_000_000
+    }  # fmt: skip
     assert [15, 13] in info["limbs"]
     status, health = server.json("GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["model"] == "tiny"
@@ -320,6 +323,11 @@ BAD_REQUESTS = {
         413,
         "the request body is over the upload limit of 1 MiB",
     ),
+    "image over the pixel limit": (
+        lambda s: _post_image(s, _huge_png(20000, 20000)),
+        413,
+        "image of 20000x20000 px (400.0 MP) is over the limit of 64 MP (posereg serve --max-pixels)",
+    ),
     "too many boxes": (
         lambda s: _post_image(s, PHOTO.read_bytes(), [[0, 0, 50, 50]] * (MAX_BOXES + 1)),
         422,
@@ -367,6 +375,26 @@ def test_bad_input_gets_its_status_and_message_and_the_server_goes_on(server, pr
     after = server.json("GET", "/health")[1]
     assert after["failed"] == before["failed"] + 1
     assert after["requests"] == before["requests"] + 2
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (Linux's VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_huge_image_is_refused_from_its_header_without_decoding(server):
+    image = _huge_png(20000, 20000)  # a small upload (about 60 KB) of 400 MP: 1.2 GB decoded
+    before = _peak_rss_mb(server.process.pid)
+    status, answer = _post_image(server, image)
+    assert status == 413, answer
+    assert answer["detail"] == (
+        "image of 20000x20000 px (400.0 MP) is over the limit of 64 MP (posereg serve --max-pixels)"
+    )
+    assert _peak_rss_mb(server.process.pid) - before < 100  # nothing was decoded
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from posereg import __version__
 from posereg.data.badinput import BadInputError
+from posereg.data.image_header import ImageTooLargeError
 from posereg.data.image_io import apply_orientation, decode_bgr, read_exif_orientation
 from posereg.predict import PoseResult, Predictor, box_problem
 from posereg.serve.schema import (
@@ -60,16 +61,20 @@ class ServeSettings:
         max_upload_mb: largest request body (the upload, or the JSON with the base64 image), MiB.
         max_boxes: most person boxes per request.
         timeout_s: longest a request may take, waiting for the model included.
+        max_pixels: most pixels (width x height) of an uploaded image, read from its header
+            before decoding; the default holds any phone or camera photo (a 48 MP phone photo
+            is 8000 x 6000 px) and bounds the decoded image at about 200 MB of BGR pixels.
         checkpoint: shown by ``/v1/model``.
     """
 
     max_upload_mb: float = 10.0
     max_boxes: int = 32
     timeout_s: float = 30.0
+    max_pixels: int = 64_000_000
     checkpoint: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_boxes", "timeout_s"):
+        for name in ("max_upload_mb", "max_boxes", "timeout_s", "max_pixels"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -203,12 +208,15 @@ class ModelRunner:
             self.waiting -= 1
 
 
-def _decode(data: bytes, exif_orientation: bool) -> np.ndarray:
-    """(H, W, 3) uint8 BGR of an uploaded file, upright by its EXIF tag like a file on disk."""
+def _decode(data: bytes, exif_orientation: bool, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) uint8 BGR of an uploaded file, upright by its EXIF tag like a file on disk;
+    413 when its header says it has more than ``max_pixels`` pixels (nothing is decoded)."""
     if not data:
         raise HTTPException(400, "image is empty (0 bytes)")
     try:
-        pixels = decode_bgr(data, "image").pixels
+        pixels = decode_bgr(data, "image", max_pixels=max_pixels).pixels
+    except ImageTooLargeError as e:
+        raise HTTPException(413, f"{e.problem} (posereg serve --max-pixels)") from None
     except BadInputError as e:
         raise HTTPException(400, f"image cannot be decoded: {e.problem or e}") from None
     if exif_orientation:
@@ -290,7 +298,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "the image is empty or cannot be decoded, or the body is not valid JSON/base64",
-        413: "the request body is over --max-upload-mb",
+        413: "the request body is over --max-upload-mb, or the image over --max-pixels",
         415: "the request is neither multipart/form-data nor application/json",
         422: "boxes are malformed, outside the image, or more than --max-boxes",
         503: "not answered within --timeout seconds (the model is busy); retry later",
@@ -376,6 +384,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 max_upload_mb=settings.max_upload_mb,
                 max_boxes=settings.max_boxes,
                 timeout_s=settings.timeout_s,
+                max_pixels=settings.max_pixels,
             ),
         )
 
@@ -417,7 +426,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         data, boxes = await read_request(request)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        image = await loop.run_in_executor(None, _decode, data, predictor.exif_orientation)
+        image = await loop.run_in_executor(
+            None, _decode, data, predictor.exif_orientation, settings.max_pixels
+        )
         decoded = time.perf_counter()
         if boxes is not None:
             for i, box in enumerate(boxes):

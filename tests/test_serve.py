@@ -150,6 +150,11 @@ def _post_image(server: Server, image: bytes, boxes: list | str | None = None):
     return server.json("POST", "/v1/predict", body=body, headers=headers)
 
 
+def _post_json(server: Server, payload) -> tuple[int, dict]:
+    return server.json("POST", "/v1/predict", body=json.dumps(payload).encode(),
+                       headers={"Content-Type": "application/json"})  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def predictor(checkpoint) -> Predictor:
     torch.set_num_threads(1)
@@ -299,6 +304,28 @@ BAD_REQUESTS = {
                          headers={"Content-Type": "application/json"}),
         400,
         "image is not valid base64",
+    ),
+    "JSON without image": (
+        lambda s: _post_json(s, {"boxes": [[0, 0, 50, 50]]}),
+        400,
+        "the JSON field 'image' is missing (base64 of the image file, or a data: URL)",
+    ),
+    "JSON image not a string": (
+        lambda s: _post_json(s, {"image": [1, 2, 3]}),
+        400,
+        "the JSON field 'image' must be a string (base64 of the image file, or a data: URL); "
+        "got an array",
+    ),
+    "JSON image null": (
+        lambda s: _post_json(s, {"image": None}),
+        400,
+        "the JSON field 'image' must be a string (base64 of the image file, or a data: URL); "
+        "got null",
+    ),
+    "JSON not an object": (
+        lambda s: _post_json(s, ["image"]),
+        400,
+        'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}; got an array',
     ),
     "bad JSON": (
         lambda s: s.json("POST", "/v1/predict", body=b'{"image": ',

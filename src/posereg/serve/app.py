@@ -224,6 +224,16 @@ def _decode(data: bytes, exif_orientation: bool, max_pixels: int) -> np.ndarray:
     return pixels
 
 
+def _json_type(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words: 'a number', 'an array', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number"}
+    return next((k for t, k in kinds.items() if isinstance(value, t)), "a number")
+
+
 def _parse_boxes(value: Any, max_boxes: int) -> np.ndarray | None:
     """(N, 4) boxes from the ``boxes`` field (JSON text or an already parsed list); 422 naming
     the box at fault."""
@@ -403,9 +413,22 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 payload = json.loads(await request.body())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise HTTPException(400, f"the body is not valid JSON ({e})") from None
-            if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+            if not isinstance(payload, dict):
                 raise HTTPException(
-                    400, 'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}'
+                    400,
+                    'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}; '
+                    f"got {_json_type(payload)}",
+                )
+            if "image" not in payload:
+                raise HTTPException(
+                    400,
+                    "the JSON field 'image' is missing (base64 of the image file, or a data: URL)",
+                )
+            if not isinstance(payload["image"], str):
+                raise HTTPException(
+                    400,
+                    "the JSON field 'image' must be a string (base64 of the image file, or a "
+                    f"data: URL); got {_json_type(payload['image'])}",
                 )
             text = payload["image"]
             if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives

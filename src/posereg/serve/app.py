@@ -8,8 +8,10 @@ ASGI framework for Python ML services, and uvicorn is its reference server. A ha
 Concurrency: the model runs on one worker thread, one request at a time (PyTorch already uses
 the cores inside a forward pass). Decoding runs beside it in a thread pool, so the event loop
 keeps accepting requests. A request that is not answered within ``timeout_s`` (waiting included)
-gets 503 with ``Retry-After``; if it was still waiting it is dropped from the queue, if its
-forward pass had started that pass finishes and its answer is discarded. Inference goes only
+gets 503: if it was still waiting for the model it is dropped from the queue and told the model
+is busy (with ``Retry-After``); if it was itself being read, decoded or predicted it is told
+that it exceeded the timeout and where, and a forward pass that had started finishes and its
+answer is discarded. Inference goes only
 through :class:`posereg.predict.Predictor`; nothing here imports the training loop.
 """
 
@@ -51,6 +53,7 @@ from posereg.serve.schema import (
 __all__ = ["create_app", "ServeSettings"]
 
 PREDICT_PATH = "/v1/predict"
+WAITING = "waiting for the model"  # the phase of a request queued behind others
 
 
 @dataclass
@@ -176,13 +179,19 @@ class ModelRunner:
         self.started = time.monotonic()
 
     async def predict(
-        self, image: np.ndarray, boxes: np.ndarray | None
+        self, image: np.ndarray, boxes: np.ndarray | None, progress: dict[str, str] | None = None
     ) -> tuple[PoseResult, float, float]:
-        """(result, queue seconds, predict seconds); cancellable while queued."""
+        """(result, queue seconds, predict seconds); cancellable while queued.
+
+        ``progress["phase"]`` is set to ``"waiting for the model"`` now and to ``"predicting"``
+        when the forward pass starts (what a timeout reports)."""
         queued = time.perf_counter()
         times: dict[str, float] = {}
+        progress = {} if progress is None else progress
+        progress["phase"] = WAITING
 
         def job() -> PoseResult:
+            progress["phase"] = "predicting"
             times["start"] = time.perf_counter()
             try:
                 return self.predictor(image, boxes)
@@ -311,7 +320,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "the request body is over --max-upload-mb, or the image over --max-pixels",
         415: "the request is neither multipart/form-data nor application/json",
         422: "boxes are malformed, outside the image, or more than --max-boxes",
-        503: "not answered within --timeout seconds (the model is busy); retry later",
+        503: "not answered within --timeout seconds: the model is busy (retry later, see "
+        "Retry-After), or the request itself took longer",
     }.items()
 }
 
@@ -336,6 +346,24 @@ _REQUEST_BODY = {
         },
     }
 }
+
+
+def _timeout_response(timeout_s: float, phase: str) -> JSONResponse:
+    """503 for a request not answered within ``timeout_s``: "busy" with ``Retry-After`` if it
+    was still queued behind other requests; otherwise it took that long itself, and says where
+    (retrying the same request would time out again)."""
+    if phase == WAITING:
+        return JSONResponse(
+            {"detail": f"not answered within {timeout_s:g} s (posereg serve --timeout); "
+             "the model is busy, retry later"},
+            status_code=503,
+            headers={"Retry-After": str(max(1, math.ceil(timeout_s)))},
+        )  # fmt: skip
+    return JSONResponse(
+        {"detail": f"the request exceeded the timeout ({timeout_s:g} s, posereg serve "
+         f"--timeout) while {phase}; a smaller image or fewer boxes take less time"},
+        status_code=503,
+    )  # fmt: skip
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
@@ -444,11 +472,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             f"application/json (base64 in 'image'); got {media or 'none'!r}",
         )
 
-    async def answer(request: Request) -> PredictResponse:
+    async def answer(request: Request, progress: dict[str, str]) -> PredictResponse:
         arrived = time.perf_counter()
+        progress["phase"] = "reading the request"
         data, boxes = await read_request(request)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        progress["phase"] = "decoding the image"
         image = await loop.run_in_executor(
             None, _decode, data, predictor.exif_orientation, settings.max_pixels
         )
@@ -458,7 +488,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 problem = box_problem(box, image.shape[:2])
                 if problem is not None:
                     raise HTTPException(422, f"box #{i}: {problem}")
-        result, queue_s, predict_s = await runner.predict(image, boxes)
+        result, queue_s, predict_s = await runner.predict(image, boxes, progress)
         timings = Timings(
             decode_ms=round(1000 * (decoded - start), 3),
             queue_ms=round(1000 * queue_s, 3),
@@ -476,18 +506,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     )
     async def predict(request: Request) -> PredictResponse | JSONResponse:
         failed = True
+        progress: dict[str, str] = {}
         try:
             async with asyncio.timeout(settings.timeout_s):
-                response = await answer(request)
+                response = await answer(request, progress)
             failed = False
             return response
         except TimeoutError:
-            return JSONResponse(
-                {"detail": f"not answered within {settings.timeout_s:g} s (posereg serve "
-                 f"--timeout); the model is busy, retry later"},
-                status_code=503,
-                headers={"Retry-After": str(max(1, math.ceil(settings.timeout_s)))},
-            )  # fmt: skip
+            return _timeout_response(settings.timeout_s, progress.get("phase", ""))
         finally:
             runner.count(failed)
 

@@ -26,6 +26,7 @@ import torch
 from _real_data import real, tiny_checkpoint
 from posereg.predict import Predictor
 from posereg.viz import confidence_color
+from test_image_size import _huge_png
 
 POSEREG = str(Path(sys.executable).parent / "posereg")
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +150,11 @@ def _post_image(server: Server, image: bytes, boxes: list | str | None = None):
     return server.json("POST", "/v1/predict", body=body, headers=headers)
 
 
+def _post_json(server: Server, payload) -> tuple[int, dict]:
+    return server.json("POST", "/v1/predict", body=json.dumps(payload).encode(),
+                       headers={"Content-Type": "application/json"})  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def predictor(checkpoint) -> Predictor:
     torch.set_num_threads(1)
@@ -212,7 +218,9 @@ def test_model_health_and_openapi(server):
     assert info["skeleton"] == "coco17" and info["keypoint_names"][9] == "left_wrist"
     assert info["input_size"] == [64, 48] and info["flip_test"] is True
     assert info["metrics"] == {"AP": 0.0123, "sigma_calibration": 1.5}
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_boxes": MAX_BOXES, "timeout_s": 30.0}
+    assert info["limits"] == {
+        "max_upload_mb": 1.0, "max_boxes": MAX_BOXES, "timeout_s": 30.0, "max_pixels": 64_000_000
+    }  # fmt: skip
     assert [15, 13] in info["limbs"]
     status, health = server.json("GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["model"] == "tiny"
@@ -297,6 +305,28 @@ BAD_REQUESTS = {
         400,
         "image is not valid base64",
     ),
+    "JSON without image": (
+        lambda s: _post_json(s, {"boxes": [[0, 0, 50, 50]]}),
+        400,
+        "the JSON field 'image' is missing (base64 of the image file, or a data: URL)",
+    ),
+    "JSON image not a string": (
+        lambda s: _post_json(s, {"image": [1, 2, 3]}),
+        400,
+        "the JSON field 'image' must be a string (base64 of the image file, or a data: URL); "
+        "got an array",
+    ),
+    "JSON image null": (
+        lambda s: _post_json(s, {"image": None}),
+        400,
+        "the JSON field 'image' must be a string (base64 of the image file, or a data: URL); "
+        "got null",
+    ),
+    "JSON not an object": (
+        lambda s: _post_json(s, ["image"]),
+        400,
+        'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}; got an array',
+    ),
     "bad JSON": (
         lambda s: s.json("POST", "/v1/predict", body=b'{"image": ',
                          headers={"Content-Type": "application/json"}),
@@ -319,6 +349,11 @@ BAD_REQUESTS = {
         _chunked_oversize,
         413,
         "the request body is over the upload limit of 1 MiB",
+    ),
+    "image over the pixel limit": (
+        lambda s: _post_image(s, _huge_png(20000, 20000)),
+        413,
+        "image of 20000x20000 px (400.0 MP) is over the limit of 64 MP (posereg serve --max-pixels)",
     ),
     "too many boxes": (
         lambda s: _post_image(s, PHOTO.read_bytes(), [[0, 0, 50, 50]] * (MAX_BOXES + 1)),
@@ -369,20 +404,58 @@ def test_bad_input_gets_its_status_and_message_and_the_server_goes_on(server, pr
     assert after["requests"] == before["requests"] + 2
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (Linux's VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_huge_image_is_refused_from_its_header_without_decoding(server):
+    image = _huge_png(20000, 20000)  # a small upload (about 60 KB) of 400 MP: 1.2 GB decoded
+    before = _peak_rss_mb(server.process.pid)
+    status, answer = _post_image(server, image)
+    assert status == 413, answer
+    assert answer["detail"] == (
+        "image of 20000x20000 px (400.0 MP) is over the limit of 64 MP (posereg serve --max-pixels)"
+    )
+    assert _peak_rss_mb(server.process.pid) - before < 100  # nothing was decoded
+
+
 @pytest.mark.slow
 def test_a_request_over_the_timeout_gets_503_and_the_server_goes_on(servers, predictor):
+    """A request that itself takes longer than --timeout is told so; one queued behind it is
+    told the model is busy (with Retry-After); then the server answers as before."""
     server = servers["timeout"]
-    start = time.monotonic()
-    status, headers, body = server.request(
-        "POST", "/v1/predict",
-        *_multipart({"image": PHOTO.read_bytes(), "boxes": json.dumps([[10, 10, 200, 300]] * 3000)}),
-    )  # fmt: skip
-    assert status == 503, body
-    assert time.monotonic() - start < 10  # it did not wait for the model
-    assert json.loads(body)["detail"].startswith(
-        "not answered within 1 s (posereg serve --timeout)"
+    long = _multipart(
+        {"image": PHOTO.read_bytes(), "boxes": json.dumps([[10, 10, 200, 300]] * 2000)}
     )
-    assert headers["retry-after"] == "1"
+    with ThreadPoolExecutor(1) as pool:
+        start = time.monotonic()
+        slow = pool.submit(server.request, "POST", "/v1/predict", *long)
+        while not server.json("GET", "/health")[1]["busy"] and time.monotonic() - start < 30:
+            time.sleep(0.05)
+        # a small request behind the long forward pass: it waits for the model, and times out
+        queued = time.monotonic()
+        status, headers, body = server.request(
+            "POST", "/v1/predict", *_multipart({"image": PHOTO.read_bytes()})
+        )
+        assert status == 503, body
+        assert time.monotonic() - queued < 10  # it did not wait for the model
+        assert json.loads(body)["detail"] == (
+            "not answered within 1 s (posereg serve --timeout); the model is busy, retry later"
+        )
+        assert headers["retry-after"] == "1"
+        status, headers, body = slow.result()
+    assert status == 503, body
+    assert time.monotonic() - start < 10  # it did not wait for its own forward pass either
+    assert json.loads(body)["detail"] == (
+        "the request exceeded the timeout (1 s, posereg serve --timeout) while predicting; "
+        "a smaller image or fewer boxes take less time"
+    )
+    assert "retry-after" not in headers  # the same request would time out again
     # the forward pass that had started finishes (a thread cannot be stopped); then, as before:
     deadline = time.monotonic() + 120
     while server.json("GET", "/health")[1]["busy"] and time.monotonic() < deadline:

@@ -333,7 +333,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         max_upload_mb=args.max_upload_mb, max_boxes=args.max_boxes, timeout_s=args.timeout,
-        checkpoint=str(args.checkpoint),
+        max_pixels=int(args.max_pixels), checkpoint=str(args.checkpoint),
     )  # fmt: skip
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     app = create_app(predictor, settings)
@@ -357,6 +357,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)"
     )
     p.add_argument("--max-boxes", type=int, default=32, help="most boxes per request (default: 32)")
+    p.add_argument(
+        "--max-pixels",
+        type=float,
+        default=64e6,
+        metavar="N",
+        help="refuse (413) an image of more than N pixels, read from its header before decoding "
+        "(default: 64e6)",
+    )
     p.add_argument(
         "--timeout",
         type=float,

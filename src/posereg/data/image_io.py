@@ -32,6 +32,7 @@ import numpy as np
 
 from posereg.config import JPEG_DECODERS
 from posereg.data.badinput import BadInputError
+from posereg.data.image_header import check_pixels
 
 try:  # optional accelerated JPEG decoder (a runtime dependency; OpenCV is the fallback)
     import simplejpeg
@@ -191,6 +192,7 @@ def decode_bgr(
     record: str = "",
     reduction: float = 1.0,
     jpeg_decoder: str | None = None,
+    max_pixels: int | None = None,
 ) -> DecodedImage:
     """Decode image bytes to (h, w, 3) uint8 BGR, reducing JPEGs as far as ``reduction`` allows.
 
@@ -201,13 +203,19 @@ def decode_bgr(
             JPEGs are decoded in the DCT domain at 1/2, 1/4 or 1/8 size when it allows; other
             formats are always decoded at full size.
         jpeg_decoder: ``"simplejpeg"`` or ``"opencv"``; default :func:`default_jpeg_decoder`.
+        max_pixels: refuse an image with more pixels (full resolution) than this, checked from
+            its header before anything is decoded (:mod:`posereg.data.image_header`); then the
+            header must be one Pillow reads. None: no limit (trusted files, datasets).
 
     Raises:
         BadInputError: undecodable bytes, a corrupt or truncated JPEG, an unsupported pixel type.
+        ImageTooLargeError: more than ``max_pixels`` pixels.
     """
     decoder = jpeg_decoder or default_jpeg_decoder()
     if decoder not in JPEG_DECODERS:
         raise ValueError(f"unknown jpeg_decoder {decoder!r}; valid: {', '.join(JPEG_DECODERS)}")
+    if max_pixels is not None:
+        check_pixels(data, max_pixels, path)
     if is_jpeg(data):
         decoded = None
         if decoder == "simplejpeg" and simplejpeg is not None:

@@ -8,8 +8,10 @@ ASGI framework for Python ML services, and uvicorn is its reference server. A ha
 Concurrency: the model runs on one worker thread, one request at a time (PyTorch already uses
 the cores inside a forward pass). Decoding runs beside it in a thread pool, so the event loop
 keeps accepting requests. A request that is not answered within ``timeout_s`` (waiting included)
-gets 503 with ``Retry-After``; if it was still waiting it is dropped from the queue, if its
-forward pass had started that pass finishes and its answer is discarded. Inference goes only
+gets 503: if it was still waiting for the model it is dropped from the queue and told the model
+is busy (with ``Retry-After``); if it was itself being read, decoded or predicted it is told
+that it exceeded the timeout and where, and a forward pass that had started finishes and its
+answer is discarded. Inference goes only
 through :class:`posereg.predict.Predictor`; nothing here imports the training loop.
 """
 
@@ -33,6 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from posereg import __version__
 from posereg.data.badinput import BadInputError
+from posereg.data.image_header import ImageTooLargeError
 from posereg.data.image_io import apply_orientation, decode_bgr, read_exif_orientation
 from posereg.predict import PoseResult, Predictor, box_problem
 from posereg.serve.schema import (
@@ -50,6 +53,7 @@ from posereg.serve.schema import (
 __all__ = ["create_app", "ServeSettings"]
 
 PREDICT_PATH = "/v1/predict"
+WAITING = "waiting for the model"  # the phase of a request queued behind others
 
 
 @dataclass
@@ -60,16 +64,20 @@ class ServeSettings:
         max_upload_mb: largest request body (the upload, or the JSON with the base64 image), MiB.
         max_boxes: most person boxes per request.
         timeout_s: longest a request may take, waiting for the model included.
+        max_pixels: most pixels (width x height) of an uploaded image, read from its header
+            before decoding; the default holds any phone or camera photo (a 48 MP phone photo
+            is 8000 x 6000 px) and bounds the decoded image at about 200 MB of BGR pixels.
         checkpoint: shown by ``/v1/model``.
     """
 
     max_upload_mb: float = 10.0
     max_boxes: int = 32
     timeout_s: float = 30.0
+    max_pixels: int = 64_000_000
     checkpoint: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_boxes", "timeout_s"):
+        for name in ("max_upload_mb", "max_boxes", "timeout_s", "max_pixels"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -171,13 +179,19 @@ class ModelRunner:
         self.started = time.monotonic()
 
     async def predict(
-        self, image: np.ndarray, boxes: np.ndarray | None
+        self, image: np.ndarray, boxes: np.ndarray | None, progress: dict[str, str] | None = None
     ) -> tuple[PoseResult, float, float]:
-        """(result, queue seconds, predict seconds); cancellable while queued."""
+        """(result, queue seconds, predict seconds); cancellable while queued.
+
+        ``progress["phase"]`` is set to ``"waiting for the model"`` now and to ``"predicting"``
+        when the forward pass starts (what a timeout reports)."""
         queued = time.perf_counter()
         times: dict[str, float] = {}
+        progress = {} if progress is None else progress
+        progress["phase"] = WAITING
 
         def job() -> PoseResult:
+            progress["phase"] = "predicting"
             times["start"] = time.perf_counter()
             try:
                 return self.predictor(image, boxes)
@@ -203,17 +217,30 @@ class ModelRunner:
             self.waiting -= 1
 
 
-def _decode(data: bytes, exif_orientation: bool) -> np.ndarray:
-    """(H, W, 3) uint8 BGR of an uploaded file, upright by its EXIF tag like a file on disk."""
+def _decode(data: bytes, exif_orientation: bool, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) uint8 BGR of an uploaded file, upright by its EXIF tag like a file on disk;
+    413 when its header says it has more than ``max_pixels`` pixels (nothing is decoded)."""
     if not data:
         raise HTTPException(400, "image is empty (0 bytes)")
     try:
-        pixels = decode_bgr(data, "image").pixels
+        pixels = decode_bgr(data, "image", max_pixels=max_pixels).pixels
+    except ImageTooLargeError as e:
+        raise HTTPException(413, f"{e.problem} (posereg serve --max-pixels)") from None
     except BadInputError as e:
         raise HTTPException(400, f"image cannot be decoded: {e.problem or e}") from None
     if exif_orientation:
         pixels = apply_orientation(pixels, read_exif_orientation(data))
     return pixels
+
+
+def _json_type(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words: 'a number', 'an array', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number"}
+    return next((k for t, k in kinds.items() if isinstance(value, t)), "a number")
 
 
 def _parse_boxes(value: Any, max_boxes: int) -> np.ndarray | None:
@@ -290,10 +317,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "the image is empty or cannot be decoded, or the body is not valid JSON/base64",
-        413: "the request body is over --max-upload-mb",
+        413: "the request body is over --max-upload-mb, or the image over --max-pixels",
         415: "the request is neither multipart/form-data nor application/json",
         422: "boxes are malformed, outside the image, or more than --max-boxes",
-        503: "not answered within --timeout seconds (the model is busy); retry later",
+        503: "not answered within --timeout seconds: the model is busy (retry later, see "
+        "Retry-After), or the request itself took longer",
     }.items()
 }
 
@@ -318,6 +346,24 @@ _REQUEST_BODY = {
         },
     }
 }
+
+
+def _timeout_response(timeout_s: float, phase: str) -> JSONResponse:
+    """503 for a request not answered within ``timeout_s``: "busy" with ``Retry-After`` if it
+    was still queued behind other requests; otherwise it took that long itself, and says where
+    (retrying the same request would time out again)."""
+    if phase == WAITING:
+        return JSONResponse(
+            {"detail": f"not answered within {timeout_s:g} s (posereg serve --timeout); "
+             "the model is busy, retry later"},
+            status_code=503,
+            headers={"Retry-After": str(max(1, math.ceil(timeout_s)))},
+        )  # fmt: skip
+    return JSONResponse(
+        {"detail": f"the request exceeded the timeout ({timeout_s:g} s, posereg serve "
+         f"--timeout) while {phase}; a smaller image or fewer boxes take less time"},
+        status_code=503,
+    )  # fmt: skip
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
@@ -376,6 +422,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 max_upload_mb=settings.max_upload_mb,
                 max_boxes=settings.max_boxes,
                 timeout_s=settings.timeout_s,
+                max_pixels=settings.max_pixels,
             ),
         )
 
@@ -394,9 +441,22 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 payload = json.loads(await request.body())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise HTTPException(400, f"the body is not valid JSON ({e})") from None
-            if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+            if not isinstance(payload, dict):
                 raise HTTPException(
-                    400, 'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}'
+                    400,
+                    'expected a JSON object {"image": "<base64>", "boxes": [[x, y, w, h]]}; '
+                    f"got {_json_type(payload)}",
+                )
+            if "image" not in payload:
+                raise HTTPException(
+                    400,
+                    "the JSON field 'image' is missing (base64 of the image file, or a data: URL)",
+                )
+            if not isinstance(payload["image"], str):
+                raise HTTPException(
+                    400,
+                    "the JSON field 'image' must be a string (base64 of the image file, or a "
+                    f"data: URL); got {_json_type(payload['image'])}",
                 )
             text = payload["image"]
             if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives
@@ -412,19 +472,23 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             f"application/json (base64 in 'image'); got {media or 'none'!r}",
         )
 
-    async def answer(request: Request) -> PredictResponse:
+    async def answer(request: Request, progress: dict[str, str]) -> PredictResponse:
         arrived = time.perf_counter()
+        progress["phase"] = "reading the request"
         data, boxes = await read_request(request)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        image = await loop.run_in_executor(None, _decode, data, predictor.exif_orientation)
+        progress["phase"] = "decoding the image"
+        image = await loop.run_in_executor(
+            None, _decode, data, predictor.exif_orientation, settings.max_pixels
+        )
         decoded = time.perf_counter()
         if boxes is not None:
             for i, box in enumerate(boxes):
                 problem = box_problem(box, image.shape[:2])
                 if problem is not None:
                     raise HTTPException(422, f"box #{i}: {problem}")
-        result, queue_s, predict_s = await runner.predict(image, boxes)
+        result, queue_s, predict_s = await runner.predict(image, boxes, progress)
         timings = Timings(
             decode_ms=round(1000 * (decoded - start), 3),
             queue_ms=round(1000 * queue_s, 3),
@@ -442,18 +506,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     )
     async def predict(request: Request) -> PredictResponse | JSONResponse:
         failed = True
+        progress: dict[str, str] = {}
         try:
             async with asyncio.timeout(settings.timeout_s):
-                response = await answer(request)
+                response = await answer(request, progress)
             failed = False
             return response
         except TimeoutError:
-            return JSONResponse(
-                {"detail": f"not answered within {settings.timeout_s:g} s (posereg serve "
-                 f"--timeout); the model is busy, retry later"},
-                status_code=503,
-                headers={"Retry-After": str(max(1, math.ceil(settings.timeout_s)))},
-            )  # fmt: skip
+            return _timeout_response(settings.timeout_s, progress.get("phase", ""))
         finally:
             runner.count(failed)
 

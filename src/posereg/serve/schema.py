@@ -80,6 +80,7 @@ class Limits(BaseModel):
     max_upload_mb: float
     max_boxes: int
     timeout_s: float
+    max_pixels: int = Field(description="most pixels (width x height) of an uploaded image")
 
 
 class ModelInfo(BaseModel):

@@ -1,0 +1,123 @@
+"""Issue 20 §3: inputs that used to give a plausible but wrong result now fail or are flagged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tests._real_data import REPO, tiny_checkpoint
+
+from posereg.cli import main
+from posereg.config import Config, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
+from posereg.engine.checkpoint import CheckpointError, save_checkpoint
+from posereg.engine.lift import build_lift_model
+
+POSEREG = str(Path(sys.executable).parent / "posereg")
+
+
+def _run(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [POSEREG, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- lifting eval config
+LIFT_CFG = LiftConfig(
+    data=LiftDataConfig(num_train=64, num_val=32),
+    model=LiftModelConfig(hidden=32, num_blocks=1, loss="rle", loss_options={"q": "laplace"}),
+)
+
+
+@pytest.fixture(scope="module")
+def lift_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(config.yaml, checkpoint) of a tiny untrained lifter saved as a lifting run saves it."""
+    folder = tmp_path_factory.mktemp("lift")
+    cfg = dataclasses.replace(LIFT_CFG, out_dir=str(folder / "runs"))
+    state = {"task": "lift", "model": build_lift_model(cfg).state_dict(), "config": to_dict(cfg)}
+    ck = save_checkpoint(state, folder / "best.pt")
+    path = folder / "lift.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    return path, ck
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "saved", "given"),
+    [
+        ("data.input_skeleton=coco17", "data.input_skeleton", "'h36m17'", "'coco17'"),
+        ("model.hidden=64", "model.hidden", "32", "64"),
+        ("model.num_blocks=2", "model.num_blocks", "1", "2"),
+        ("model.loss=l2", "model.loss", "'rle'", "'l2'"),
+        ("model.loss_options={q: gaussian}", "model.loss_options", "{'q': 'laplace'}",
+         "{'q': 'gaussian'}"),
+    ],
+)  # fmt: skip
+def test_lift_eval_refuses_a_config_of_another_lifter(
+    lift_run, capsys, override, key, saved, given
+):
+    cfg, ck = lift_run
+    assert main(["eval", str(cfg), "--checkpoint", str(ck), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("posereg eval: error: ")
+    assert f"{key}: checkpoint {saved}, given {given}" in err
+    assert str(ck) in err and err.count("checkpoint ") == 1  # only the key that differs
+    # the --set it suggests evaluates with the checkpoint's own setting
+    assert f"{key}=" in err.partition(" --set ")[2]
+
+
+def test_lift_eval_lists_every_differing_key_through_a_subprocess(lift_run):
+    cfg, ck = lift_run
+    r = _run("eval", cfg, "--checkpoint", ck, "--set", "data.input_skeleton=coco17",
+             "model.hidden=64")  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "data.input_skeleton: checkpoint 'h36m17', given 'coco17'" in r.stderr
+    assert "model.hidden: checkpoint 32, given 64" in r.stderr
+    assert "--set data.input_skeleton=h36m17 model.hidden=32" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # its own config
+        # keys that do not define the lifter: sizes of the sets, paths, the training loop
+        ["data.num_val=16", "out_dir=/nonexistent", "train.batch_size=7", "model.dropout=0.1"],
+    ],
+)
+def test_lift_eval_runs_with_its_own_config_and_ignores_other_keys(lift_run, capsys, overrides):
+    cfg, ck = lift_run
+    args = ["eval", str(cfg), "--checkpoint", str(ck)] + (
+        ["--set", *overrides] if overrides else []
+    )
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "MPJPE: " in out
+
+
+def test_2d_eval_names_the_config_keys_when_a_checkpoint_does_not_load(tmp_path):
+    from posereg.engine.builders import model_from_checkpoint
+
+    ck = tiny_checkpoint(tmp_path / "tiny.pt")
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, input_size=[64, 48]),
+        model=dataclasses.replace(cfg.model, backbone="resnet34", width=0.25),
+    )
+    with pytest.raises(CheckpointError) as e:
+        model_from_checkpoint(ck, cfg)
+    message = str(e.value)
+    assert "saved from another model/config" in message
+    assert "model.backbone: checkpoint 'resnet18', given 'resnet34'" in message
+    assert "model.width" not in message  # the same in both
+
+
+def _json(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests._real_data import REPO, tiny_checkpoint
+from tests._real_data import REPO, real, tiny_checkpoint
 
 from posereg.cli import main
 from posereg.config import Config, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
+from posereg.data.badinput import BadInputError
 from posereg.engine.checkpoint import CheckpointError, save_checkpoint
 from posereg.engine.lift import build_lift_model
 
@@ -121,3 +122,84 @@ def test_2d_eval_names_the_config_keys_when_a_checkpoint_does_not_load(tmp_path)
 def _json(path: Path, data: object) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+# --------------------------------------------------------------------------- COCO person category
+def _coco_with(tmp_path: Path, categories: list | None) -> Path:
+    data = json.loads(real("coco", "test_coco.json").read_text())
+    if categories is None:
+        del data["categories"]
+    else:
+        data["categories"] = categories
+    return _json(tmp_path / "val.json", data)
+
+
+def _eval_config(tmp_path: Path, ann: Path) -> Path:
+    coco = real("coco")
+    cfg = {
+        "data": {"val_ann": str(ann), "val_images": str(coco), "train_ann": str(ann),
+                 "train_images": str(coco), "input_size": [64, 48], "workers": 0},
+        "model": {"backbone": "resnet18", "width": 0.25},
+        "eval": {"batch_size": 8, "num_vis": 0},
+        "out_dir": str(tmp_path / "runs"),
+    }  # fmt: skip
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+NO_PERSON = [[], [{"id": 1, "name": "dog"}], [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]]
+
+
+@pytest.mark.parametrize("categories", NO_PERSON, ids=["empty", "dog", "dog-cat"])
+def test_eval_refuses_a_coco_file_without_a_person_category(tmp_path, capsys, categories):
+    ann = _coco_with(tmp_path, categories)
+    ck = tiny_checkpoint(tmp_path / "tiny.pt")
+    assert main(["eval", str(_eval_config(tmp_path, ann)), "--checkpoint", str(ck)]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"posereg eval: error: {ann}: categories: no person category")
+    assert "AP" not in out.out  # no score is printed
+
+
+def test_eval_of_a_file_without_a_person_category_is_one_line_through_a_subprocess(tmp_path):
+    ann = _coco_with(tmp_path, [])
+    ck = tiny_checkpoint(tmp_path / "tiny.pt")
+    r = _run("eval", _eval_config(tmp_path, ann), "--checkpoint", ck)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"posereg eval: error: {ann}: categories: no person category (no category lists "
+        "'keypoints' and none is named 'person'; categories: none); a COCO keypoint file needs "
+        'one, e.g. {"id": 1, "name": "person", "keypoints": [...]}'
+    ]
+
+
+@pytest.mark.parametrize("categories", NO_PERSON, ids=["empty", "dog", "dog-cat"])
+def test_coco_evaluation_ground_truth_needs_a_person_category(tmp_path, categories):
+    from posereg.metrics.coco import evaluate_coco
+
+    ann = _coco_with(tmp_path, categories)
+    anns = json.loads(ann.read_text())["annotations"]
+    preds = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
+              "score": 1.0} for a in anns]  # fmt: skip
+    with pytest.raises(BadInputError, match=rf"^{ann}: categories: no person category"):
+        evaluate_coco(ann, preds)
+
+
+@pytest.mark.parametrize(
+    "categories",
+    [None, [{"id": 1, "name": "person"}], [{"id": 7, "name": "dog"}, {"id": 1, "name": "person"}]],
+    ids=["no-key", "person-without-keypoints", "person-second"],
+)
+def test_a_person_category_by_name_or_a_file_without_categories_still_evaluate(
+    tmp_path, categories
+):
+    from posereg.metrics.coco import evaluate_coco
+
+    ann = _coco_with(tmp_path, categories)
+    anns = json.loads(ann.read_text())["annotations"]
+    preds = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
+              "score": 1.0} for a in anns]  # fmt: skip
+    # the same AP as the file with its own person category (with keypoint names)
+    assert evaluate_coco(ann, preds).ap == evaluate_coco(real("coco", "test_coco.json"), preds).ap

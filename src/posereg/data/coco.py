@@ -29,7 +29,7 @@ from posereg.data.instances import (
 )
 from posereg.skeletons import Skeleton
 
-__all__ = ["read_json", "load_coco_instances", "read_3d_fields"]
+__all__ = ["read_json", "load_coco_instances", "read_3d_fields", "person_category"]
 
 
 def read_3d_fields(
@@ -90,29 +90,63 @@ def _int_id(value: object) -> int | None:
     return int(value)
 
 
-def _person_category(data: dict, source: str, skeleton: Skeleton) -> int:
-    """The id of the first category with a ``keypoints`` list (1 when there is none)."""
-    cats = data.get("categories") or []
+def person_category(data: dict, source: str) -> dict | None:
+    """The person category of a COCO dict: the first category with a non-empty ``keypoints``
+    list, else the first one named ``person``.
+
+    Arguments:
+        data: the COCO dict.
+        source: the file, for messages.
+
+    Returns:
+        The category, or None when the file has no ``categories`` key at all (a minimal file:
+        category id 1 is the person).
+
+    Raises:
+        BadInputError: ``categories`` is not a list, or lists no person category (``[]``, or only
+            other categories): its annotations would be read as nobody's and scored AP -1.
+    """
+    if "categories" not in data:
+        return None
+    cats = data["categories"]
     if not isinstance(cats, list):
         raise BadInputError(source, "", f"'categories' must be a list, got {type(cats).__name__}")
-    for i, cat in enumerate(cats):
-        if isinstance(cat, dict) and cat.get("keypoints"):
-            cid = _int_id(cat.get("id"))
-            if cid is None:
-                raise BadInputError(
-                    source, f"category #{i}", f"category id {cat.get('id')!r} is not an integer"
-                )
-            names = cat["keypoints"]
-            k = skeleton.num_keypoints
-            if isinstance(names, list) and len(names) != k:
-                raise BadInputError(
-                    source,
-                    f"category id {cid} ({cat.get('name', '?')})",
-                    f"{len(names)} keypoints, but skeleton {skeleton.name} has {k}; set "
-                    "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)",
-                )
-            return cid
-    return 1
+    cats = [c for c in cats if isinstance(c, dict)]
+    person = next((c for c in cats if c.get("keypoints")), None)
+    person = person or next((c for c in cats if c.get("name") == "person"), None)
+    if person is None:
+        listed = ", ".join(repr(c.get("name", c.get("id"))) for c in cats[:5]) or "none"
+        raise BadInputError(
+            source,
+            "categories",
+            f"no person category (no category lists 'keypoints' and none is named 'person'; "
+            f"categories: {listed}); a COCO keypoint file needs one, e.g. "
+            '{"id": 1, "name": "person", "keypoints": [...]}',
+        )
+    return person
+
+
+def _person_category(data: dict, source: str, skeleton: Skeleton) -> int:
+    """The id of :func:`person_category` (1 when the file has no ``categories``)."""
+    cat = person_category(data, source)
+    if cat is None:
+        return 1
+    cid = _int_id(cat.get("id"))
+    if cid is None:
+        i = data["categories"].index(cat)
+        raise BadInputError(
+            source, f"category #{i}", f"category id {cat.get('id')!r} is not an integer"
+        )
+    names = cat.get("keypoints")
+    k = skeleton.num_keypoints
+    if isinstance(names, list) and names and len(names) != k:
+        raise BadInputError(
+            source,
+            f"category id {cid} ({cat.get('name', '?')})",
+            f"{len(names)} keypoints, but skeleton {skeleton.name} has {k}; set "
+            "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)",
+        )
+    return cid
 
 
 def _image_size(img: dict, key: str, source: str, record: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,79 @@ def test_a_person_category_by_name_or_a_file_without_categories_still_evaluate(
               "score": 1.0} for a in anns]  # fmt: skip
     # the same AP as the file with its own person category (with keypoint names)
     assert evaluate_coco(ann, preds).ap == evaluate_coco(real("coco", "test_coco.json"), preds).ap
+
+
+# --------------------------------------------------------------------------- predict --boxes
+@pytest.fixture(scope="module")
+def pose_checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
+
+
+def _one_image(tmp_path: Path) -> Path:
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(real("coco", "000000000785.jpg"), images / "000000000785.jpg")  # 640 x 425
+    return images
+
+
+UNUSABLE = {  # (entries, skipped): every entry is for image 785 and unusable
+    "outside": ([{"image_id": 785, "bbox": [5000, 10, 40, 80], "score": 0.9}], 1),
+    "zero-size": ([{"image_id": 785, "bbox": [10, 10, 0, 0], "score": 0.9}], 1),
+    "nan": ([{"image_id": 785, "bbox": [float("nan"), 10, 40, 80], "score": 0.9}], 1),
+    "strings": ([{"image_id": 785, "bbox": ["a", "b", "c", "d"], "score": 0.9},
+                 {"image_id": 785, "bbox": "10 10 40 80", "score": 0.9}], 2),
+    "empty-bbox": ([{"image_id": 785, "bbox": [], "score": 0.9}], 1),
+    "empty-list": ([], 0),
+    "other-image": ([{"image_id": 9, "bbox": [10, 10, 40, 80], "score": 0.9}], 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_predict_with_no_usable_box_fails_every_image(tmp_path, capsys, pose_checkpoint, case):
+    entries, skipped = UNUSABLE[case]
+    dets = _json(tmp_path / "dets.json", entries)
+    images = _one_image(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["predict", str(images), "--checkpoint", str(pose_checkpoint), "--boxes", str(dets),
+               "--out", str(out), "--device", "cpu", "--no-draw"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1, err  # the policy of an image with no usable input (docs/training.md)
+    assert (
+        f"posereg predict: 0 usable boxes in {dets} ({len(entries)} entries, {skipped} skipped)"
+        in err
+    )
+    assert f"1 of 1 images failed: 000000000785.jpg (no usable box in {dets})" in err
+    assert json.loads((out / "predictions.json").read_text()) == []
+
+
+def test_predict_reports_the_usable_boxes_and_an_image_without_one_is_only_skipped(
+    tmp_path, pose_checkpoint
+):
+    images = _one_image(tmp_path)
+    shutil.copy(real("coco", "000000040083.jpg"), images / "000000040083.jpg")
+    dets = _json(tmp_path / "dets.json", [
+        {"image_id": 785, "bbox": [277.1, 45.7, 225.1, 333.6], "score": 0.99},
+        {"image_id": 785, "bbox": [10, 10, 0, 0], "score": 0.9},
+        {"image_id": 40083, "bbox": [5000, 10, 40, 80], "score": 0.9},
+    ])  # fmt: skip
+    r = _run("predict", images, "--checkpoint", pose_checkpoint, "--boxes", dets,
+             "--out", tmp_path / "out", "--device", "cpu", "--no-draw")  # fmt: skip
+    assert r.returncode == 0, r.stderr  # one image had a box: the other is a counted skip
+    assert f"posereg predict: 1 usable boxes in {dets} (3 entries, 2 skipped)" in r.stderr
+    assert "skipped 1 image(s) with no usable box in the detections: 000000040083.jpg" in r.stderr
+    assert "failed" not in r.stderr and "Traceback" not in r.stderr
+    assert [p["image_id"] for p in json.loads((tmp_path / "out/predictions.json").read_text())] == [
+        785
+    ]
+
+
+def test_predict_with_no_usable_box_exits_1_through_a_subprocess(tmp_path, pose_checkpoint):
+    dets = _json(tmp_path / "dets.json", UNUSABLE["outside"][0])
+    r = _run("predict", _one_image(tmp_path), "--checkpoint", pose_checkpoint, "--boxes", dets,
+             "--out", tmp_path / "out", "--device", "cpu")  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"0 usable boxes in {dets} (1 entries, 1 skipped)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"posereg predict: 1 of 1 images failed: 000000000785.jpg (no usable box in {dets})"
+    )
+    assert r.stdout.strip().endswith("(0 poses)")

@@ -570,9 +570,12 @@ class PredictSummary:
         predictions: the predictions.json written.
         num_images: image files given.
         num_instances: poses written.
-        failed: (file, reason) of each image that could not be read or predicted.
-        no_boxes: files skipped because the detections file has no usable box for them.
+        failed: (file, reason) of each image that could not be read or predicted, and of every
+            image when the detections file gave no usable box at all.
+        no_boxes: files skipped because the detections file has no usable box for them (while
+            other images had one).
         detections: the detections file's report (skipped entries and boxes), if one was given.
+        num_boxes: the detections' boxes that were used (cropped and predicted).
     """
 
     predictions: Path
@@ -581,12 +584,19 @@ class PredictSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     no_boxes: list[str] = field(default_factory=list)
     detections: LoadReport | None = None
+    num_boxes: int = 0
 
     def lines(self) -> list[str]:
-        """The end-of-run report: skips, then failures last (one summary line)."""
+        """The end-of-run report: boxes used, skips, then failures last (one summary line)."""
         out = []
-        if self.detections is not None and self.detections.num_skipped:
-            out.append(self.detections.summary())
+        d = self.detections
+        if d is not None:
+            out.append(
+                f"{self.num_boxes} usable boxes in {d.source} ({d.num_records} entries, "
+                f"{d.num_skipped} skipped)"
+            )
+        if d is not None and d.num_skipped:
+            out.append(d.summary())
         if self.no_boxes:
             out.append(
                 f"skipped {len(self.no_boxes)} image(s) with no usable box in the detections: "
@@ -618,7 +628,9 @@ def predict_files(
     one, ``sigma`` (K x 2 pixels) and ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
     ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
     image takes the boxes :class:`Detections` matches to it; images without one are skipped and
-    counted, as are unusable boxes. With a ``detector`` (and no ``boxes``) each image takes the
+    counted, as are unusable boxes; when not one box is usable (all outside, empty, NaN, not
+    numbers, or none in the file) every image counts as failed (``no usable box in FILE``), as
+    an unreadable one does, so that the command exits 1. With a ``detector`` (and no ``boxes``) each image takes the
     people it finds, and each entry gets the detector's ``box_score``; images where it finds
     nobody are skipped and counted.
 
@@ -642,6 +654,7 @@ def predict_files(
         out / "predictions.json", len(files), detections=dets.report if dets else None
     )
     results = []
+    unboxed: list[Path] = []  # images the detections gave no usable box
     for n, path in enumerate(files):
         try:
             image = predictor.load_image(path)
@@ -663,7 +676,9 @@ def predict_files(
                     dets.report.num_instances -= 1
             if not usable:
                 summary.no_boxes.append(path.name)
+                unboxed.append(path)
                 continue
+            summary.num_boxes += len(usable)
             ids = {d.image_id for d in usable}
             if image_id is None and len(ids) == 1 and None not in ids:
                 image_id = ids.pop()
@@ -702,5 +717,9 @@ def predict_files(
             if not ok:
                 raise OSError(f"cannot encode the overlay of {path} as PNG")
             _write_file(out / f"{path.stem}_pose.png", png.tobytes())
+    if dets is not None and summary.num_boxes == 0:
+        # not one box to predict: no image had usable input, as when every image is unreadable
+        summary.failed += [(str(p), f"no usable box in {dets.source}") for p in unboxed]
+        summary.no_boxes = []
     _write_file(summary.predictions, json.dumps(results, allow_nan=False).encode())
     return summary

@@ -30,7 +30,7 @@ from posereg.data.instances import (
 )
 from posereg.skeletons import Skeleton, field_keypoint_count, keypoint_field_holding
 
-__all__ = ["read_json", "load_coco_instances", "read_3d_fields"]
+__all__ = ["read_json", "load_coco_instances", "read_3d_fields", "person_category"]
 
 logger = logging.getLogger("posereg.data")
 _WARNED: set[str] = set()  # a notice is given once per file and outcome, not per load
@@ -94,53 +94,86 @@ def _int_id(value: object) -> int | None:
     return int(value)
 
 
+def person_category(data: dict, source: str) -> dict | None:
+    """The person category of a COCO dict: the first category with a non-empty ``keypoints``
+    list, else the first one named ``person``.
+
+    Arguments:
+        data: the COCO dict.
+        source: the file, for messages.
+
+    Returns:
+        The category, or None when the file has no ``categories`` key at all (a minimal file:
+        category id 1 is the person).
+
+    Raises:
+        BadInputError: ``categories`` is not a list, or lists no person category (``[]``, or only
+            other categories): its annotations would be read as nobody's and scored AP -1.
+    """
+    if "categories" not in data:
+        return None
+    cats = data["categories"]
+    if not isinstance(cats, list):
+        raise BadInputError(source, "", f"'categories' must be a list, got {type(cats).__name__}")
+    cats = [c for c in cats if isinstance(c, dict)]
+    person = next((c for c in cats if c.get("keypoints")), None)
+    person = person or next((c for c in cats if c.get("name") == "person"), None)
+    if person is None:
+        listed = ", ".join(repr(c.get("name", c.get("id"))) for c in cats[:5]) or "none"
+        raise BadInputError(
+            source,
+            "categories",
+            f"no person category (no category lists 'keypoints' and none is named 'person'; "
+            f"categories: {listed}); a COCO keypoint file needs one, e.g. "
+            '{"id": 1, "name": "person", "keypoints": [...]}',
+        )
+    return person
+
+
 def _person_category(data: dict, source: str, skeleton: Skeleton, field: str) -> int:
-    """The id of the first category with a ``keypoints`` list (1 when there is none).
+    """The id of :func:`person_category` (1 when the file has no ``categories``).
 
     The category must list the skeleton's K names, or more names whose first K are the
     skeleton's while the annotations' ``field`` holds K keypoints (Human-Art lists 21 names and
     holds COCO-17 in ``keypoints``): then the K are loaded, with one warning.
     """
-    cats = data.get("categories") or []
-    if not isinstance(cats, list):
-        raise BadInputError(source, "", f"'categories' must be a list, got {type(cats).__name__}")
-    for i, cat in enumerate(cats):
-        if isinstance(cat, dict) and cat.get("keypoints"):
-            cid = _int_id(cat.get("id"))
-            if cid is None:
-                raise BadInputError(
-                    source, f"category #{i}", f"category id {cat.get('id')!r} is not an integer"
-                )
-            names = cat["keypoints"]
-            k = skeleton.num_keypoints
-            if isinstance(names, list) and len(names) != k:
-                where = f"category id {cid} ({cat.get('name', '?')})"
-                n = len(names)
-                fuller = keypoint_field_holding(data, cid, n)
-                hint = (
-                    f"; its {n} keypoints are in the annotations' {fuller!r} field: set "
-                    f"data.keypoints_field: {fuller} and a {n}-keypoint data.skeleton"
-                    if fuller is not None and fuller != field
-                    else ""
-                )
-                prefix = n > k and list(names[:k]) == list(skeleton.keypoint_names)
-                if not (prefix and field_keypoint_count(data, cid, field) == k):
-                    raise BadInputError(
-                        source,
-                        where,
-                        f"{n} keypoints, but skeleton {skeleton.name} has {k}; set "
-                        "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)"
-                        + hint,
-                    )
-                notice = (
-                    f"{source}: {where} lists {n} keypoint names; the annotations' {field!r} "
-                    f"hold the first {k} (skeleton {skeleton.name}), which are loaded{hint}"
-                )
-                if notice not in _WARNED:
-                    _WARNED.add(notice)
-                    logger.warning("%s", notice)
-            return cid
-    return 1
+    cat = person_category(data, source)
+    if cat is None:
+        return 1
+    cid = _int_id(cat.get("id"))
+    if cid is None:
+        i = data["categories"].index(cat)
+        raise BadInputError(
+            source, f"category #{i}", f"category id {cat.get('id')!r} is not an integer"
+        )
+    names = cat.get("keypoints")
+    k = skeleton.num_keypoints
+    if isinstance(names, list) and names and len(names) != k:
+        where = f"category id {cid} ({cat.get('name', '?')})"
+        n = len(names)
+        fuller = keypoint_field_holding(data, cid, n)
+        hint = (
+            f"; its {n} keypoints are in the annotations' {fuller!r} field: set "
+            f"data.keypoints_field: {fuller} and a {n}-keypoint data.skeleton"
+            if fuller is not None and fuller != field
+            else ""
+        )
+        prefix = n > k and list(names[:k]) == list(skeleton.keypoint_names)
+        if not (prefix and field_keypoint_count(data, cid, field) == k):
+            raise BadInputError(
+                source,
+                where,
+                f"{n} keypoints, but skeleton {skeleton.name} has {k}; set "
+                "data.skeleton to a matching built-in, a YAML file, or auto (docs/data.md)" + hint,
+            )
+        notice = (
+            f"{source}: {where} lists {n} keypoint names; the annotations' {field!r} "
+            f"hold the first {k} (skeleton {skeleton.name}), which are loaded{hint}"
+        )
+        if notice not in _WARNED:
+            _WARNED.add(notice)
+            logger.warning("%s", notice)
+    return cid
 
 
 def _check_keypoints_field(anns: list, source: str, field: str) -> None:

@@ -16,10 +16,16 @@ import torch
 from torch import nn
 
 from posereg.codecs import Codec
-from posereg.config import Config, ConfigError, from_dict
+from posereg.config import Config, ConfigError, from_dict, to_dict
 from posereg.data.dataset import TopDownDataset
 from posereg.engine import distributed as D
-from posereg.engine.checkpoint import load_checkpoint, load_model_state
+from posereg.engine.checkpoint import (
+    CheckpointError,
+    config_mismatch,
+    describe_mismatch,
+    load_checkpoint,
+    load_model_state,
+)
 from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
 from posereg.skeletons import Skeleton, resolve_skeleton
 
@@ -100,6 +106,14 @@ def check_depth(cfg: Config) -> None:
         )
 
 
+#: The config keys that define a top-down model's weights (the others, ``pretrained`` and
+#: ``init_from``, only say how training started); named when a checkpoint does not load.
+MODEL_KEYS = (
+    "model.backbone", "model.head", "model.head_options", "model.width", "model.norm_mu",
+    "model.loss", "model.loss_options",
+)  # fmt: skip
+
+
 def model_from_checkpoint(
     checkpoint: str | Path, cfg: Config | None = None
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
@@ -128,7 +142,13 @@ def model_from_checkpoint(
         cfg = replace(cfg, data=replace(cfg.data, skeleton=saved.data.skeleton))
     cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
     model = build_model(cfg)
-    load_model_state(model, state["model"], str(checkpoint))
+    try:
+        load_model_state(model, state["model"], str(checkpoint))
+    except CheckpointError as e:
+        differ = config_mismatch(to_dict(saved), to_dict(cfg), MODEL_KEYS)
+        if not differ:
+            raise
+        raise CheckpointError(f"{e} The config differs in {describe_mismatch(differ)}") from None
     return model, cfg, state
 
 

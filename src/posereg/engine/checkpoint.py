@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "load_model_state",
+    "config_mismatch",
+    "describe_mismatch",
 ]
 
 CHECKPOINT_FORMAT = "posereg-checkpoint-v1"
@@ -129,6 +132,37 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
             "Use the config the checkpoint was trained with (`posereg info CK` prints it)."
         )
     model.load_state_dict(state_dict)
+
+
+def _dotted(config: dict[str, Any], key: str) -> Any:
+    """``config["a"]["b"]`` for ``key`` ``"a.b"``; None where a level is missing."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def config_mismatch(
+    saved: dict[str, Any], given: dict[str, Any], keys: Iterable[str]
+) -> dict[str, tuple[Any, Any]]:
+    """The ``keys`` (dotted, e.g. ``model.hidden``) whose values differ between two configs.
+
+    Arguments:
+        saved: the checkpoint's config, as a plain dict (``to_dict``).
+        given: the config the user gave, as a plain dict.
+        keys: the settings that define the model; the others (paths, batch size) are not compared.
+
+    Returns:
+        ``{key: (checkpoint value, given value)}`` for each differing key, in the order of
+        ``keys``; empty when they all agree. :func:`describe_mismatch` makes it one line.
+    """
+    pairs = {key: (_dotted(saved, key), _dotted(given, key)) for key in keys}
+    return {key: (a, b) for key, (a, b) in pairs.items() if a != b}
+
+
+def describe_mismatch(differ: dict[str, tuple[Any, Any]]) -> str:
+    """``"model.hidden: checkpoint 64, given 1024; ..."`` for a :func:`config_mismatch` result."""
+    return "; ".join(f"{k}: checkpoint {a!r}, given {b!r}" for k, (a, b) in differ.items())
 
 
 def rng_state() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from posereg.config import ConfigError, LiftConfig, from_dict, save_yaml, to_dic
 from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs, synthetic_pairs
 from posereg.engine.checkpoint import (
     CheckpointError,
+    config_mismatch,
+    describe_mismatch,
     load_checkpoint,
     save_checkpoint,
 )
@@ -41,7 +44,17 @@ __all__ = [
     "train_lift",
     "lifter_from_checkpoint",
     "run_lift_evaluation",
+    "LIFTER_KEYS",
 ]
+
+#: The config keys that define a trained lifter: its input (the 2D skeleton, whose hips centre
+#: the input) and its network and loss. ``posereg eval`` refuses a config that differs from the
+#: checkpoint's in one of them; the others (paths, sizes of the sets, batch size, epochs, dropout,
+#: which is off at evaluation) may differ. The normalisation statistics are buffers of the
+#: checkpoint, so no config key can change them.
+LIFTER_KEYS = (
+    "data.input_skeleton", "model.hidden", "model.num_blocks", "model.loss", "model.loss_options",
+)  # fmt: skip
 
 
 @dataclass
@@ -294,8 +307,23 @@ def run_lift_evaluation(
     """``posereg eval`` of a lifting config: the checkpoint on the config's validation pairs.
 
     With ``out``, writes ``{"joints_3d": ..., "sigma": ..., "metrics": ...}`` there (mm).
+
+    Raises:
+        CheckpointError: ``cfg`` differs from the checkpoint's config in a :data:`LIFTER_KEYS`
+            setting (the validation pairs would be made for another lifter); the message lists
+            each key with both values and the ``--set`` that evaluates with the checkpoint's.
     """
-    model, _ = lifter_from_checkpoint(checkpoint, device or "cpu")
+    model, saved = lifter_from_checkpoint(checkpoint, device or "cpu")
+    differ = config_mismatch(to_dict(saved), to_dict(cfg), LIFTER_KEYS)
+    if differ:
+        fix = " ".join(  # JSON is YAML: a dict (loss_options) stays one --set value
+            shlex.quote(f"{k}={json.dumps(a) if isinstance(a, dict) else a}")
+            for k, (a, _) in differ.items()
+        )
+        raise CheckpointError(
+            f"{checkpoint} was trained with other lifter settings than the config gives: "
+            f"{describe_mismatch(differ)}. Evaluate with the checkpoint's own: --set {fix}"
+        )
     _, val = build_lift_data(cfg, train=False)
     joints, sigma = predict_lifter(model, val.keypoints_2d)
     metrics = evaluate_3d(joints, val.joints_3d, model.joint_names, val.actions)

@@ -26,6 +26,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posereg.data.badinput import BadInputError
+from posereg.data.coco import person_category
 from posereg.data.instances import AREA_PER_BOX_AREA
 from posereg.skeletons import COCO17
 
@@ -171,8 +172,11 @@ def prepare_coco_gt(
         (the prepared copy, counts per change).
 
     Raises:
-        BadInputError: no ``images``/``annotations`` list, or an image entry without an integer id.
+        BadInputError: no ``images``/``annotations`` list, an image entry without an integer id,
+            or ``categories`` without a person category (:func:`posereg.data.coco.person_category`;
+            pycocotools would score every prediction AP -1).
     """
+    person_category(dict(dataset), source)
     images = dataset.get("images")
     anns = dataset.get("annotations")
     if not isinstance(images, list) or not isinstance(anns, list):

@@ -83,6 +83,7 @@ def _run_lift_train(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     from posereg.config import ConfigError, config_task, load_config
+    from posereg.engine.distributed import env_rank
     from posereg.engine.report import format_summary
     from posereg.engine.train import RunFinished, train
 
@@ -110,9 +111,11 @@ def _run_train(args: argparse.Namespace) -> int:
             overrides=args.overrides if args.resume else (),
         )  # fmt: skip
     except RunFinished as e:  # nothing to do is not a failure: a requeued job may resume again
-        print(f"posereg train: {e}", file=sys.stderr)
+        if env_rank() == 0:
+            print(f"posereg train: {e}", file=sys.stderr)
         return 0
-    print(format_summary(result))
+    if env_rank() == 0:  # under torchrun rank 0 alone reports (its result has the metrics)
+        print(format_summary(result))
     return 0
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from test_engine import BIN, REPO, _tiny_config
@@ -28,3 +31,28 @@ def test_torchrun_rank_0_alone_prints_the_data_report_and_summary(tmp_path):
     assert out.stdout.count("error / sqrt(area)") == 1, out.stdout
     # the one summary is rank 0's: it has the mean-pose baseline, which only rank 0 computes
     assert "error ratio model / baseline" in out.stdout
+
+
+# --------------------------------------------------------------------------- curves.png
+def _line_pixels_per_panel(png: Path) -> list[int]:
+    """Pixels of matplotlib's first line colour (C0, #1f77b4) in each third of curves.png."""
+    img = cv2.imread(str(png))  # (H, W, 3) BGR
+    close = np.abs(img.astype(int) - np.array([180, 119, 31])).max(axis=2) < 40  # (H, W)
+    thirds = np.array_split(np.arange(img.shape[1]), 3)
+    return [int(close[:, cols].sum()) for cols in thirds]
+
+
+def test_curves_of_a_one_step_run_draw_every_panel(tmp_path):
+    from posereg.engine.report import plot_curves
+
+    (tmp_path / "train_log.csv").write_text(
+        "step,epoch,loss,lr,images_per_s,mean_sigma\n1,0,0.75,0.001,20.0,\n"
+    )
+    (tmp_path / "val_log.csv").write_text(
+        "epoch,step,AP,AP_clean,PCK,error,MPJPE,PA-MPJPE\n1,1,0.25,,0.5,0.6,,\n"
+    )
+    png = plot_curves(tmp_path)
+    assert png == tmp_path / "curves.png"
+    loss, lr, val = _line_pixels_per_panel(png)
+    # a marker of markersize 4 at 80 dpi covers ~10 px; nothing else in a panel is C0
+    assert min(loss, lr, val) >= 5, (loss, lr, val)

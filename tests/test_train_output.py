@@ -4,6 +4,7 @@ short run, Ctrl-C messages, resuming a finished run, the run files' permissions,
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_engine import BIN, REPO, _tiny_config
+from test_engine import BIN, REPO, _posereg, _tiny_config
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -56,3 +57,39 @@ def test_curves_of_a_one_step_run_draw_every_panel(tmp_path):
     loss, lr, val = _line_pixels_per_panel(png)
     # a marker of markersize 4 at 80 dpi covers ~10 px; nothing else in a panel is C0
     assert min(loss, lr, val) >= 5, (loss, lr, val)
+
+
+# --------------------------------------------------------------------------- docs
+def test_docs_name_only_files_that_predict_writes(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from posereg.config import Config, to_dict
+    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.models import create_pose_model
+
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, input_size=[64, 48]),
+        model=dataclasses.replace(cfg.model, backbone="resnet18", width=0.25),
+    )
+    torch.manual_seed(0)
+    model = create_pose_model("resnet18", num_keypoints=17, width=0.25)
+    ckpt = save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, tmp_path / "m.pt")
+    out_dir = tmp_path / "predict"
+    image = REPO / "src/posereg/samples/coco/000000000785.jpg"
+    out = _posereg("predict", str(image), "--checkpoint", str(ckpt), "--out", str(out_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    written = {p.name.replace(image.stem, "<stem>") for p in out_dir.iterdir()}
+    assert "predictions.json" in written, written
+
+    named: list[tuple[str, str]] = []  # (doc, file named inside a predict --out folder)
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for folder in set(re.findall(r"posereg predict [^\n]*--out (\S+)", text)):
+            named += [(doc.name, n) for n in re.findall(re.escape(folder) + r"/([\w.<>-]+)", text)]
+    assert named, "no doc names a file of a `posereg predict --out` folder"
+    wrong = [(doc, n) for doc, n in named if n not in written]
+    assert not wrong, f"{wrong}; predict writes {sorted(written)}"

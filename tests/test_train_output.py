@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
+from posereg.engine.checkpoint import load_checkpoint
 from test_engine import BIN, REPO, _posereg, _tiny_config
 
 
@@ -93,3 +97,69 @@ def test_docs_name_only_files_that_predict_writes(tmp_path):
     assert named, "no doc names a file of a `posereg predict --out` folder"
     wrong = [(doc, n) for doc, n in named if n not in written]
     assert not wrong, f"{wrong}; predict writes {sorted(written)}"
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+def _start_train(*args: str) -> subprocess.Popen:
+    """``posereg train ARGS`` in its own process group (as a terminal's foreground job)."""
+    return subprocess.Popen(
+        [str(BIN / "posereg"), "train", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+
+
+def _ctrl_c_while_reading(fifo: Path, proc: subprocess.Popen) -> tuple[int, str]:
+    """Ctrl-C to ``proc``'s process group while it waits to read the named pipe ``fifo``."""
+    fd = os.open(fifo, os.O_WRONLY)  # returns once the process opened the pipe to read it
+    try:
+        time.sleep(0.2)  # it now waits in read()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        os.close(fd)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reading", ["config", "annotations"])
+def test_ctrl_c_before_the_first_step_says_nothing_was_saved(tmp_path, reading):
+    # reading the config: before train() (Python's own KeyboardInterrupt); the annotations:
+    # in train(), with its Ctrl-C handler set but training not started
+    config = _tiny_config(tmp_path, "early")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    if reading == "config":
+        config = fifo
+    else:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["data"]["train_ann"] = str(fifo)
+        config.write_text(yaml.safe_dump(cfg))
+    code, err = _ctrl_c_while_reading(fifo, _start_train(str(config)))
+    assert code == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "posereg train: interrupted before the first step; nothing saved"
+    ), err[-3000:]
+    assert "Traceback" not in err
+    assert not list((tmp_path / "runs").glob("*/*.pt"))
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_to_the_process_group_stops_after_the_step_once(tmp_path):
+    # a DataLoader worker process is in the group too and inherits the handler
+    config = _tiny_config(
+        tmp_path, "stop", train={"epochs": 50, "batch_size": 1}, data={"workers": 1}
+    )
+    proc = _start_train(str(config))
+    log = tmp_path / "runs" / "stop" / "train_log.csv"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) > 2):  # 2 steps logged
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("stopping after this step") == 1, err[-3000:]
+    assert "posereg train: interrupted at step" in err and "Traceback" not in err
+    state = load_checkpoint(tmp_path / "runs" / "stop" / "last.pt")
+    assert 2 <= state["step"] < 50 * 12

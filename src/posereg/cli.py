@@ -71,7 +71,10 @@ def _run_lift_train(args: argparse.Namespace) -> int:
     from posereg.engine.lift import train_lift
 
     cfg = load_lift_config(args.config, args.overrides)
-    result = train_lift(cfg, device=args.device, exist_ok=args.exist_ok)
+    try:
+        result = train_lift(cfg, device=args.device, exist_ok=args.exist_ok)
+    except KeyboardInterrupt as e:  # not "before the first step" (_run_train): it may be later
+        raise KeyboardInterrupt("interrupted") from e
     m = result.metrics
     print(
         f"run: {result.run_dir}\nval MPJPE {m.mpjpe:.1f} mm, PA-MPJPE {m.pa_mpjpe:.1f} mm, "
@@ -82,7 +85,17 @@ def _run_lift_train(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    try:
+        return _train(args)
+    except KeyboardInterrupt as e:  # train's own say what was saved; a bare one came before
+        if str(e):
+            raise
+        raise KeyboardInterrupt("interrupted before the first step; nothing saved") from e
+
+
+def _train(args: argparse.Namespace) -> int:
     from posereg.config import ConfigError, config_task, load_config
+    from posereg.engine.distributed import env_rank
     from posereg.engine.report import format_summary
     from posereg.engine.train import RunFinished, train
 
@@ -110,9 +123,11 @@ def _run_train(args: argparse.Namespace) -> int:
             overrides=args.overrides if args.resume else (),
         )  # fmt: skip
     except RunFinished as e:  # nothing to do is not a failure: a requeued job may resume again
-        print(f"posereg train: {e}", file=sys.stderr)
+        if env_rank() == 0:
+            print(f"posereg train: {e}", file=sys.stderr)
         return 0
-    print(format_summary(result))
+    if env_rank() == 0:  # under torchrun rank 0 alone reports (its result has the metrics)
+        print(format_summary(result))
     return 0
 
 
@@ -661,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         if args.debug:
             raise
-        print(f"posereg {command}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"posereg {command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug or not isinstance(e, _user_errors()):

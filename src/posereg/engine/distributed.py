@@ -7,6 +7,7 @@ the CPU.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistInfo", "setup", "teardown", "EpochBatchSampler", "all_gather_objects", "barrier"]
+__all__ = [
+    "DistInfo",
+    "env_rank",
+    "setup",
+    "teardown",
+    "EpochBatchSampler",
+    "all_gather_objects",
+    "barrier",
+]
 
 
 @dataclass(frozen=True)
@@ -35,12 +44,23 @@ class DistInfo:
         return self.world_size > 1
 
 
+def env_rank() -> int:
+    """This process's rank in torchrun's environment (RANK; 0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def setup(device: torch.device) -> DistInfo:
-    """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1).
+
+    Rank 0 alone reports: the other ranks' ``posereg`` loggers keep errors only, so a data
+    report or warning that every rank would repeat is printed once.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(env_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not info.is_main:
+        logging.getLogger("posereg").setLevel(logging.ERROR)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info

@@ -31,6 +31,10 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+#: curves.png marks each logged step with a dot when a run logged at most this many steps.
+CURVE_MARKERS_UP_TO = 100
+
+
 def plot_curves(run_dir: Path) -> Path | None:
     """curves.png: training loss and learning rate per step, validation AP per epoch."""
     import matplotlib
@@ -44,9 +48,11 @@ def plot_curves(run_dir: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     steps = [int(r["step"]) for r in train]
-    axes[0].plot(steps, [float(r["loss"]) for r in train])
+    # a line through one point draws nothing: a short run's points are drawn as markers too
+    marker = "o" if len(steps) <= CURVE_MARKERS_UP_TO else None
+    axes[0].plot(steps, [float(r["loss"]) for r in train], marker=marker, markersize=4)
     axes[0].set(title="training loss", xlabel="step")
-    axes[1].plot(steps, [float(r["lr"]) for r in train])
+    axes[1].plot(steps, [float(r["lr"]) for r in train], marker=marker, markersize=4)
     axes[1].set(title="learning rate", xlabel="step")
     if val:
         for key in ("AP", "AP_clean", "PCK"):

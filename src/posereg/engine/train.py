@@ -75,7 +75,7 @@ class RunFinished(Exception):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training; ``last.pt`` holds the step reached."""
+    """Ctrl-C (SIGINT) stopped training; the message says what was saved and how to go on."""
 
 
 @dataclass
@@ -187,7 +187,9 @@ def train(
 
     Raises:
         RunFinished: ``resume`` of a run that has finished (and written its report).
-        TrainingInterrupted: Ctrl-C; ``last.pt`` holds the step reached (single process).
+        TrainingInterrupted: Ctrl-C once training started; its message says what was saved
+            (a single process saves ``last.pt`` at the step reached).
+        KeyboardInterrupt: Ctrl-C before the first step (nothing saved); no message.
         RunLockedError: another process trains in the run folder.
         ConfigError, CheckpointError, BadInputError, NonFiniteLossError, OSError.
     """
@@ -222,8 +224,13 @@ def train(
             removed = clean_partial_writes(run_dir)
             for line in [note] * bool(note) + [f"removed a partial write: {p}" for p in removed]:
                 print(f"posereg: {line}", flush=True)
-        with _SigintStop(enabled=not info.distributed) as stop:
-            return _fit(cfg, run_dir, ckpt, ckpt_path, dev, info, t_start, stop)
+        with _SigintStop(enabled=not info.distributed, run_dir=run_dir) as stop:
+            try:
+                return _fit(cfg, run_dir, ckpt, ckpt_path, dev, info, t_start, stop)
+            except KeyboardInterrupt as e:  # torchrun's, or Python's own: say what was saved
+                if isinstance(e, TrainingInterrupted) or not stop.message:
+                    raise
+                raise TrainingInterrupted(stop.message) from e
     finally:
         if lock is not None:
             lock.release()
@@ -370,7 +377,7 @@ def _fit(
     done = max_steps is not None and step >= max_steps
     total_steps = min(cfg.train.epochs * batches_per_epoch, max_steps or math.inf)
 
-    stop.armed = True  # Ctrl-C from here on: save last.pt at the current step and stop
+    stop.arm()  # Ctrl-C from here on: save last.pt at the current step and stop
     while epoch < cfg.train.epochs and not done:
         train_set.set_epoch(cfg.train.seed, epoch)
         sampler = D.EpochBatchSampler(
@@ -475,7 +482,7 @@ def _fit(
         checkpoint("last.pt", metrics)
         if stop.requested and not last_epoch:
             raise interrupted()
-    stop.armed = False
+    stop.disarm()  # training is over; Ctrl-C now stops the report
 
     if tb is not None:
         tb.close()
@@ -534,15 +541,34 @@ def _with_baseline(
 # --------------------------------------------------------------------------- Ctrl-C
 class _SigintStop:
     """SIGINT handler while training: the first Ctrl-C asks the loop to save ``last.pt`` and stop
-    after the current step; a second one (or one before the loop starts) stops at once.
+    after the current step; a second one (or one before the loop starts or after it ends) stops
+    at once with a :class:`TrainingInterrupted` that says what was saved.
+
+    The handler acts in the process that installed it only: DataLoader workers forked from it
+    inherit it, and a Ctrl-C in a terminal signals the whole process group, workers included;
+    the main process stops them.
 
     Single process only: under torchrun the agent signals the workers itself, and the ranks
     would have to agree on the step; a data-parallel run resumes from its last checkpoint.
     """
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, run_dir: Path) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.armed = self.requested = False
+        self.pid, self.run_dir = os.getpid(), run_dir
+        self.message = ""  # before the loop: a bare KeyboardInterrupt, nothing was saved
+
+    def arm(self) -> None:
+        """The loop starts: a first Ctrl-C now stops after the current step."""
+        self.armed = True
+        self.message = f"interrupted; resume from the last checkpoint with posereg train --resume {self.run_dir}"
+
+    def disarm(self) -> None:
+        """The loop ended (last.pt is final): a Ctrl-C now stops the report."""
+        self.armed = False
+        self.message = (
+            f"interrupted while writing the report; posereg train --resume {self.run_dir} writes it"
+        )
 
     def __enter__(self) -> _SigintStop:
         if self.enabled:
@@ -554,8 +580,12 @@ class _SigintStop:
             signal.signal(signal.SIGINT, self.previous)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if not self.armed or self.requested:
+        if os.getpid() != self.pid:  # a forked DataLoader worker: its parent handles Ctrl-C
+            return
+        if not self.message:
             raise KeyboardInterrupt
+        if not self.armed or self.requested:
+            raise TrainingInterrupted(self.message)
         self.requested = True
         print(
             "posereg: stopping after this step (Ctrl-C again: at once)", file=sys.stderr, flush=True

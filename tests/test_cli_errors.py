@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from _real_data import tiny_checkpoint
 from posereg.engine.checkpoint import CheckpointError, load_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
@@ -206,3 +207,44 @@ def test_a_code_carrying_checkpoint_is_one_line_without_torch_advice(tmp_path):
     out = _posereg("info", evil)
     _one_error_line(out, evil, "weights-only load refuses")
     assert "should-never-run" not in out.stdout
+
+
+# --------------------------------------------------------------------------- non-finite weights
+@pytest.mark.parametrize(
+    ("part", "value"), [("backbone.", float("nan")), ("head.criterion.flow.s.", float("inf"))]
+)
+def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, part, value):
+    path = tiny_checkpoint(tmp_path / "diverged.pt")
+    state = torch.load(path, weights_only=True)
+    key = next(k for k, t in state["model"].items() if k.startswith(part) and t.is_floating_point())
+    state["model"][key].view(-1)[0] = value
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert f"{path}: non-finite weights (NaN or inf) in {key}" in str(e.value)
+
+
+def test_predict_with_a_nan_flow_is_one_line_naming_the_tensor(tmp_path):
+    path = tiny_checkpoint(tmp_path / "diverged.pt")
+    state = torch.load(path, weights_only=True)
+    key = "head.criterion.flow.s.0.0.weight"
+    state["model"][key].fill_(float("nan"))
+    torch.save(state, path)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(JPEG.read_bytes())
+    out = _posereg("predict", images, "--checkpoint", path, "--out", tmp_path / "out")
+    _one_error_line(out, path, "non-finite weights", key)
+
+
+@pytest.mark.parametrize("density", ["flow", "q_flow"])
+def test_a_nan_flow_has_no_predictive_region_and_says_why(density):
+    from posereg.losses import build_loss
+    from posereg.uncertainty import region_from_criterion
+
+    criterion = build_loss("rle", convention="paper", log_s=density == "q_flow")
+    with torch.no_grad():
+        for p in criterion.flow.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        region_from_criterion(criterion, num_samples=1000)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from posereg.engine.checkpoint import save_checkpoint
 from posereg.models import create_pose_model
+from posereg.torchfile import read_torch_file
 
 __all__ = [
     "OfficialConversion",
@@ -321,13 +322,7 @@ def convert_official(
     src = Path(src_path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"official checkpoint not found: {src}")
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors have many types
-        raise ValueError(
-            f"{src} cannot be read with torch.load(weights_only=True) ({e}). If you trust the "
-            "file, load it yourself and pass its state_dict to convert_official_state_dict"
-        ) from None
+    state = read_torch_file(src, "an official RLE checkpoint (a .pth file saved by torch)")
     try:
         conversion = convert_official_state_dict(state)
     except ValueError as e:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from posereg.torchfile import read_torch_file
+
 __all__ = ["DETECTORS", "PersonDetector", "Detected", "detector_weights_path"]
 
 PERSON = 1  # the COCO category id of a person in torchvision's detection models
@@ -118,10 +120,7 @@ class PersonDetector:
         model = builder(
             weights=None, weights_backbone=None, num_classes=91, box_score_thresh=score_threshold
         )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path}: cannot read the {name} detector weights ({e})") from None
+        state = read_torch_file(path, f"the {name} detector weights (a torchvision state dict)")
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict):

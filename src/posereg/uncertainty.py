@@ -250,7 +250,10 @@ def _flow_norms(
         return x.double().norm(dim=-1).cpu().numpy(), None
     x = _sample_q(q, num_samples, dim, generator)
     log_g = flow.log_prob(x.to(device=device, dtype=dtype)).double().cpu()
-    weights = torch.exp(log_g - log_g[torch.isfinite(log_g)].max()).numpy()
+    finite = torch.isfinite(log_g)
+    if not finite.any():  # a flow with NaN weights: region_from_criterion says so
+        return x.norm(dim=-1).numpy(), np.full(num_samples, np.nan)
+    weights = torch.exp(log_g - log_g[finite].max()).numpy()
     return x.norm(dim=-1).numpy(), weights
 
 
@@ -302,7 +305,8 @@ def region_from_criterion(
         A :class:`PredictiveRegion`, or None for losses without a density.
 
     Raises:
-        ValueError: a level outside (0, 1), or a loss this function does not know.
+        ValueError: a level outside (0, 1), a loss this function does not know, or a flow whose
+            draws are all NaN or inf (non-finite weights).
     """
     levels = tuple(sorted(float(p) for p in levels))
     if not levels or not all(0.0 < p < 1.0 for p in levels):
@@ -334,6 +338,12 @@ def region_from_criterion(
     finally:
         flow.train(was_training)
     keep = np.isfinite(norms) if weights is None else np.isfinite(norms) & np.isfinite(weights)
+    if not keep.any():
+        raise ValueError(
+            f"no predictive region: all {len(norms)} draws from the {density} density are NaN or "
+            "inf, so the flow has non-finite weights (a run that diverged); use an earlier "
+            "checkpoint"
+        )
     norms = norms[keep]
     weights = None if weights is None else weights[keep]
     return PredictiveRegion(density, levels, _weighted_quantiles(norms, weights, levels), d)

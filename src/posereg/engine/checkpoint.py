@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from posereg.models.pose import upgrade_state_dict
+from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -80,17 +81,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a posereg checkpoint with ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: missing file, not a torch file, or not a posereg checkpoint.
+        CheckpointError: missing file, not a torch file (the message says what it is: empty,
+            text, an image, a plain pickle, damaged, ...), not a posereg checkpoint, or model
+            weights that are not finite (NaN or inf; the message names the first such tensor).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, code-carrying pickles
-        raise CheckpointError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({e})"
-        ) from None
+        state = read_torch_file(path, CHECKPOINT_WHAT, map_location=map_location)
+    except TorchFileError as e:
+        raise CheckpointError(str(e)) from None
     if (
         not isinstance(state, dict)
         or state.get("format") != CHECKPOINT_FORMAT
@@ -100,6 +101,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a posereg checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}); "
             "official RLE checkpoints are imported with `posereg convert --from official`"
         )
+    try:
+        check_finite(state["model"], str(path))
+    except TorchFileError as e:
+        raise CheckpointError(str(e)) from None
     return state
 
 

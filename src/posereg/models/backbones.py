@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
+
 __all__ = [
     "BACKBONES",
     "DOWNLOAD_PROBE_TIMEOUT_S",
@@ -318,11 +320,15 @@ def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
                 f"reading {path.name} needs safetensors: pip install safetensors "
                 "(installed with posereg[timm])"
             ) from None
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle and zip errors have many types
-        raise ValueError(f"{path}: not a weights-only torch file ({e})") from None
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # safetensors' own error type (empty, damaged, not safetensors)
+            raise TorchFileError(f"{path}: not a readable safetensors file ({e})") from None
+        check_finite(state, str(path))
+        return state
+    state = read_torch_file(
+        path, "a weights file (a state_dict in a .pth, .pt or .safetensors file)"
+    )
     if isinstance(state, Mapping) and "model" in state and "config" in state:
         raise ValueError(
             f"{path} is a posereg checkpoint, not a backbone state_dict: initialise the "
@@ -332,6 +338,7 @@ def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+    check_finite(state, str(path))
     return dict(state)
 
 
@@ -409,7 +416,7 @@ def init_from_checkpoint(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, CHECKPOINT_WHAT)
     if not isinstance(state, Mapping) or "model" not in state:
         raise ValueError(
             f"{path}: not a posereg checkpoint (expected a dict with a 'model' state_dict). "
@@ -417,6 +424,7 @@ def init_from_checkpoint(
             "checkpoint first with posereg.convert.convert_official"
         )
     model_sd = state["model"]
+    check_finite(model_sd, str(path))
     sd = {k[len(prefix) :]: v for k, v in model_sd.items() if k.startswith(prefix)}
     if not sd:
         found = sorted({k.split(".", 1)[0] + "." for k in model_sd})
@@ -492,7 +500,7 @@ def _torchvision_state_dict(name: str) -> dict[str, Tensor]:
         Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
     )
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return read_torch_file(cached, f"torchvision's {name} weights")
     advice = (
         f"Pass a local weights file instead: pretrained='/path/to/{cached.name}' (download "
         f"{weights.url} on a machine with internet access), or copy it to {cached}"

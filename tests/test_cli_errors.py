@@ -1,0 +1,250 @@
+"""User errors at the edges are one line naming the file, and a non-zero exit (issue 20, part 2):
+files that are not checkpoints, non-finite weights, bad `posereg lift` inputs, `demo --steps 0`,
+a corrupt image met in a DataLoader worker, and user errors under torchrun."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from _real_data import tiny_checkpoint
+from posereg.engine.checkpoint import CheckpointError, load_checkpoint
+from posereg.samples import SAMPLES_DIR
+from posereg.torchfile import TorchFileError, read_torch_file
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COCO = SAMPLES_DIR / "coco"
+JPEG = COCO / "000000000785.jpg"
+
+
+def _posereg(*args: object, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "posereg"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _one_error_line(out: subprocess.CompletedProcess, *needles: object) -> str:
+    """The run failed with exit 2 and its error is one line on stderr holding every needle.
+
+    Training logs its data report before it meets the error: those lines may come first, the
+    error is the last line and the only ``posereg CMD: error: ...`` line.
+    """
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("posereg ") and ": error: " in line]
+    assert len(errors) == 1 and errors[0] == lines[-1], out.stderr[-3000:]
+    if not out.args[1:2] == ["train"]:
+        assert len(lines) == 1, out.stderr[-3000:]
+    for needle in needles:
+        assert str(needle) in lines[-1], lines[-1]
+    assert "weights_only" not in out.stderr and "Traceback" not in out.stderr
+    return lines[-1]
+
+
+def _tiny_config(tmp_path: Path, name: str = "tiny", **sections) -> Path:
+    """A run on the COCO fixtures that trains in seconds."""
+    cfg = {
+        "name": name,
+        "out_dir": str(tmp_path / "runs"),
+        "data": {
+            "train_ann": str(COCO / "test_coco.json"),
+            "train_images": str(COCO),
+            "val_ann": str(COCO / "test_coco.json"),
+            "val_images": str(COCO),
+            "input_size": [64, 48],
+            "workers": 0,
+        },
+        "model": {"backbone": "resnet18", "width": 0.25, "pretrained": False},
+        "optim": {"lr": 1.0e-3, "milestones": [1]},
+        "train": {"epochs": 1, "batch_size": 2, "log_every": 1, "progress": False, "threads": 1},
+        "eval": {"batch_size": 8, "num_vis": 0},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# --------------------------------------------------------------------------- not checkpoints
+# (content, what the message says the file is)
+BAD_FILES = {
+    "empty": (b"", "it is empty (0 bytes)"),
+    "text": (
+        b"model: resnet50\nepochs: 3\n",
+        "it is a text file (it starts with 'model: resnet50')",
+    ),
+    "jpeg": (JPEG.read_bytes(), "it is a JPEG image"),
+    "png": (b"\x89PNG\r\n\x1a\n" + bytes(64), "it is a PNG image"),
+    "pickle": (
+        pickle.dumps({"model": {}}, protocol=4),
+        "it is a plain Python pickle, not a file written by torch.save",
+    ),
+}
+
+
+def _bad_file(tmp_path: Path, kind: str, name: str = "model.pt") -> tuple[Path, str]:
+    content, said = BAD_FILES[kind]
+    path = tmp_path / kind / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, said
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_read_torch_file_says_what_a_file_is_instead(tmp_path, kind):
+    path, said = _bad_file(tmp_path, kind)
+    with pytest.raises(TorchFileError) as e:
+        read_torch_file(path, "a posereg checkpoint")
+    assert str(e.value) == f"{path}: not a posereg checkpoint: {said}"
+    with pytest.raises(CheckpointError, match="not a posereg checkpoint") as e:
+        load_checkpoint(path)
+    assert said in str(e.value) and str(path) in str(e.value)
+
+
+def test_damaged_foreign_and_code_carrying_torch_files_are_named(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(TorchFileError, match=r"truncated.pt: not X: it is a damaged or truncated"):
+        read_torch_file(truncated, "X")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "archive.pt", "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(TorchFileError, match=r"archive.pt: not X: it is a zip archive"):
+        read_torch_file(tmp_path / "archive.pt", "X")
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Payload()}, evil)
+    with pytest.raises(TorchFileError) as e:
+        read_torch_file(evil, "X")
+    assert "weights-only load refuses (such as " in str(e.value) and ".system)" in str(e.value)
+    assert "weights_only" not in str(e.value)
+    legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format (official RLE checkpoints) still loads
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_torch_file(legacy, "X")["w"], torch.ones(3))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def _commands(tmp_path: Path, bad: Path) -> dict[str, list[object]]:
+    """Every command that reads a torch file, with ``bad`` in that place."""
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    (images / "a.jpg").write_bytes(JPEG.read_bytes())
+    poses = tmp_path / "poses.npy"
+    np.save(poses, np.zeros((1, 17, 2)))
+    cfg = _tiny_config(tmp_path)
+    resume = tmp_path / "runs" / "resumed"
+    resume.mkdir(parents=True, exist_ok=True)
+    (resume / "config.yaml").write_text(cfg.read_text())
+    (resume / "last.pt").write_bytes(bad.read_bytes())
+    return {
+        "info": ["info", bad],
+        "eval": ["eval", cfg, "--checkpoint", bad],
+        "predict": ["predict", images, "--checkpoint", bad, "--out", tmp_path / "p"],
+        "export": ["export", "--checkpoint", bad, "--out", tmp_path / "m.onnx"],
+        "lift": ["lift", poses, "--checkpoint", bad, "--out", tmp_path / "l"],
+        "serve": ["serve", "--checkpoint", bad, "--port", "1"],
+        "convert": ["convert", "--from", "official", bad, tmp_path / "converted.pt"],
+        "train --resume": ["train", "--resume", resume],
+        "train init_from": ["train", cfg, "--set", f"model.init_from={bad}"],
+        "train pretrained": ["train", cfg, "--set", "model.width=1.0", f"model.pretrained={bad}"],
+        "predict --detector-weights": [
+            "predict",
+            images,
+            "--checkpoint",
+            bad,
+            "--detector",
+            "fasterrcnn_mobilenet_320",
+            "--detector-weights",
+            bad,
+            "--out",
+            tmp_path / "p2",
+        ],  # fmt: skip
+    }
+
+
+COMMANDS = (
+    "info", "eval", "predict", "export", "lift", "serve", "convert", "train --resume",
+    "train init_from", "train pretrained", "predict --detector-weights",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_names_a_file_that_is_not_a_checkpoint(tmp_path, command):
+    kinds = sorted(BAD_FILES)
+    kind = kinds[COMMANDS.index(command) % len(kinds)]  # each kind meets several commands
+    bad, said = _bad_file(tmp_path, kind)
+    if command == "serve":
+        pytest.importorskip("fastapi")
+    args = _commands(tmp_path, bad)[command]
+    where = tmp_path / "runs" / "resumed" / "last.pt" if command == "train --resume" else bad
+    _one_error_line(_posereg(*args), f"{where}: not ", said)
+
+
+def test_a_code_carrying_checkpoint_is_one_line_without_torch_advice(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "posereg-checkpoint-v1", "model": {}, "x": _Payload()}, evil)
+    out = _posereg("info", evil)
+    _one_error_line(out, evil, "weights-only load refuses")
+    assert "should-never-run" not in out.stdout
+
+
+# --------------------------------------------------------------------------- non-finite weights
+@pytest.mark.parametrize(
+    ("part", "value"), [("backbone.", float("nan")), ("head.criterion.flow.s.", float("inf"))]
+)
+def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, part, value):
+    path = tiny_checkpoint(tmp_path / "diverged.pt")
+    state = torch.load(path, weights_only=True)
+    key = next(k for k, t in state["model"].items() if k.startswith(part) and t.is_floating_point())
+    state["model"][key].view(-1)[0] = value
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert f"{path}: non-finite weights (NaN or inf) in {key}" in str(e.value)
+
+
+def test_predict_with_a_nan_flow_is_one_line_naming_the_tensor(tmp_path):
+    path = tiny_checkpoint(tmp_path / "diverged.pt")
+    state = torch.load(path, weights_only=True)
+    key = "head.criterion.flow.s.0.0.weight"
+    state["model"][key].fill_(float("nan"))
+    torch.save(state, path)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(JPEG.read_bytes())
+    out = _posereg("predict", images, "--checkpoint", path, "--out", tmp_path / "out")
+    _one_error_line(out, path, "non-finite weights", key)
+
+
+@pytest.mark.parametrize("density", ["flow", "q_flow"])
+def test_a_nan_flow_has_no_predictive_region_and_says_why(density):
+    from posereg.losses import build_loss
+    from posereg.uncertainty import region_from_criterion
+
+    criterion = build_loss("rle", convention="paper", log_s=density == "q_flow")
+    with torch.no_grad():
+        for p in criterion.flow.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        region_from_criterion(criterion, num_samples=1000)

@@ -120,6 +120,22 @@ def test_auto_takes_the_names_the_field_holds(humanart):
     assert len(ds21) == len(ds) and ds21.table.keypoints.shape[1] == 21
 
 
+def test_auto_on_keypoints_21_takes_mmposes_sigmas_for_the_tips(humanart):
+    ann, _ = humanart
+    assert resolve_skeleton("auto", ann, "keypoints_21").sigmas == HUMANART21.sigmas
+
+
+def test_a_field_that_holds_another_count_is_one_error_naming_the_field_that_fits(humanart):
+    """A 21-keypoint skeleton on the 17-value field: not "every annotation skipped", but what to set."""
+    ann, images = humanart
+    with pytest.raises(BadInputError) as e:
+        TopDownDataset.from_coco(ann, images, skeleton="humanart21")
+    msg = str(e.value)
+    assert msg.startswith(f"{ann}: category id 1 (person): ") and "\n" not in msg
+    assert "'keypoints' hold 17 keypoints, but skeleton humanart21 has 21" in msg
+    assert "set data.keypoints_field: keypoints_21" in msg
+
+
 def test_keypoints_21_with_humanart21(humanart):
     ann, images = humanart
     ds = TopDownDataset.from_coco(

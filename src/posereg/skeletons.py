@@ -862,11 +862,11 @@ def default_sigmas(names: list[str] | tuple[str, ...]) -> list[float]:
     """OKS sigmas for keypoints a file gives none for.
 
     A name that a built-in table holds takes that table's sigma (tables searched in the order
-    coco17, crowdpose14, halpe26, posetrack17, mpii16, h36m17; AI Challenger's much smaller
-    sigmas are never borrowed); any other name takes :data:`MEAN_COCO_SIGMA` (0.0669).
+    coco17, crowdpose14, halpe26, humanart21, posetrack17, mpii16, h36m17; AI Challenger's much
+    smaller sigmas are never borrowed); any other name takes :data:`MEAN_COCO_SIGMA` (0.0669).
     """
     table: dict[str, float] = {}
-    for skel in (COCO17, CROWDPOSE14, HALPE26, POSETRACK17, MPII16, H36M17):
+    for skel in (COCO17, CROWDPOSE14, HALPE26, HUMANART21, POSETRACK17, MPII16, H36M17):
         for n, s in zip(skel.keypoint_names, skel.sigmas, strict=True):
             table.setdefault(n, s)
     return [table.get(n.lower(), MEAN_COCO_SIGMA) for n in names]
@@ -890,7 +890,7 @@ def _warn_default_sigmas(source: str, names: list[str]) -> None:
 def _known_names() -> set[str]:
     return {
         n
-        for s in (COCO17, HALPE26, CROWDPOSE14, POSETRACK17, MPII16, H36M17)
+        for s in (COCO17, HALPE26, HUMANART21, CROWDPOSE14, POSETRACK17, MPII16, H36M17)
         for n in s.keypoint_names
     }
 

@@ -173,7 +173,38 @@ def _person_category(data: dict, source: str, skeleton: Skeleton, field: str) ->
         if notice not in _WARNED:
             _WARNED.add(notice)
             logger.warning("%s", notice)
+    _check_field_length(data, source, cid, cat, skeleton, field)
     return cid
+
+
+def _check_field_length(
+    data: dict, source: str, cid: int, cat: dict, skeleton: Skeleton, field: str
+) -> None:
+    """BadInputError when no annotation of the category holds the skeleton's K keypoints in
+    ``field`` (every one would be skipped for its length), naming a field that does hold K."""
+    k = skeleton.num_keypoints
+    anns = data.get("annotations")
+    lengths = {
+        len(a[field])
+        for a in (anns if isinstance(anns, list) else [])
+        if isinstance(a, dict)
+        and a.get("category_id", cid) == cid
+        and isinstance(a.get(field), list)
+    }
+    if not lengths or 3 * k in lengths:
+        return
+    held = ", ".join(str(n // 3) if n % 3 == 0 else f"{n} values" for n in sorted(lengths))
+    fuller = keypoint_field_holding(data, cid, k)
+    raise BadInputError(
+        source,
+        f"category id {cid} ({cat.get('name', '?')})",
+        f"the annotations' {field!r} hold {held} keypoints, but skeleton {skeleton.name} has {k}; "
+        + (
+            f"their {fuller!r} hold {k}: set data.keypoints_field: {fuller}"
+            if fuller is not None
+            else "set data.skeleton and data.keypoints_field to match (docs/data.md)"
+        ),
+    )
 
 
 def _check_keypoints_field(anns: list, source: str, field: str) -> None:

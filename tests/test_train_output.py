@@ -163,3 +163,18 @@ def test_one_ctrl_c_to_the_process_group_stops_after_the_step_once(tmp_path):
     assert "posereg train: interrupted at step" in err and "Traceback" not in err
     state = load_checkpoint(tmp_path / "runs" / "stop" / "last.pt")
     assert 2 <= state["step"] < 50 * 12
+
+
+# --------------------------------------------------------------------------- --resume
+@pytest.mark.slow
+def test_resume_with_fewer_epochs_than_done_says_what_to_set(tmp_path):
+    config = _tiny_config(tmp_path, "two", train={"epochs": 2, "batch_size": 6})  # 2 steps/epoch
+    assert _posereg("train", str(config)).returncode == 0
+    run = tmp_path / "runs" / "two"
+    out = _posereg("train", "--resume", str(run), "--set", "train.epochs=1")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip() == (
+        f"posereg train: run {run} already finished at epoch 2 (train.epochs=1); to train "
+        f"further, set train.epochs above 2: posereg train --resume {run} --set train.epochs=M"
+    )
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2  # nothing trained

@@ -64,6 +64,7 @@ def test_curves_of_a_one_step_run_draw_every_panel(tmp_path):
 
 
 # --------------------------------------------------------------------------- docs
+@pytest.mark.slow
 def test_docs_name_only_files_that_predict_writes(tmp_path):
     import dataclasses
 

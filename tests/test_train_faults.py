@@ -195,8 +195,11 @@ def test_resume_rules(tmp_path):
 
     out = _posereg("train", "--resume", str(run))
     assert out.returncode == 0 and "Traceback" not in out.stderr
-    assert f"run {run} already finished at step 2/2" in out.stderr
-    assert f"--resume {run} --set train.max_steps=S" in out.stderr
+    assert f"run {run} already finished at step 2 (train.max_steps=2)" in out.stderr
+    assert (
+        f"set train.max_steps above 2: posereg train --resume {run} --set train.max_steps=S"
+        in out.stderr
+    )
     assert (run / "metrics.json").read_bytes() == metrics  # img/s not overwritten with 0
 
     out = _posereg("train", str(cfg), "--resume", str(run))

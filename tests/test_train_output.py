@@ -64,6 +64,7 @@ def test_curves_of_a_one_step_run_draw_every_panel(tmp_path):
 
 
 # --------------------------------------------------------------------------- docs
+@pytest.mark.slow
 def test_docs_name_only_files_that_predict_writes(tmp_path):
     import dataclasses
 
@@ -163,3 +164,43 @@ def test_one_ctrl_c_to_the_process_group_stops_after_the_step_once(tmp_path):
     assert "posereg train: interrupted at step" in err and "Traceback" not in err
     state = load_checkpoint(tmp_path / "runs" / "stop" / "last.pt")
     assert 2 <= state["step"] < 50 * 12
+
+
+# --------------------------------------------------------------------------- a finished run
+UMASK = 0o027  # not the usual 022: the files must follow the umask, not a fixed mode
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A run of 2 epochs of 2 steps, trained under umask 027."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    config = _tiny_config(tmp_path, "two", train={"epochs": 2, "batch_size": 6})
+    out = subprocess.run(
+        [str(BIN / "posereg"), "train", str(config)], capture_output=True, text=True,
+        timeout=600, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, umask=UMASK,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp_path / "runs" / "two"
+
+
+@pytest.mark.slow
+def test_every_file_of_a_run_has_the_mode_the_umask_gives(finished_run):
+    modes = {
+        p.relative_to(finished_run).as_posix(): oct(p.stat().st_mode & 0o777)
+        for p in finished_run.rglob("*")
+        if p.is_file()
+    }
+    assert {"best.pt", "last.pt", "config.yaml", "metrics.json", "curves.png"} <= modes.keys()
+    assert set(modes.values()) == {oct(0o666 & ~UMASK)}, modes
+
+
+@pytest.mark.slow
+def test_resume_with_fewer_epochs_than_done_says_what_to_set(finished_run):
+    run = finished_run
+    out = _posereg("train", "--resume", str(run), "--set", "train.epochs=1")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip() == (
+        f"posereg train: run {run} already finished at epoch 2 (train.epochs=1); to train "
+        f"further, set train.epochs above 2: posereg train --resume {run} --set train.epochs=M"
+    )
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2  # nothing trained

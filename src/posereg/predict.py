@@ -39,6 +39,7 @@ from posereg.data.transforms import (
     warp_crop,
 )
 from posereg.engine.builders import model_from_checkpoint
+from posereg.engine.rundir import new_file_mode
 from posereg.metrics.coco import instance_score
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
@@ -528,7 +529,7 @@ def _write_file(path: Path, data: bytes) -> None:
     except OSError as e:
         raise _os_error(e, f"cannot write {path}") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; give the mode open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -537,12 +538,6 @@ def _write_file(path: Path, data: bytes) -> None:
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise _os_error(e, f"cannot write {path}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _output_dir(out_dir: str | Path) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from posereg.engine.rundir import new_file_mode
 from posereg.models.pose import upgrade_state_dict
 from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
 
@@ -57,6 +58,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     state = {"format": CHECKPOINT_FORMAT, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; the run's other files follow the umask
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()

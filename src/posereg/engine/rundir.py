@@ -25,6 +25,7 @@ __all__ = [
     "holds_run",
     "new_run_dir",
     "clean_partial_writes",
+    "new_file_mode",
 ]
 
 #: Files whose presence marks a folder as holding a run.
@@ -36,6 +37,17 @@ _OLD_RUN = ("train_log.csv", "val_log.csv", "metrics.json", "curves.png", "val_p
 
 class RunLockedError(RuntimeError):
     """Another live process is training in this run folder."""
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask; 0o644 with the usual 022).
+
+    Files written atomically through ``tempfile.mkstemp`` (checkpoints, predictions) are 0600
+    until given this mode, so that every file a command writes has the same permissions.
+    """
+    umask = os.umask(0)  # reading the umask means setting it: set it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def holds_run(path: Path) -> bool:
@@ -67,7 +79,7 @@ class RunLock:
     def acquire(self) -> None:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 self._check_stale()
                 self.path.unlink(missing_ok=True)  # a stale lock: its process is gone

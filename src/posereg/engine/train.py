@@ -263,11 +263,14 @@ def _load_resume(path: Path, overrides: Sequence[str]) -> tuple[Path, dict[str, 
     t, epoch, step = cfg.train, ckpt["epoch"], ckpt["step"]
     at_steps = t.max_steps is not None and step >= t.max_steps
     if (epoch >= t.epochs or at_steps) and (run / "metrics.json").exists():
-        where = f"step {step}/{t.max_steps}" if at_steps else f"epoch {epoch}/{t.epochs}"
-        more = f"train.max_steps=S (S > {step})" if at_steps else f"train.epochs=M (M > {epoch})"
+        what, key, done, limit, var = (
+            ("step", "train.max_steps", step, t.max_steps, "S")
+            if at_steps
+            else ("epoch", "train.epochs", epoch, t.epochs, "M")
+        )
         raise RunFinished(
-            f"run {run} already finished at {where}; to train longer use "
-            f"--resume {run} --set {more}"
+            f"run {run} already finished at {what} {done} ({key}={limit}); to train further, set "
+            f"{key} above {done}: posereg train --resume {run} --set {key}={var}"
         )
     return ckpt_path, ckpt, cfg
 

@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from tests._real_data import REPO, real, tiny_checkpoint
 
@@ -280,3 +282,95 @@ def test_predict_with_no_usable_box_exits_1_through_a_subprocess(tmp_path, pose_
         f"posereg predict: 1 of 1 images failed: 000000000785.jpg (no usable box in {dets})"
     )
     assert r.stdout.strip().endswith("(0 poses)")
+
+
+# --------------------------------------------------------------------------- degenerate 2D poses
+@pytest.fixture(scope="module")
+def trained_lifter(tmp_path_factory) -> Path:
+    """A lifting checkpoint whose normaliser saw real poses (a few seconds of training)."""
+    from posereg.config import LiftTrainConfig
+    from posereg.data.lift import synthetic_pairs
+    from posereg.engine.lift import _checkpoint_state, fit_lifter
+
+    pairs = synthetic_pairs(128, seed=1, noise="none")
+    cfg = dataclasses.replace(LIFT_CFG, train=LiftTrainConfig(epochs=1, batch_size=32, threads=1))
+    model, result = fit_lifter(cfg, pairs, pairs)
+    state = _checkpoint_state(model, cfg, 1, result.metrics)
+    return save_checkpoint(state, tmp_path_factory.mktemp("lifter") / "best.pt")
+
+
+def _poses(n: int = 3) -> np.ndarray:
+    from posereg.data.lift import synthetic_pairs
+
+    return synthetic_pairs(n, seed=9, noise="none").keypoints_2d  # (n, 17, 2) px
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((17, 2)),  # all zeros
+        np.full((17, 2), 312.5),  # every joint on one pixel
+        np.full((17, 2), 312.5) + np.linspace(-0.3, 0.3, 17)[:, None],  # under 1 px of spread
+    ],
+    ids=["zeros", "one-point", "subpixel"],
+)
+def test_degenerate_2d_poses_lift_to_nan_not_to_a_plausible_pose(trained_lifter, bad):
+    from posereg.lift import Lifter
+
+    poses = _poses()
+    poses[1] = bad
+    result = Lifter.from_checkpoint(trained_lifter).lift(poses)
+    assert result.degenerate.tolist() == [False, True, False]
+    assert np.isnan(result.joints_3d[1]).all() and np.isnan(result.sigma[1]).all()
+    assert np.isfinite(result.joints_3d[[0, 2]]).all()
+    record = result.to_json()[1]
+    assert record["degenerate"] is True and record["joints_3d"] is None and record["sigma"] is None
+
+
+def test_the_spread_is_measured_around_the_mid_hip_in_pixels():
+    from posereg.models.lifter import MIN_SPREAD_PX
+
+    model = build_lift_model(LIFT_CFG)
+    kp = torch.as_tensor(_poses(1), dtype=torch.float32)
+    x, spread = model.normalizer.centred_2d(kp)
+    hips = list(model.normalizer.hips)
+    assert torch.allclose(x[0, hips].mean(0), torch.zeros(2), atol=1e-3)
+    assert float(spread[0]) == pytest.approx(float(x[0].norm(dim=-1).square().mean().sqrt()))
+    # a pose scaled down to just under / over the threshold
+    tiny = (kp - kp[:, hips].mean(1, keepdim=True)) / spread[:, None, None]
+    for factor, expected in ((0.99, True), (1.01, False)):
+        assert bool(model.normalizer.degenerate(tiny * factor * MIN_SPREAD_PX + 100)[0]) is expected
+
+
+def test_lift_cli_names_the_degenerate_poses_and_writes_null(tmp_path, trained_lifter):
+    poses = _poses()
+    poses[0] = 0.0
+    records = [
+        {"image_id": 7 + i, "category_id": 1, "score": 0.9,
+         "keypoints": np.concatenate([kp, np.ones((17, 1))], 1).ravel().tolist()}
+        for i, kp in enumerate(poses)
+    ]  # fmt: skip
+    path = _json(tmp_path / "results.json", records)
+    r = _run("lift", "--checkpoint", trained_lifter, path, "--out", tmp_path / "out", "--no-draw")
+    assert r.returncode == 0, r.stderr  # two poses were lifted
+    assert r.stderr.strip().splitlines() == [
+        "posereg lift: 1 of 3 poses are degenerate (2D spread under 1 px around the mid-hip "
+        "point, e.g. all zeros), lifted as null: #0 (image 7)"
+    ]
+    assert "lifted 2 poses (1 degenerate: null)" in r.stdout
+    out = json.loads((tmp_path / "out/poses_3d.json").read_text())  # strict JSON: no NaN
+    assert [p["joints_3d"] is None for p in out["poses"]] == [True, False, False]
+    assert [p.get("degenerate", False) for p in out["poses"]] == [True, False, False]
+
+
+def test_lift_cli_exits_1_when_every_pose_is_degenerate(tmp_path, trained_lifter):
+    np.save(tmp_path / "zeros.npy", np.zeros((4, 17, 2)))
+    r = _run("lift", "--checkpoint", trained_lifter, tmp_path / "zeros.npy", "--out",
+             tmp_path / "out")  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "posereg lift: 4 of 4 poses are degenerate" in r.stderr
+    assert "#0, #1, #2, #3" in r.stderr
+    assert "lifted 0 poses (4 degenerate: null)" in r.stdout
+    assert not (tmp_path / "out/poses_3d.png").exists()  # nothing to draw
+    out = json.loads((tmp_path / "out/poses_3d.json").read_text())
+    assert all(p["joints_3d"] is None for p in out["poses"])

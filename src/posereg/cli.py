@@ -287,16 +287,26 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_lift(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from posereg.lift import lift_file
 
     result, json_path, png = lift_file(
         args.checkpoint, args.poses, args.out, draw=not args.no_draw, device=args.device or "cpu"
     )
-    sigma = "" if result.sigma is None else f", mean sigma {result.sigma.mean():.1f} mm"
-    print(f"lifted {len(result.joints_3d)} poses{sigma} -> {json_path}")
+    degenerate = result.degenerate_line()
+    if degenerate is not None:
+        print(f"posereg lift: {degenerate}", file=sys.stderr)
+    skipped = 0 if result.degenerate is None else int(result.degenerate.sum())
+    lifted = len(result.joints_3d) - skipped
+    sigma = "" if result.sigma is None or not lifted else (
+        f", mean sigma {np.nanmean(result.sigma):.1f} mm"
+    )  # fmt: skip
+    null = f" ({skipped} degenerate: null)" if skipped else ""
+    print(f"lifted {lifted} poses{null}{sigma} -> {json_path}")
     if png is not None:
         print(f"3D skeletons -> {png}")
-    return 0
+    return 0 if lifted else 1  # nothing lifted: every pose was degenerate
 
 
 def _add_lift(sub: argparse._SubParsersAction) -> None:
@@ -305,7 +315,9 @@ def _add_lift(sub: argparse._SubParsersAction) -> None:
         help="lift 2D keypoints to 3D (mm, root-relative) with a lifting checkpoint",
         description="POSES_2D: a COCO-results json (from `posereg predict`) or an .npy/.npz "
         "array (N, K, 2 or 3) in pixels, in the lifter's input skeleton. Writes "
-        "OUT/poses_3d.json (joints and per-joint sigma in mm) and OUT/poses_3d.png.",
+        "OUT/poses_3d.json (joints and per-joint sigma in mm) and OUT/poses_3d.png. A pose "
+        "with no 2D spread (all joints at one point, e.g. zeros) is named on stderr and lifted "
+        "as null; exit status 1 when every pose is.",
     )
     p.add_argument("poses", metavar="POSES_2D")
     p.add_argument("--checkpoint", required=True, help="checkpoint of a `task: lift` run")

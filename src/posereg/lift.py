@@ -19,7 +19,7 @@ import torch
 
 from posereg.data.badinput import BadInputError
 from posereg.engine.lift import lifter_from_checkpoint, predict_lifter
-from posereg.models.lifter import FCLifter
+from posereg.models.lifter import MIN_SPREAD_PX, FCLifter
 from posereg.skeletons import H36M17
 
 __all__ = ["LiftResult", "Lifter", "read_poses_2d", "draw_lift", "lift_file"]
@@ -38,24 +38,47 @@ class LiftResult:
             training set's std per joint and axis (docs/lifting.md), not a per-pose uncertainty.
         joint_names: the 17 names.
         image_ids: (N,) image ids from a COCO-results input, else None.
+        degenerate: (N,) bool, the 2D poses with no spread (every joint within
+            :data:`~posereg.models.lifter.MIN_SPREAD_PX` of the mid-hip point, e.g. all zeros):
+            nothing can be lifted from them, so their joints and sigma are NaN.
     """
 
     joints_3d: np.ndarray
     sigma: np.ndarray | None
     joint_names: tuple[str, ...]
     image_ids: list[int] | None = None
+    degenerate: np.ndarray | None = None
 
     def to_json(self) -> list[dict]:
-        """One record per pose: ``joints_3d`` (17 x 3, mm), ``sigma`` (17 x 3, mm or null)."""
+        """One record per pose: ``joints_3d`` (17 x 3, mm), ``sigma`` (17 x 3, mm or null);
+        a degenerate pose has ``"degenerate": true`` and null joints and sigma."""
         out = []
         for i in range(len(self.joints_3d)):
             rec: dict = {"index": i}
             if self.image_ids is not None:
                 rec["image_id"] = self.image_ids[i]
+            if self.degenerate is not None and self.degenerate[i]:
+                out.append({**rec, "degenerate": True, "joints_3d": None, "sigma": None})
+                continue
             rec["joints_3d"] = np.round(self.joints_3d[i], 2).tolist()
             rec["sigma"] = None if self.sigma is None else np.round(self.sigma[i], 2).tolist()
             out.append(rec)
         return out
+
+    def degenerate_line(self) -> str | None:
+        """``"2 of 3 poses are degenerate ...: #0 (image 7), #2 (image 9)"``, or None."""
+        if self.degenerate is None or not self.degenerate.any():
+            return None
+        bad = np.flatnonzero(self.degenerate).tolist()
+        shown = ", ".join(
+            f"#{i}" + (f" (image {self.image_ids[i]})" if self.image_ids is not None else "")
+            for i in bad[:10]
+        ) + (" ..." if len(bad) > 10 else "")
+        return (
+            f"{len(bad)} of {len(self.degenerate)} poses are degenerate (2D spread under "
+            f"{MIN_SPREAD_PX:g} px around the mid-hip point, e.g. all zeros), lifted as null: "
+            f"{shown}"
+        )
 
 
 class Lifter:
@@ -79,6 +102,8 @@ class Lifter:
     def lift(self, keypoints_2d: np.ndarray, image_ids: list[int] | None = None) -> LiftResult:
         """Lift (N, K, 2) or (N, K, 3) keypoints in pixels (a third column, scores, is ignored).
 
+        Poses with no 2D spread (:attr:`LiftResult.degenerate`) get NaN joints and sigma.
+
         Raises:
             ValueError: a keypoint count other than the lifter's input skeleton's.
         """
@@ -89,9 +114,13 @@ class Lifter:
                 f"({self.model.normalizer.input_skeleton}), got {kp.shape}"
             )
         joints, sigma = predict_lifter(self.model, kp[..., :2])
+        degenerate = self.model.normalizer.degenerate(torch.as_tensor(kp[..., :2])).numpy()
+        joints[degenerate] = np.nan
+        sigma[degenerate] = np.nan
         return LiftResult(
-            joints, sigma if self.model.has_sigma else None, self.model.joint_names, image_ids
-        )
+            joints, sigma if self.model.has_sigma else None, self.model.joint_names, image_ids,
+            degenerate,
+        )  # fmt: skip
 
 
 def read_poses_2d(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -160,10 +189,12 @@ def draw_lift(result: LiftResult, path: str | Path, max_poses: int = 6) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(max_poses, len(result.joints_3d))
+    shown = [i for i in range(len(result.joints_3d)) if np.isfinite(result.joints_3d[i]).all()]
+    shown = shown[:max_poses]  # degenerate poses (NaN) have nothing to draw
+    n = max(len(shown), 1)
     fig = plt.figure(figsize=(4 * n, 4.4))
-    for i in range(n):
-        ax = fig.add_subplot(1, n, i + 1, projection="3d")
+    for slot, i in enumerate(shown):
+        ax = fig.add_subplot(1, n, slot + 1, projection="3d")
         j = result.joints_3d[i]
         x, y, z = j[:, 0], j[:, 2], -j[:, 1]  # camera x, depth, up
         for a, b in H36M17.limbs:
@@ -220,5 +251,6 @@ def lift_file(
              "joint_names": list(result.joint_names), "poses": result.to_json()}
         )
     )  # fmt: skip
-    png = draw_lift(result, out / "poses_3d.png") if draw else None
+    usable = result.degenerate is None or not result.degenerate.all()
+    png = draw_lift(result, out / "poses_3d.png") if draw and usable else None
     return result, json_path, png

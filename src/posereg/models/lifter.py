@@ -25,10 +25,16 @@ from torch import Tensor, nn
 from posereg.losses import build_loss
 from posereg.skeletons import H36M17, get_skeleton
 
-__all__ = ["FCLifter", "LiftNormalizer", "LiftOutput", "LOSSES_WITH_SIGMA"]
+__all__ = ["FCLifter", "LiftNormalizer", "LiftOutput", "LOSSES_WITH_SIGMA", "MIN_SPREAD_PX"]
 
 #: Losses that train sigma; with ``l1``/``l2`` the sigma output is untrained and not reported.
 LOSSES_WITH_SIGMA = ("gaussian_nll", "laplace_nll", "dle", "rle")
+
+#: A 2D pose whose RMS joint distance from the mid-hip point is below this (pixels) is
+#: degenerate: all joints at one point (an all-zero array, a pose that was never detected).
+#: The per-instance scaling would blow its rounding noise up to a pose-sized input, and the
+#: lifter would return a plausible 3D pose for it; :class:`posereg.lift.Lifter` returns NaN.
+MIN_SPREAD_PX = 1.0
 
 
 @dataclass
@@ -65,12 +71,21 @@ class LiftNormalizer(nn.Module):
         self.register_buffer("mean_3d", torch.zeros(num_joints, 3))
         self.register_buffer("std_3d", torch.ones(num_joints, 3))
 
-    def instance_2d(self, keypoints: Tensor) -> Tensor:
-        """(B, K, 2) pixels -> centred on the mid-hip point, in units of the RMS joint distance."""
+    def centred_2d(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, K, 2) pixels -> (centred on the mid-hip point (B, K, 2), RMS joint distance
+        from it (B,)), both in pixels."""
         root = keypoints[:, self.hips].mean(1, keepdim=True)
         x = keypoints - root
-        scale = x.square().sum(-1).mean(-1).sqrt().clamp_min(1e-6)  # (B,)
-        return x / scale[:, None, None]
+        return x, x.square().sum(-1).mean(-1).sqrt()
+
+    def degenerate(self, keypoints: Tensor) -> Tensor:
+        """(B,) True for the (B, K, 2) poses whose spread is under :data:`MIN_SPREAD_PX`."""
+        return self.centred_2d(keypoints)[1] < MIN_SPREAD_PX
+
+    def instance_2d(self, keypoints: Tensor) -> Tensor:
+        """(B, K, 2) pixels -> centred on the mid-hip point, in units of the RMS joint distance."""
+        x, spread = self.centred_2d(keypoints)
+        return x / spread.clamp_min(1e-6)[:, None, None]
 
     def normalize_2d(self, keypoints: Tensor) -> Tensor:
         """(B, K, 2) pixels -> (B, K, 2) standardised."""

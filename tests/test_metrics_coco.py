@@ -235,3 +235,19 @@ def test_pipeline_end_to_end_perfect_predictions_give_ap_one():
     assert preds[0]["score"] == pytest.approx(0.9 + 0.9)  # official rule with GT boxes
     result = evaluate_coco(real("coco", "test_coco.json"), oks_nms_per_image(preds))
     assert result.ap == 1.0 and result.ar == 1.0
+
+
+@pytest.mark.parametrize("pred_category", [1, 7])
+def test_a_person_category_with_another_id_is_scored(gt_json, tmp_path, pred_category):
+    """posereg predicts people only: its predictions (category_id 1) are scored against the
+    file's person category whatever its id, not left unmatched at AP 0."""
+    gt = copy.deepcopy(gt_json)
+    for cat in gt["categories"]:
+        cat["id"] = 7
+    for ann in gt["annotations"]:
+        ann["category_id"] = 7
+    path = tmp_path / "person_is_7.json"
+    path.write_text(json.dumps(gt))
+    preds = [{**p, "category_id": pred_category} for p in labels_as_predictions(gt_json)]
+    result = evaluate_coco(path, preds)
+    assert result.ap == 1.0 and result.ar == 1.0

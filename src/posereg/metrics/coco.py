@@ -363,7 +363,8 @@ def evaluate_coco(
     Arguments:
         gt: ground truth (json path, dict or COCO object).
         predictions: COCO results, ``[{image_id, category_id, keypoints (3K), score}]``, or a
-            json file of them.
+            json file of them; each is scored as the ground truth's person category
+            (:func:`posereg.data.coco.person_category`), whatever its ``category_id``.
         sigmas: per-keypoint OKS sigmas (K,); default COCO-17's.
         use_clean: evaluate against ``keypoints_clean`` (the synthetic sets' noise-free truth).
         backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"`` (same numbers, faster
@@ -401,6 +402,12 @@ def evaluate_coco(
             f"predictions for image ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''} that "
             "the ground truth does not have"
         )
+    # posereg predicts people only: every prediction is scored as the file's person category,
+    # whatever its id (a file whose person is id 7 would leave category-1 predictions unmatched).
+    person = person_category(dict(coco_gt.dataset), "ground truth")
+    person_id = 1 if person is None else int(person["id"])
+    for p in preds:
+        p["category_id"] = person_id
     coco_dt = _quiet(coco_gt.loadRes, preds)
     if backend == "faster_coco_eval":
         from faster_coco_eval import COCOeval_faster
@@ -409,6 +416,7 @@ def evaluate_coco(
     else:
         evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
         evaluator.params.kpt_oks_sigmas = sig
+    evaluator.params.catIds = [person_id]
     if image_ids is not None:
         evaluator.params.imgIds = list(image_ids)
     buf = io.StringIO()

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from _real_data import tiny_checkpoint
-from posereg.engine.checkpoint import CheckpointError, load_checkpoint
+from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
 
@@ -248,3 +248,77 @@ def test_a_nan_flow_has_no_predictive_region_and_says_why(density):
             p.fill_(float("nan"))
     with pytest.raises(ValueError, match="non-finite weights"):
         region_from_criterion(criterion, num_samples=1000)
+
+
+# --------------------------------------------------------------------------- posereg lift inputs
+@pytest.fixture(scope="module")
+def lift_checkpoint(tmp_path_factory) -> Path:
+    """A real (untrained) lifting checkpoint, as `posereg train` of a `task: lift` config saves."""
+    from posereg.config import LiftConfig, LiftModelConfig, to_dict
+    from posereg.engine.lift import build_lift_model
+
+    cfg = LiftConfig(model=LiftModelConfig(hidden=16))
+    model = build_lift_model(cfg)
+    state = {"task": "lift", "model": model.state_dict(), "config": to_dict(cfg), "epoch": 0}
+    return save_checkpoint(state, tmp_path_factory.mktemp("lift") / "lift.pt")
+
+
+def _write_poses(path: Path, kind: str) -> str:
+    """Write a bad 2D-poses file of ``kind``; returns what the error must say."""
+    if kind == "empty npz":
+        np.savez(path)
+        return "expected one array, or one named 'keypoints'; it holds: none"
+    if kind == "zero-byte npy":
+        path.write_bytes(b"")
+        return "the file is empty (0 bytes)"
+    if kind == "empty array":
+        np.save(path, np.zeros((0, 17, 2)))
+        return "no poses (array of shape (0, 17, 2))"
+    if kind == "strings":
+        np.save(path, np.full((1, 17, 2), "12.5"))
+        return "holds strings, expected numbers"
+    if kind == "several arrays":
+        np.savez(path, poses=np.zeros((1, 17, 2)), scores=np.ones((1, 17)))
+        return "expected one array, or one named 'keypoints'; it holds: poses, scores"
+    raise AssertionError(kind)
+
+
+LIFT_INPUTS = {
+    "empty npz": "p.npz",
+    "zero-byte npy": "p.npy",
+    "empty array": "p.npy",
+    "strings": "p.npy",
+    "several arrays": "p.npz",
+}
+
+
+@pytest.mark.parametrize("kind", list(LIFT_INPUTS))
+def test_read_poses_2d_names_the_file_for_inputs_it_cannot_use(tmp_path, kind):
+    from posereg.data.badinput import BadInputError
+    from posereg.lift import read_poses_2d
+
+    path = tmp_path / LIFT_INPUTS[kind]
+    said = _write_poses(path, kind)
+    with pytest.raises(BadInputError) as e:
+        read_poses_2d(path)
+    assert str(e.value).startswith(f"{path}: ") and said in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["zero-byte npy", "strings", "several arrays"])
+def test_lift_cli_is_one_line_for_inputs_it_cannot_use(tmp_path, lift_checkpoint, kind):
+    path = tmp_path / LIFT_INPUTS[kind]
+    said = _write_poses(path, kind)
+    out = _posereg("lift", path, "--checkpoint", lift_checkpoint, "--out", tmp_path / "out")
+    _one_error_line(out, f"posereg lift: error: {path}", said)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_npz_uses_its_keypoints_array_or_its_only_one(tmp_path):
+    from posereg.lift import read_poses_2d
+
+    poses = np.arange(17 * 2, dtype=np.float64).reshape(1, 17, 2)
+    np.savez(tmp_path / "named.npz", scores=np.ones((1, 17)), keypoints=poses)
+    np.savez(tmp_path / "one.npz", whatever=poses)
+    for name in ("named.npz", "one.npz"):
+        got, ids = read_poses_2d(tmp_path / name)
+        assert ids is None and np.array_equal(got, poses)

@@ -322,3 +322,15 @@ def test_an_npz_uses_its_keypoints_array_or_its_only_one(tmp_path):
     for name in ("named.npz", "one.npz"):
         got, ids = read_poses_2d(tmp_path / name)
         assert ids is None and np.array_equal(got, poses)
+
+
+# --------------------------------------------------------------------------- demo
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_demo_refuses_a_run_that_trains_nothing(steps):
+    from posereg.demo import run_demo
+
+    with pytest.raises(ValueError, match=f"--steps must be a positive number .* got {steps}"):
+        run_demo(steps=int(steps), verbose=False)
+    out = _posereg("demo", "--steps", steps)
+    _one_error_line(out, "posereg demo: error: --steps must be a positive number")
+    assert out.stdout == ""  # no table, no conclusion

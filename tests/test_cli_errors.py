@@ -334,3 +334,51 @@ def test_demo_refuses_a_run_that_trains_nothing(steps):
     out = _posereg("demo", "--steps", steps)
     _one_error_line(out, "posereg demo: error: --steps must be a positive number")
     assert out.stdout == ""  # no table, no conclusion
+
+
+# --------------------------------------------------------------------------- DataLoader workers
+class _Failing(torch.utils.data.Dataset):
+    """Raises ``error`` for every item (in whichever process loads it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise self.error
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_an_error_raised_in_a_worker_keeps_its_one_line_message(num_workers):
+    from posereg.cli import _message
+    from posereg.data.badinput import BadInputError
+
+    error = BadInputError("/data/a.jpg", "annotation id 1 (image id 1)", "truncated JPEG")
+    loader = torch.utils.data.DataLoader(_Failing(error), num_workers=num_workers)
+    with pytest.raises(BadInputError) as info:
+        next(iter(loader))
+    assert str(info.value) == "/data/a.jpg: annotation id 1 (image id 1): truncated JPEG"
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    loader = torch.utils.data.DataLoader(_Failing(ValueError("x.json: bad")), num_workers=1)
+    with pytest.raises(ValueError) as info:
+        next(iter(loader))
+    assert _message(info.value) == "x.json: bad"  # any error type, as the CLI prints it
+
+
+def test_a_corrupt_image_in_a_worker_is_the_same_one_line_as_without_workers(tmp_path):
+    import shutil
+
+    coco = tmp_path / "coco"
+    shutil.copytree(COCO, coco)
+    for image in coco.glob("*.jpg"):  # every image cut after its first 300 bytes
+        image.write_bytes(image.read_bytes()[:300])
+    lines = []
+    for workers in (0, 1):
+        cfg = _tiny_config(tmp_path, f"w{workers}", data={
+            "train_ann": str(coco / "test_coco.json"), "train_images": str(coco),
+            "val_ann": str(coco / "test_coco.json"), "val_images": str(coco), "workers": workers,
+        })  # fmt: skip
+        lines.append(_one_error_line(_posereg("train", cfg), "posereg train: error: ", coco))
+    assert lines[0] == lines[1] and "JPEG" in lines[0]

@@ -34,10 +34,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _message(e: BaseException) -> str:
-    """One line for a user error; an OSError without its ``[Errno N]`` prefix and with its path."""
+    """One line for a user error; an OSError without its ``[Errno N]`` prefix and with its path,
+    an error re-raised by a DataLoader from its worker with the worker's message alone."""
+    from posereg.data.badinput import worker_message
+
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    return str(e) or type(e).__name__
+    return worker_message(str(e)) or type(e).__name__
 
 
 def _error(command: str, e: BaseException) -> int:

@@ -382,3 +382,65 @@ def test_a_corrupt_image_in_a_worker_is_the_same_one_line_as_without_workers(tmp
         })  # fmt: skip
         lines.append(_one_error_line(_posereg("train", cfg), "posereg train: error: ", coco))
     assert lines[0] == lines[1] and "JPEG" in lines[0]
+
+
+# --------------------------------------------------------------------------- torchrun
+def _torchrun(cfg: Path, port: int, *overrides: str) -> list[str]:
+    """The ``posereg train`` error lines of a 2-process torchrun (torchrun adds its own report)."""
+    out = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "posereg.cli", "train", str(cfg), "--set", *overrides],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    return [line for line in out.stderr.splitlines() if line.startswith("posereg train")]
+
+
+@pytest.mark.slow
+def test_torchrun_prints_a_user_error_met_by_every_rank_once(tmp_path):
+    bad, said = _bad_file(tmp_path, "empty")
+    lines = _torchrun(_tiny_config(tmp_path), 29573, f"model.init_from={bad}")
+    assert lines == [f"posereg train: error: {bad}: not a posereg checkpoint (a .pt file written by posereg train or convert): {said}"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_tags_an_error_met_in_a_rank_s_own_shard_with_the_rank(tmp_path):
+    import shutil
+
+    coco = tmp_path / "coco"
+    shutil.copytree(COCO, coco)
+    for image in coco.glob("*.jpg"):
+        image.write_bytes(image.read_bytes()[:300])
+    cfg = _tiny_config(tmp_path, data={
+        "train_ann": str(coco / "test_coco.json"), "train_images": str(coco),
+        "val_ann": str(coco / "test_coco.json"), "val_images": str(coco),
+    })  # fmt: skip
+    lines = _torchrun(cfg, 29574, "data.workers=0")
+    # each rank meets its own image; torchrun may stop one rank before it prints
+    assert 1 <= len(lines) <= 2, lines
+    ranks = set()
+    for line in lines:
+        assert line.startswith(
+            ("posereg train (rank 0): error: ", "posereg train (rank 1): error: ")
+        )
+        assert str(coco) in line and "JPEG" in line
+        ranks.add(line[len("posereg train (rank ") :][0])
+    assert len(ranks) == len(lines)  # not the same rank twice
+
+
+def test_the_rank_0_rule_for_user_error_lines(monkeypatch):
+    from posereg.engine import distributed as D
+
+    monkeypatch.setattr(D, "_shards_started", False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert D.user_error_line("train", "x.json: bad") == "posereg train: error: x.json: bad"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert D.user_error_line("train", "x.json: bad") == "posereg train: error: x.json: bad"
+    monkeypatch.setenv("RANK", "1")  # not stopped by torchrun within the wait: says which rank
+    assert D.user_error_line("train", "m", wait_s=0) == "posereg train (rank 1): error: m"
+    D.mark_shards_started()
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert D.user_error_line("train", "m") == f"posereg train (rank {rank}): error: m"

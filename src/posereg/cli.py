@@ -44,7 +44,17 @@ def _message(e: BaseException) -> str:
 
 
 def _error(command: str, e: BaseException) -> int:
-    print(f"posereg {command}: error: {_message(e)}", file=sys.stderr)
+    """Print the one line of a user error (under torchrun, per the rank-0 rule); exit status 2."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from posereg.engine.distributed import user_error_line
+
+        line = user_error_line(command, _message(e))
+    else:
+        line = f"posereg {command}: error: {_message(e)}"
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
     return 2
 
 

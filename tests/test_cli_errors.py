@@ -4,6 +4,7 @@ a corrupt image met in a DataLoader worker, and user errors under torchrun."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -444,3 +445,13 @@ def test_the_rank_0_rule_for_user_error_lines(monkeypatch):
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)
         assert D.user_error_line("train", "m") == f"posereg train (rank {rank}): error: m"
+
+
+def test_a_coco_results_json_with_string_keypoints_names_the_record(tmp_path):
+    from posereg.data.badinput import BadInputError
+    from posereg.lift import read_poses_2d
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"keypoints": [1, 2, 1] * 17}, {"keypoints": ["12.5", 2, 1] * 17}]))
+    with pytest.raises(BadInputError, match=r"r.json: record #1: 'keypoints' must be numbers"):
+        read_poses_2d(path)

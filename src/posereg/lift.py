@@ -121,6 +121,8 @@ def read_poses_2d(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
                 raise BadInputError(
                     path, f"record #{i}", "'keypoints' must be a list of 3 K numbers like record #0"
                 )
+            if not all(isinstance(v, int | float | None) and not isinstance(v, bool) for v in kp):
+                raise BadInputError(path, f"record #{i}", "'keypoints' must be numbers")
             rows.append(np.asarray(kp, dtype=np.float64).reshape(-1, 3)[:, :2])
             ids.append(int(r.get("image_id", -1)))
         arr = np.stack(rows)

@@ -455,3 +455,18 @@ def test_a_coco_results_json_with_string_keypoints_names_the_record(tmp_path):
     path.write_text(json.dumps([{"keypoints": [1, 2, 1] * 17}, {"keypoints": ["12.5", 2, 1] * 17}]))
     with pytest.raises(BadInputError, match=r"r.json: record #1: 'keypoints' must be numbers"):
         read_poses_2d(path)
+
+
+def test_a_safetensors_weights_file_that_is_not_one_says_what_it_is(tmp_path):
+    pytest.importorskip("safetensors")
+    from posereg.models.backbones import create_backbone
+
+    for content, said in (
+        (b"", "it is empty (0 bytes)"),
+        (JPEG.read_bytes(), "it is a JPEG image"),
+    ):
+        path = tmp_path / "w.safetensors"
+        path.write_bytes(content)
+        with pytest.raises(TorchFileError) as e:
+            create_backbone("resnet18", pretrained=str(path))
+        assert str(e.value) == f"{path}: not a safetensors weights file: {said}"

@@ -139,6 +139,10 @@ def test_damaged_foreign_and_code_carrying_torch_files_are_named(tmp_path):
     legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format (official RLE checkpoints) still loads
     torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     assert torch.equal(read_torch_file(legacy, "X")["w"], torch.ones(3))
+    damaged = tmp_path / "damaged.pt"  # a legacy file whose pickle stream turns into noise
+    damaged.write_bytes(legacy.read_bytes()[:20] + b"\xee" * 200)
+    with pytest.raises(TorchFileError, match=r"damaged.pt: not X: it is a damaged or truncated"):
+        read_torch_file(damaged, "X")
 
 
 class _Payload:

@@ -123,7 +123,15 @@ def read_torch_file(path: str | Path, what: str, map_location: str | torch.devic
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # the disk, not the content
+        raise
     except pickle.UnpicklingError as e:
+        damaged = "Unsupported operand" in str(e)  # a byte that is no pickle opcode
+        if damaged or not str(e).startswith("Weights only load failed"):
+            raise TorchFileError(
+                f"{path}: not {what}: it is a damaged or truncated torch file"
+                f"{'' if damaged else f' ({str(e).strip().splitlines()[0]})'}"
+            ) from None
         # torch's weights-only unpickler: a global or an opcode it does not allow; its message
         # suggests weights_only=False, which would run whatever code the file carries
         found_global = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -4,6 +4,7 @@ a corrupt image met in a DataLoader worker, and user errors under torchrun."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -16,7 +17,7 @@ import torch
 import yaml
 
 from _real_data import tiny_checkpoint
-from posereg.engine.checkpoint import CheckpointError, load_checkpoint
+from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
 
@@ -138,6 +139,10 @@ def test_damaged_foreign_and_code_carrying_torch_files_are_named(tmp_path):
     legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format (official RLE checkpoints) still loads
     torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     assert torch.equal(read_torch_file(legacy, "X")["w"], torch.ones(3))
+    damaged = tmp_path / "damaged.pt"  # a legacy file whose pickle stream turns into noise
+    damaged.write_bytes(legacy.read_bytes()[:20] + b"\xee" * 200)
+    with pytest.raises(TorchFileError, match=r"damaged.pt: not X: it is a damaged or truncated"):
+        read_torch_file(damaged, "X")
 
 
 class _Payload:
@@ -248,3 +253,227 @@ def test_a_nan_flow_has_no_predictive_region_and_says_why(density):
             p.fill_(float("nan"))
     with pytest.raises(ValueError, match="non-finite weights"):
         region_from_criterion(criterion, num_samples=1000)
+
+
+# --------------------------------------------------------------------------- posereg lift inputs
+@pytest.fixture(scope="module")
+def lift_checkpoint(tmp_path_factory) -> Path:
+    """A real (untrained) lifting checkpoint, as `posereg train` of a `task: lift` config saves."""
+    from posereg.config import LiftConfig, LiftModelConfig, to_dict
+    from posereg.engine.lift import build_lift_model
+
+    cfg = LiftConfig(model=LiftModelConfig(hidden=16))
+    model = build_lift_model(cfg)
+    state = {"task": "lift", "model": model.state_dict(), "config": to_dict(cfg), "epoch": 0}
+    return save_checkpoint(state, tmp_path_factory.mktemp("lift") / "lift.pt")
+
+
+def _write_poses(path: Path, kind: str) -> str:
+    """Write a bad 2D-poses file of ``kind``; returns what the error must say."""
+    if kind == "empty npz":
+        np.savez(path)
+        return "expected one array, or one named 'keypoints'; it holds: none"
+    if kind == "zero-byte npy":
+        path.write_bytes(b"")
+        return "the file is empty (0 bytes)"
+    if kind == "empty array":
+        np.save(path, np.zeros((0, 17, 2)))
+        return "no poses (array of shape (0, 17, 2))"
+    if kind == "strings":
+        np.save(path, np.full((1, 17, 2), "12.5"))
+        return "holds strings, expected numbers"
+    if kind == "several arrays":
+        np.savez(path, poses=np.zeros((1, 17, 2)), scores=np.ones((1, 17)))
+        return "expected one array, or one named 'keypoints'; it holds: poses, scores"
+    raise AssertionError(kind)
+
+
+LIFT_INPUTS = {
+    "empty npz": "p.npz",
+    "zero-byte npy": "p.npy",
+    "empty array": "p.npy",
+    "strings": "p.npy",
+    "several arrays": "p.npz",
+}
+
+
+@pytest.mark.parametrize("kind", list(LIFT_INPUTS))
+def test_read_poses_2d_names_the_file_for_inputs_it_cannot_use(tmp_path, kind):
+    from posereg.data.badinput import BadInputError
+    from posereg.lift import read_poses_2d
+
+    path = tmp_path / LIFT_INPUTS[kind]
+    said = _write_poses(path, kind)
+    with pytest.raises(BadInputError) as e:
+        read_poses_2d(path)
+    assert str(e.value).startswith(f"{path}: ") and said in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["zero-byte npy", "strings"])
+def test_lift_cli_is_one_line_for_inputs_it_cannot_use(tmp_path, lift_checkpoint, kind):
+    path = tmp_path / LIFT_INPUTS[kind]
+    said = _write_poses(path, kind)
+    out = _posereg("lift", path, "--checkpoint", lift_checkpoint, "--out", tmp_path / "out")
+    _one_error_line(out, f"posereg lift: error: {path}", said)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_npz_uses_its_keypoints_array_or_its_only_one(tmp_path):
+    from posereg.lift import read_poses_2d
+
+    poses = np.arange(17 * 2, dtype=np.float64).reshape(1, 17, 2)
+    np.savez(tmp_path / "named.npz", scores=np.ones((1, 17)), keypoints=poses)
+    np.savez(tmp_path / "one.npz", whatever=poses)
+    for name in ("named.npz", "one.npz"):
+        got, ids = read_poses_2d(tmp_path / name)
+        assert ids is None and np.array_equal(got, poses)
+
+
+# --------------------------------------------------------------------------- demo
+@pytest.mark.parametrize("steps", [0, -5])
+def test_demo_refuses_a_run_that_trains_nothing(steps):
+    from posereg.demo import run_demo
+
+    with pytest.raises(ValueError, match=f"--steps must be a positive number .* got {steps}"):
+        run_demo(steps=steps, verbose=False)
+
+
+def test_demo_cli_with_zero_steps_is_one_line_and_no_conclusion():
+    out = _posereg("demo", "--steps", "0")
+    _one_error_line(out, "posereg demo: error: --steps must be a positive number")
+    assert out.stdout == ""  # no table, no conclusion
+
+
+# --------------------------------------------------------------------------- DataLoader workers
+class _Failing(torch.utils.data.Dataset):
+    """Raises ``error`` for every item (in whichever process loads it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise self.error
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_an_error_raised_in_a_worker_keeps_its_one_line_message(num_workers):
+    from posereg.cli import _message
+    from posereg.data.badinput import BadInputError
+
+    error = BadInputError("/data/a.jpg", "annotation id 1 (image id 1)", "truncated JPEG")
+    loader = torch.utils.data.DataLoader(_Failing(error), num_workers=num_workers)
+    with pytest.raises(BadInputError) as info:
+        next(iter(loader))
+    assert str(info.value) == "/data/a.jpg: annotation id 1 (image id 1): truncated JPEG"
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    loader = torch.utils.data.DataLoader(_Failing(ValueError("x.json: bad")), num_workers=1)
+    with pytest.raises(ValueError) as info:
+        next(iter(loader))
+    assert _message(info.value) == "x.json: bad"  # any error type, as the CLI prints it
+
+
+def test_a_corrupt_image_in_a_worker_is_the_same_one_line_as_without_workers(tmp_path):
+    import shutil
+
+    coco = tmp_path / "coco"
+    shutil.copytree(COCO, coco)
+    for image in coco.glob("*.jpg"):  # every image cut after its first 300 bytes
+        image.write_bytes(image.read_bytes()[:300])
+    lines = []
+    for workers in (0, 1):
+        cfg = _tiny_config(tmp_path, f"w{workers}", data={
+            "train_ann": str(coco / "test_coco.json"), "train_images": str(coco),
+            "val_ann": str(coco / "test_coco.json"), "val_images": str(coco), "workers": workers,
+        })  # fmt: skip
+        lines.append(_one_error_line(_posereg("train", cfg), "posereg train: error: ", coco))
+    assert lines[0] == lines[1] and "JPEG" in lines[0]
+
+
+# --------------------------------------------------------------------------- torchrun
+def _torchrun(cfg: Path, port: int, *overrides: str) -> list[str]:
+    """The ``posereg train`` error lines of a 2-process torchrun (torchrun adds its own report)."""
+    out = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "posereg.cli", "train", str(cfg), "--set", *overrides],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    return [line for line in out.stderr.splitlines() if line.startswith("posereg train")]
+
+
+@pytest.mark.slow
+def test_torchrun_prints_a_user_error_met_by_every_rank_once(tmp_path):
+    bad, said = _bad_file(tmp_path, "empty")
+    lines = _torchrun(_tiny_config(tmp_path), 29573, f"model.init_from={bad}")
+    assert lines == [f"posereg train: error: {bad}: not a posereg checkpoint (a .pt file written by posereg train or convert): {said}"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_tags_an_error_met_in_a_rank_s_own_shard_with_the_rank(tmp_path):
+    import shutil
+
+    coco = tmp_path / "coco"
+    shutil.copytree(COCO, coco)
+    for image in coco.glob("*.jpg"):
+        image.write_bytes(image.read_bytes()[:300])
+    cfg = _tiny_config(tmp_path, data={
+        "train_ann": str(coco / "test_coco.json"), "train_images": str(coco),
+        "val_ann": str(coco / "test_coco.json"), "val_images": str(coco),
+    })  # fmt: skip
+    lines = _torchrun(cfg, 29574, "data.workers=0")
+    # each rank meets its own image; torchrun may stop one rank before it prints
+    assert 1 <= len(lines) <= 2, lines
+    ranks = set()
+    for line in lines:
+        assert line.startswith(
+            ("posereg train (rank 0): error: ", "posereg train (rank 1): error: ")
+        )
+        assert str(coco) in line and "JPEG" in line
+        ranks.add(line[len("posereg train (rank ") :][0])
+    assert len(ranks) == len(lines)  # not the same rank twice
+
+
+def test_the_rank_0_rule_for_user_error_lines(monkeypatch):
+    from posereg.engine import distributed as D
+
+    monkeypatch.setattr(D, "_shards_started", False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert D.user_error_line("train", "x.json: bad") == "posereg train: error: x.json: bad"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert D.user_error_line("train", "x.json: bad") == "posereg train: error: x.json: bad"
+    monkeypatch.setenv("RANK", "1")  # not stopped by torchrun within the wait: says which rank
+    assert D.user_error_line("train", "m", wait_s=0) == "posereg train (rank 1): error: m"
+    D.mark_shards_started()
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert D.user_error_line("train", "m") == f"posereg train (rank {rank}): error: m"
+
+
+def test_a_coco_results_json_with_string_keypoints_names_the_record(tmp_path):
+    from posereg.data.badinput import BadInputError
+    from posereg.lift import read_poses_2d
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"keypoints": [1, 2, 1] * 17}, {"keypoints": ["12.5", 2, 1] * 17}]))
+    with pytest.raises(BadInputError, match=r"r.json: record #1: 'keypoints' must be numbers"):
+        read_poses_2d(path)
+
+
+def test_a_safetensors_weights_file_that_is_not_one_says_what_it_is(tmp_path):
+    pytest.importorskip("safetensors")
+    from posereg.models.backbones import create_backbone
+
+    for content, said in (
+        (b"", "it is empty (0 bytes)"),
+        (JPEG.read_bytes(), "it is a JPEG image"),
+    ):
+        path = tmp_path / "w.safetensors"
+        path.write_bytes(content)
+        with pytest.raises(TorchFileError) as e:
+            create_backbone("resnet18", pretrained=str(path))
+        assert str(e.value) == f"{path}: not a safetensors weights file: {said}"

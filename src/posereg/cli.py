@@ -34,14 +34,27 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _message(e: BaseException) -> str:
-    """One line for a user error; an OSError without its ``[Errno N]`` prefix and with its path."""
+    """One line for a user error; an OSError without its ``[Errno N]`` prefix and with its path,
+    an error re-raised by a DataLoader from its worker with the worker's message alone."""
+    from posereg.data.badinput import worker_message
+
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    return str(e) or type(e).__name__
+    return worker_message(str(e)) or type(e).__name__
 
 
 def _error(command: str, e: BaseException) -> int:
-    print(f"posereg {command}: error: {_message(e)}", file=sys.stderr)
+    """Print the one line of a user error (under torchrun, per the rank-0 rule); exit status 2."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from posereg.engine.distributed import user_error_line
+
+        line = user_error_line(command, _message(e))
+    else:
+        line = f"posereg {command}: error: {_message(e)}"
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
     return 2
 
 

@@ -67,7 +67,14 @@ def _train(loss_name: str, x: Tensor, y: Tensor, steps: int, seed: int) -> nn.Mo
 
 
 def run_demo(steps: int = 1500, seed: int = 0, verbose: bool = True) -> DemoResult:
-    """Train RLE and L2 regressors on synthetic heavy-tailed labels and report what they learned."""
+    """Train RLE and L2 regressors on synthetic heavy-tailed labels and report what they learned.
+
+    Raises:
+        ValueError: ``steps`` below 1 (nothing would be trained, and the table would describe
+            two untrained networks).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive number of optimisation steps, got {steps!r}")
     gen = torch.Generator().manual_seed(seed)
     mixing = torch.randn(8, 2 * len(NOISE_SCALES), generator=gen) / 8**0.5
     x, _, y = _make_data(8000, gen, mixing)

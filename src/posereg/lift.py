@@ -150,25 +150,13 @@ def read_poses_2d(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
                 raise BadInputError(
                     path, f"record #{i}", "'keypoints' must be a list of 3 K numbers like record #0"
                 )
+            if not all(isinstance(v, int | float | None) and not isinstance(v, bool) for v in kp):
+                raise BadInputError(path, f"record #{i}", "'keypoints' must be numbers")
             rows.append(np.asarray(kp, dtype=np.float64).reshape(-1, 3)[:, :2])
             ids.append(int(r.get("image_id", -1)))
         arr = np.stack(rows)
     elif path.suffix in (".npy", ".npz"):
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise BadInputError(path, "", f"not a readable array file ({e})") from None
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                key = "keypoints" if "keypoints" in data.files else data.files[0]
-                arr = np.asarray(data[key], dtype=np.float64)
-        else:
-            arr = np.asarray(data, dtype=np.float64)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[2] not in (2, 3):
-            raise BadInputError(path, "", f"array of shape {arr.shape}, expected (N, K, 2 or 3)")
-        arr = arr[..., :2]
+        arr = _read_pose_array(path)
     else:
         raise BadInputError(path, "", "expected a .json (COCO results), .npy or .npz file")
     if not np.isfinite(arr).all():
@@ -176,6 +164,52 @@ def read_poses_2d(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
             path, f"pose #{int(np.argwhere(~np.isfinite(arr))[0][0])}", "NaN or inf"
         )
     return arr, ids
+
+
+def _read_pose_array(path: Path) -> np.ndarray:
+    """(N, K, 2) float64 poses from an .npy, or from an .npz's ``keypoints`` array (or its only
+    array); (K, 2 or 3) is one pose.
+
+    Raises:
+        BadInputError: empty or unreadable file, an .npz with no array or several and none named
+            ``keypoints``, no poses, non-numeric values, another shape.
+    """
+    if path.stat().st_size == 0:
+        raise BadInputError(path, "", "the file is empty (0 bytes)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise BadInputError(path, "", f"not a readable array file ({e})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            names = list(data.files)
+            if "keypoints" in names:
+                key = "keypoints"
+            elif len(names) == 1:
+                key = names[0]
+            else:
+                listed = ", ".join(names) if names else "none"
+                raise BadInputError(
+                    path, "", f"expected one array, or one named 'keypoints'; it holds: {listed}"
+                )
+            try:
+                raw = np.asarray(data[key])
+            except (OSError, ValueError, EOFError) as e:
+                raise BadInputError(path, key, f"not a readable array ({e})") from None
+        where = key
+    else:
+        raw, where = np.asarray(data), ""
+    if raw.dtype.kind not in "iuf":
+        held = "strings" if raw.dtype.kind in "US" else f"{raw.dtype.name} values"
+        raise BadInputError(path, where, f"holds {held}, expected numbers (pixel coordinates)")
+    arr = raw.astype(np.float64)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[2] not in (2, 3):
+        raise BadInputError(path, where, f"array of shape {arr.shape}, expected (N, K, 2 or 3)")
+    if arr.size == 0:
+        raise BadInputError(path, where, f"no poses (array of shape {arr.shape})")
+    return arr[..., :2]
 
 
 def draw_lift(result: LiftResult, path: str | Path, max_poses: int = 6) -> Path:

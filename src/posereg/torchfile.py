@@ -23,6 +23,7 @@ import torch
 __all__ = [
     "TorchFileError",
     "read_torch_file",
+    "read_safetensors_file",
     "describe_content",
     "check_finite",
     "CHECKPOINT_WHAT",
@@ -122,7 +123,15 @@ def read_torch_file(path: str | Path, what: str, map_location: str | torch.devic
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # the disk, not the content
+        raise
     except pickle.UnpicklingError as e:
+        damaged = "Unsupported operand" in str(e)  # a byte that is no pickle opcode
+        if damaged or not str(e).startswith("Weights only load failed"):
+            raise TorchFileError(
+                f"{path}: not {what}: it is a damaged or truncated torch file"
+                f"{'' if damaged else f' ({str(e).strip().splitlines()[0]})'}"
+            ) from None
         # torch's weights-only unpickler: a global or an opcode it does not allow; its message
         # suggests weights_only=False, which would run whatever code the file carries
         found_global = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -143,6 +152,32 @@ def read_torch_file(path: str | Path, what: str, map_location: str | torch.devic
         raise TorchFileError(
             f"{path}: not {what}: it is a damaged or truncated torch file ({reason})"
         ) from None
+
+
+def read_safetensors_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, or one clear error naming it.
+
+    Raises:
+        ImportError: safetensors is not installed (it comes with ``posereg[timm]``).
+        TorchFileError: ``"PATH: not WHAT: it is empty (0 bytes)"`` (an image, text, ...), or
+            a damaged safetensors file with the library's reason.
+    """
+    path = Path(path)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ImportError(
+            f"reading {path.name} needs safetensors: pip install safetensors "
+            "(installed with posereg[timm])"
+        ) from None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error type (empty, damaged, not safetensors)
+        with path.open("rb") as f:
+            found = describe_content(f.read(64), path.stat().st_size)
+        if found is None or found == "it is a safetensors file":
+            found = f"it is a damaged safetensors file ({e})"
+        raise TorchFileError(f"{path}: not {what}: {found}") from None
 
 
 def check_finite(state_dict: Mapping[str, Any], source: str) -> None:

@@ -12,11 +12,12 @@ is in docs/data.md ("Bad input policy").
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BadInputError", "SkippedRecord", "LoadReport"]
+__all__ = ["BadInputError", "SkippedRecord", "LoadReport", "worker_message"]
 
 logger = logging.getLogger("posereg.data")
 
@@ -38,9 +39,12 @@ class BadInputError(ValueError):
     ) -> None:
         if record is None and problem is None:
             # one argument: a finished message, as DataLoader builds when it re-raises a
-            # worker's error in the main process (the message keeps the file and record)
-            self.file, self.record, self.problem = "", "", str(file)
-            super().__init__(str(file))
+            # worker's error in the main process: "Caught BadInputError in DataLoader worker
+            # process 0.\nOriginal Traceback ...", ending with the original message (which
+            # keeps the file and record); the error carries that message alone
+            message = worker_message(str(file))
+            self.file, self.record, self.problem = "", "", message
+            super().__init__(message)
             return
         self.file = str(file)
         self.record = record or ""
@@ -48,8 +52,26 @@ class BadInputError(ValueError):
         where = f"{self.file}: {self.record}" if self.record else self.file
         super().__init__(f"{where}: {self.problem}")
 
-    def __reduce__(self):  # keeps the fields when the error crosses a DataLoader worker boundary
+    def __reduce__(self):  # keeps the fields when the error crosses a process boundary
+        if not self.file:  # a finished message (see __init__)
+            return (type(self), (self.problem,))
         return (type(self), (self.file, self.record, self.problem))
+
+
+def worker_message(message: str) -> str:
+    """The original one-line message of an error that a DataLoader re-raised from a worker.
+
+    DataLoader cannot send the exception itself; it re-raises its type with the message
+    ``"Caught T in DataLoader worker process N.\nOriginal Traceback (most recent call last):
+    ... module.T: MESSAGE"``. Returns MESSAGE, or ``message`` unchanged when it is not one.
+    """
+    head, _, rest = message.partition("\n")
+    caught = re.match(r"Caught (\w+) ", head)
+    if caught is None or not rest.startswith("Original Traceback"):
+        return message
+    # the last line "package.module.T: " starts the message (an earlier one would be a cause)
+    starts = list(re.finditer(rf"^(?:[\w.]+\.)?{caught.group(1)}: ", rest, re.MULTILINE))
+    return rest[starts[-1].end() :].strip() if starts else message
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,18 @@
 ``torchrun --nproc_per_node N -m posereg.cli train CONFIG`` (or ``posereg train`` under torchrun)
 sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`setup` reads them. Backend: NCCL on CUDA, gloo on
 the CPU.
+
+User errors follow the rank-0 rule (:func:`user_error_line`): until the ranks start on their
+shards of the data (:func:`mark_shards_started`) they all run the same code on the same files
+and meet the same error, which rank 0 alone prints; after that an error is one rank's own and
+its line says which rank.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,7 +30,16 @@ __all__ = [
     "EpochBatchSampler",
     "all_gather_objects",
     "barrier",
+    "mark_shards_started",
+    "user_error_line",
 ]
+
+#: How long a rank other than 0 waits, after a user error met before the shards started, for
+#: torchrun to stop it once rank 0 has failed (and printed the same error); it prints its own
+#: line after this, so an error that rank 0 did not meet (rank 0 waiting at a barrier) is not lost.
+RANK0_WAIT_S = 20.0
+
+_shards_started = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,32 @@ def setup(device: torch.device) -> DistInfo:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def mark_shards_started() -> None:
+    """Note that the ranks now work on their own shards: a user error from here on is tagged
+    with this rank (:func:`user_error_line`)."""
+    global _shards_started
+    _shards_started = True
+
+
+def user_error_line(command: str, message: str, wait_s: float = RANK0_WAIT_S) -> str | None:
+    """The line this process prints for a user error: ``posereg CMD: error: MESSAGE``.
+
+    Under torchrun (WORLD_SIZE > 1): before :func:`mark_shards_started`, rank 0 alone prints it
+    and another rank returns None after waiting up to ``wait_s`` seconds for torchrun to stop it
+    (which it does as soon as rank 0 exits with the same error); past the wait it prints the line
+    with its rank. After the shards started, every rank's line says which rank it is,
+    ``posereg CMD (rank N): error: ...``.
+    """
+    rank = env_rank()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return f"posereg {command}: error: {message}"
+    if not _shards_started and rank == 0:
+        return f"posereg {command}: error: {message}"
+    if not _shards_started:
+        time.sleep(wait_s)  # torchrun's SIGTERM ends this process here when rank 0 failed
+    return f"posereg {command} (rank {rank}): error: {message}"
 
 
 def barrier() -> None:

@@ -381,6 +381,7 @@ def _fit(
     total_steps = min(cfg.train.epochs * batches_per_epoch, max_steps or math.inf)
 
     stop.arm()  # Ctrl-C from here on: save last.pt at the current step and stop
+    D.mark_shards_started()  # a user error from here on is this rank's own (the rank-0 rule)
     while epoch < cfg.train.epochs and not done:
         train_set.set_epoch(cfg.train.seed, epoch)
         sampler = D.EpochBatchSampler(

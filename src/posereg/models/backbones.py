@@ -23,7 +23,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
+from posereg.torchfile import (
+    CHECKPOINT_WHAT,
+    check_finite,
+    read_safetensors_file,
+    read_torch_file,
+)
 
 __all__ = [
     "BACKBONES",
@@ -313,17 +318,7 @@ def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ImportError(
-                f"reading {path.name} needs safetensors: pip install safetensors "
-                "(installed with posereg[timm])"
-            ) from None
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # safetensors' own error type (empty, damaged, not safetensors)
-            raise TorchFileError(f"{path}: not a readable safetensors file ({e})") from None
+        state = read_safetensors_file(path, "a safetensors weights file")
         check_finite(state, str(path))
         return state
     state = read_torch_file(

@@ -33,6 +33,7 @@ __all__ = [
     "load_yaml",
     "save_yaml",
     "Config",
+    "check_run_name",
     "DataConfig",
     "SynthDataConfig",
     "ModelConfig",
@@ -590,9 +591,35 @@ class EvalConfig:
     }  # fmt: skip
 
 
+def check_run_name(name: str) -> None:
+    """A run's ``name`` is one folder name inside ``out_dir``.
+
+    Raises:
+        ConfigError: an empty name, ``.`` or ``..``, or one with ``/`` or ``\\`` (a path, which
+            could put the run outside ``out_dir`` or among other runs).
+    """
+    why = None
+    if not name.strip():
+        why = "is empty"
+    elif name.strip() in (".", ".."):
+        why = "is not a folder name"
+    elif "/" in name or "\\" in name:
+        why = "is a path"
+    elif "\0" in name:
+        why = "holds a NUL character"
+    if why is not None:
+        raise ConfigError(
+            f"name: {name!r} {why}; give one folder name, e.g. name=synth_rle "
+            "(the run goes to out_dir/name)"
+        )
+
+
 @dataclasses.dataclass
 class Config:
-    """A whole run. ``posereg train CONFIG --set a.b=value`` overrides any field."""
+    """A whole run. ``posereg train CONFIG --set a.b=value`` overrides any field.
+
+    ``name`` is the run's folder in ``out_dir`` (:func:`check_run_name`).
+    """
 
     name: str = "run"
     out_dir: str = "runs"
@@ -601,6 +628,9 @@ class Config:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -692,6 +722,9 @@ class LiftConfig:
     data: LiftDataConfig = dataclasses.field(default_factory=LiftDataConfig)
     model: LiftModelConfig = dataclasses.field(default_factory=LiftModelConfig)
     train: LiftTrainConfig = dataclasses.field(default_factory=LiftTrainConfig)
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name)
 
 
 def config_task(path: str | Path) -> str:

@@ -211,6 +211,7 @@ def train_lift(
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_set, val_set = build_lift_data(cfg)
     assert train_set is not None
+    build_lift_model(cfg)  # an unknown loss or skeleton fails here, before the run folder is made
     run_dir, lock, note = new_run_dir(cfg.out_dir, cfg.name, exist_ok)
     try:
         if note:

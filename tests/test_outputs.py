@@ -253,6 +253,17 @@ def test_a_run_name_is_one_folder_name(name):
         apply_overrides(Config(), [f"name={name!r}" if name.strip() else "name=''"])
 
 
+@pytest.mark.parametrize(("saved", "loaded"), [(".", "run"), ("..", "run"), ("a/b", "b")])
+def test_checkpoints_of_runs_named_before_the_check_still_load(tmp_path, checkpoint, saved, loaded):
+    from posereg.engine.builders import model_from_checkpoint
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["name"] = saved  # what `name=` gave before: the run went to out_dir itself
+    path = save_checkpoint(state, tmp_path / "old.pt")
+    _, cfg, _ = model_from_checkpoint(path)
+    assert cfg.name == loaded
+
+
 def _tiny_config(tmp_path: Path, **sections) -> Path:
     """A top-down run on the COCO fixtures (as tests/test_engine.py trains in seconds)."""
     cfg = {

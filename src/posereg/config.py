@@ -34,6 +34,7 @@ __all__ = [
     "save_yaml",
     "Config",
     "check_run_name",
+    "from_saved",
     "DataConfig",
     "SynthDataConfig",
     "ModelConfig",
@@ -612,6 +613,21 @@ def check_run_name(name: str) -> None:
             f"name: {name!r} {why}; give one folder name, e.g. name=synth_rle "
             "(the run goes to out_dir/name)"
         )
+
+
+def from_saved(cls: type[T], data: dict[str, Any]) -> T:
+    """A config saved with a run (a checkpoint's ``config``): :func:`from_dict`, except that a
+    ``name`` from before names were checked (``.``, ``..``, ``a/b``) becomes its last folder
+    name, or the default name, so that older runs still load."""
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str):
+        try:
+            check_run_name(name)
+        except ConfigError:
+            parts = [p for p in re.split(r"[/\\\0]", name) if p.strip() not in ("", ".", "..")]
+            default = cls.__dataclass_fields__["name"].default  # type: ignore[attr-defined]
+            data = {**data, "name": parts[-1] if parts else default}
+    return from_dict(cls, data)
 
 
 @dataclasses.dataclass

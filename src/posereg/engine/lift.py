@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from posereg.config import ConfigError, LiftConfig, from_dict, save_yaml, to_dict, validate
+from posereg.config import (
+    ConfigError,
+    LiftConfig,
+    from_saved,
+    save_yaml,
+    to_dict,
+    validate,
+)
 from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs, synthetic_pairs
 from posereg.engine.checkpoint import (
     CheckpointError,
@@ -278,7 +285,7 @@ def lifter_from_checkpoint(
             f"{path}: not a lifting checkpoint (it holds a top-down model); `posereg lift` needs "
             "a checkpoint of a `task: lift` run"
         )
-    cfg = from_dict(LiftConfig, state["config"])
+    cfg = from_saved(LiftConfig, state["config"])
     model = build_lift_model(cfg)
     try:  # load_model_state would rename the keys of older top-down checkpoints
         model.load_state_dict(state["model"])

@@ -31,7 +31,7 @@ from posereg.config import (
     Config,
     ConfigError,
     apply_overrides,
-    from_dict,
+    from_saved,
     save_yaml,
     to_dict,
     validate,
@@ -245,7 +245,7 @@ def _load_resume(path: Path, overrides: Sequence[str]) -> tuple[Path, dict[str, 
             f"no last.pt in {run}: the run stopped before its first checkpoint; start it again ({again})"
         )
     ckpt = load_checkpoint(ckpt_path)
-    cfg = from_dict(Config, ckpt["config"])
+    cfg = from_saved(Config, ckpt["config"])
     refused = [o for o in overrides if o.partition("=")[0].strip() not in RESUME_KEYS]
     if refused:
         raise ConfigError(

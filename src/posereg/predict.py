@@ -575,12 +575,6 @@ def load_detections(path: str | Path, score_threshold: float = 0.0) -> Detection
     return dets
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`posereg.outputs.write_atomic`); an OSError
-    names the path, and a full disk or a read-only folder leaves no half-written file behind."""
-    write_atomic(path, data)
-
-
 def _output_dir(out_dir: str | Path) -> Path:
     """Create (if needed) and return the output folder; an OSError names it and says why."""
     out = Path(out_dir)
@@ -737,6 +731,6 @@ def predict_files(
             ok, png = cv2.imencode(".png", canvas)
             if not ok:
                 raise OSError(f"cannot encode the overlay of {path} as PNG")
-            _write_file(out / overlay, png.tobytes())
-    _write_file(summary.predictions, json.dumps(results, allow_nan=False).encode())
+            write_atomic(out / overlay, png.tobytes())
+    write_atomic(summary.predictions, json.dumps(results, allow_nan=False).encode())
     return summary

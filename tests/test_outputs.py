@@ -147,7 +147,8 @@ def test_overlay_names_are_unique_even_when_stems_meet():
 @pytest.mark.slow
 def test_predict_gives_each_image_its_own_id_and_overlay_and_names_its_source(tmp_path, checkpoint):
     a, b = tmp_path / "dirA", tmp_path / "dirB"
-    a.mkdir(), b.mkdir()
+    a.mkdir()
+    b.mkdir()
     shutil.copy(PHOTO, a / "4.jpg")
     shutil.copy(PHOTO, a / "d.jpg")  # by position this was image 4 too
     shutil.copy(PHOTO, b / "d.jpg")  # the same file name in another folder

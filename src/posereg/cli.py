@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -200,6 +201,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
 
+DEFAULT_PREDICT_OUT = "runs/predict"
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from posereg.video import is_video  # light: no torch until a video is predicted
 
@@ -214,6 +218,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError("--boxes is for images; for a video use --detector (or no boxes)")
     if args.detector_weights and not args.detector:
         raise ValueError("--detector-weights needs --detector NAME")
+    stems: dict[str, str] = {}
+    for video in videos:  # a video's outputs are named by its stem
+        stem = Path(video).stem
+        if stem in stems:
+            raise ValueError(
+                f"{stems[stem]} and {video} would both write {stem}_pose.mp4 and "
+                f"{stem}_predictions.json: predict them one at a time, each with its own --out"
+            )
+        stems[stem] = video
     detector = None
     if args.detector:
         from posereg.detect import PersonDetector
@@ -221,12 +234,18 @@ def _run_predict(args: argparse.Namespace) -> int:
         detector = PersonDetector(
             args.detector, args.detector_weights, args.detector_threshold, args.device or "cpu"
         )
+    out = args.out
+    if out is None:  # never into an earlier prediction's folder: runs/predict, runs/predict-2, ...
+        from posereg.outputs import next_free_dir
+
+        out = next_free_dir(DEFAULT_PREDICT_OUT)
+        print(f"posereg predict: writing to {out}", file=sys.stderr)
     from posereg.predict import predict_files
     from posereg.video import predict_video
 
     for video in videos:
         result = predict_video(
-            args.checkpoint, video, args.out, detector=detector, smooth=args.smooth,
+            args.checkpoint, video, out, detector=detector, smooth=args.smooth,
             process_noise=args.process_noise, draw=not args.no_draw, device=args.device,
         )  # fmt: skip
         print(
@@ -236,7 +255,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if videos:
         return 0
     summary = predict_files(
-        args.checkpoint, args.inputs, args.out, boxes=args.boxes,
+        args.checkpoint, args.inputs, out, boxes=args.boxes,
         score_threshold=args.score_threshold, draw=not args.no_draw, device=args.device,
         exif_orientation=not args.ignore_exif, detector=detector,
     )  # fmt: skip
@@ -288,7 +307,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         metavar="Q",
         help=f"--smooth kalman: acceleration noise in px^2/frame^3 (default: {DEFAULT_PROCESS_NOISE:g})",
     )
-    p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
+    p.add_argument(
+        "--out",
+        help=f"output folder (default: the first of {DEFAULT_PREDICT_OUT}, "
+        f"{DEFAULT_PREDICT_OUT}-2, ... that is missing or empty)",
+    )
     p.add_argument("--no-draw", action="store_true", help="no overlay images")
     p.add_argument(
         "--ignore-exif",
@@ -343,7 +366,9 @@ def _add_lift(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from posereg.export import export_checkpoint
 
-    path, err = export_checkpoint(args.checkpoint, args.out, args.format, check=not args.no_check)
+    path, err = export_checkpoint(
+        args.checkpoint, args.out, args.format, check=not args.no_check, overwrite=args.overwrite
+    )
     print(path)
     if err is not None:
         print(f"onnxruntime vs PyTorch: max abs difference {err:.2e}")
@@ -355,6 +380,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", help="output file (default: next to the checkpoint)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the output file when it exists"
+    )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=_run_export)
 
@@ -435,7 +463,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from posereg.convert import convert_official
 
-    conversion = convert_official(args.src, args.dst)
+    conversion = convert_official(args.src, args.dst, overwrite=args.overwrite)
     c = conversion.config
     print(
         f"{args.dst}: {conversion.variant} -> {c['backbone']}, K={c['num_keypoints']}, D={c['dim']}"
@@ -620,6 +648,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="the foreign checkpoint (.pth)")
     p.add_argument("dst", help="the posereg checkpoint to write (.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace DST when it exists")
     p.set_defaults(func=_run_convert)
 
 

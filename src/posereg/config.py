@@ -33,6 +33,8 @@ __all__ = [
     "load_yaml",
     "save_yaml",
     "Config",
+    "check_run_name",
+    "from_saved",
     "DataConfig",
     "SynthDataConfig",
     "ModelConfig",
@@ -593,9 +595,50 @@ class EvalConfig:
     }  # fmt: skip
 
 
+def check_run_name(name: str) -> None:
+    """A run's ``name`` is one folder name inside ``out_dir``.
+
+    Raises:
+        ConfigError: an empty name, ``.`` or ``..``, or one with ``/`` or ``\\`` (a path, which
+            could put the run outside ``out_dir`` or among other runs).
+    """
+    why = None
+    if not name.strip():
+        why = "is empty"
+    elif name.strip() in (".", ".."):
+        why = "is not a folder name"
+    elif "/" in name or "\\" in name:
+        why = "is a path"
+    elif "\0" in name:
+        why = "holds a NUL character"
+    if why is not None:
+        raise ConfigError(
+            f"name: {name!r} {why}; give one folder name, e.g. name=synth_rle "
+            "(the run goes to out_dir/name)"
+        )
+
+
+def from_saved(cls: type[T], data: dict[str, Any]) -> T:
+    """A config saved with a run (a checkpoint's ``config``): :func:`from_dict`, except that a
+    ``name`` from before names were checked (``.``, ``..``, ``a/b``) becomes its last folder
+    name, or the default name, so that older runs still load."""
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str):
+        try:
+            check_run_name(name)
+        except ConfigError:
+            parts = [p for p in re.split(r"[/\\\0]", name) if p.strip() not in ("", ".", "..")]
+            default = cls.__dataclass_fields__["name"].default  # type: ignore[attr-defined]
+            data = {**data, "name": parts[-1] if parts else default}
+    return from_dict(cls, data)
+
+
 @dataclasses.dataclass
 class Config:
-    """A whole run. ``posereg train CONFIG --set a.b=value`` overrides any field."""
+    """A whole run. ``posereg train CONFIG --set a.b=value`` overrides any field.
+
+    ``name`` is the run's folder in ``out_dir`` (:func:`check_run_name`).
+    """
 
     name: str = "run"
     out_dir: str = "runs"
@@ -604,6 +647,9 @@ class Config:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -695,6 +741,9 @@ class LiftConfig:
     data: LiftDataConfig = dataclasses.field(default_factory=LiftDataConfig)
     model: LiftModelConfig = dataclasses.field(default_factory=LiftModelConfig)
     train: LiftTrainConfig = dataclasses.field(default_factory=LiftTrainConfig)
+
+    def __post_init__(self) -> None:
+        check_run_name(self.name)
 
 
 def config_task(path: str | Path) -> str:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from posereg.engine.checkpoint import save_checkpoint
 from posereg.models import create_pose_model
+from posereg.outputs import refuse_existing
 from posereg.torchfile import read_torch_file
 
 __all__ = [
@@ -299,7 +300,7 @@ def _check_flow_layout(converted: Mapping[str, Tensor], variant: str) -> None:
 
 
 def convert_official(
-    src_path: str | os.PathLike, out_path: str | os.PathLike
+    src_path: str | os.PathLike, out_path: str | os.PathLike, overwrite: bool = False
 ) -> OfficialConversion:
     """Convert an official RLE checkpoint file to a posereg checkpoint file.
 
@@ -311,6 +312,7 @@ def convert_official(
     Arguments:
         src_path: an official checkpoint (e.g. ``final.pth``, ``coco-laplace-rle.pth``).
         out_path: where to write the posereg checkpoint (parent folders are created).
+        overwrite: replace ``out_path`` when it exists (refused otherwise, before any work).
 
     Returns:
         The :class:`OfficialConversion` (its report: mapping, dropped, filled, notes).
@@ -318,10 +320,14 @@ def convert_official(
     Raises:
         ValueError: a file that cannot be read with ``weights_only=True`` or that is not an
             official RegressFlow/RegressFlow3D checkpoint (see convert_official_state_dict).
+        OutputExistsError: ``out_path`` exists and not ``overwrite``.
     """
     src = Path(src_path).expanduser()
+    out = Path(out_path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"official checkpoint not found: {src}")
+    if not overwrite:
+        refuse_existing(out)
     state = read_torch_file(src, "an official RLE checkpoint (a .pth file saved by torch)")
     try:
         conversion = convert_official_state_dict(state)
@@ -334,7 +340,7 @@ def convert_official(
             "converted_from": "official",
             "source": str(src),
         },
-        Path(out_path).expanduser(),
+        out,
     )
     return conversion
 

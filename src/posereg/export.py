@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from posereg.engine.builders import model_from_checkpoint
 from posereg.models.pose import TopDownModel
+from posereg.outputs import atomic_path, refuse_existing
 
 __all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
 
@@ -103,19 +104,30 @@ def export_onnx(
             18) instead of the TorchScript-based one (default; deprecated upstream but
             dependency-free and fast).
 
+    The file is written to a temporary file in the same folder and renamed over ``path``, so
+    an existing ``path`` is replaced whole and a failed export (a full disk) leaves no partial
+    file.
+
+    Raises:
+        OSError: ``cannot write PATH: <why>`` (a full disk, a read-only folder).
+
     Returns:
         The path written. The model's metadata (input size, K, D, coordinate convention) is
         stored in the file's ``metadata_props``.
     """
     onnx = _require("onnx")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the folder of {path}: {e.strerror or e}") from None
     h, w = input_size
     wrapper = InferenceModel(model)
     outputs = output_names(model, (h, w))
     # Batch 2, not 1: an example batch of 1 would let the exporter specialise the batch axis.
     example = torch.randn(2, 3, h, w, device=_device(model))
-    with _eval_mode(model), _eval_mode(wrapper):
+    # written to a temporary file and renamed: a full disk or a kill leaves no half .onnx
+    with atomic_path(path) as tmp, _eval_mode(model), _eval_mode(wrapper):
         if dynamo:
             try:
                 import onnxscript  # noqa: F401
@@ -136,7 +148,7 @@ def export_onnx(
         torch.onnx.export(
             wrapper,
             (example,),
-            str(path),
+            str(tmp),
             input_names=INPUT_NAMES,
             output_names=outputs,
             opset_version=opset,
@@ -144,21 +156,20 @@ def export_onnx(
             verbose=False,
             **shapes,
         )
-
-    proto = onnx.load(str(path))
-    head = model.head
-    metadata = {
-        "producer": "posereg",
-        "input_size": f"{h},{w}",
-        "num_keypoints": str(getattr(head, "num_keypoints", "")),
-        "dim": str(getattr(head, "dim", "")),
-        "head": type(head).__name__,
-        "outputs": ",".join(outputs),
-        "coordinates": "normalized crop coordinates: x / W - 0.5, y / H - 0.5",
-        "scores": "the head's per-keypoint score (1 - mean_d sigma, RLE Eq. 9, with sigma)",
-    }
-    onnx.helper.set_model_props(proto, metadata)
-    onnx.save(proto, str(path))
+        proto = onnx.load(str(tmp))
+        head = model.head
+        metadata = {
+            "producer": "posereg",
+            "input_size": f"{h},{w}",
+            "num_keypoints": str(getattr(head, "num_keypoints", "")),
+            "dim": str(getattr(head, "dim", "")),
+            "head": type(head).__name__,
+            "outputs": ",".join(outputs),
+            "coordinates": "normalized crop coordinates: x / W - 0.5, y / H - 0.5",
+            "scores": "the head's per-keypoint score (1 - mean_d sigma, RLE Eq. 9, with sigma)",
+        }
+        onnx.helper.set_model_props(proto, metadata)
+        onnx.save(proto, str(tmp))
     return path
 
 
@@ -223,18 +234,26 @@ def export_checkpoint(
     out: str | os.PathLike | None = None,
     format: str = "onnx",
     check: bool = True,
+    overwrite: bool = False,
 ) -> tuple[Path, float | None]:
     """``posereg export``: the inference model of a posereg checkpoint to ONNX.
 
-    The input size is the one the checkpoint was trained at (``data.input_size``).
+    The input size is the one the checkpoint was trained at (``data.input_size``). ``out``
+    defaults to the checkpoint's path with the suffix ``.onnx``.
 
     Returns:
         The written file and, with ``check``, onnxruntime's max abs difference to PyTorch.
+
+    Raises:
+        OutputExistsError: ``out`` exists and not ``overwrite`` (checked before any work).
+        OSError: ``cannot write OUT: <why>``; no partial file is left.
     """
 
     if format != "onnx":
         raise ValueError(f"unknown export format {format!r}; valid: onnx")
-    model, cfg, _ = model_from_checkpoint(checkpoint)
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(".onnx")
+    if not overwrite:
+        refuse_existing(path)
+    model, cfg, _ = model_from_checkpoint(checkpoint)
     export_onnx(model, path, tuple(cfg.data.input_size))
     return path, (check_onnx(model, path) if check else None)

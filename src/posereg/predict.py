@@ -16,10 +16,9 @@ turned upright by their EXIF orientation tag, so keypoints are in the upright im
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,8 +38,8 @@ from posereg.data.transforms import (
     warp_crop,
 )
 from posereg.engine.builders import model_from_checkpoint
-from posereg.engine.rundir import new_file_mode
 from posereg.metrics.coco import instance_score
+from posereg.outputs import write_atomic
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
     DRAW_LEVEL,
@@ -59,6 +58,8 @@ __all__ = [
     "PoseResult",
     "PredictSummary",
     "box_problem",
+    "image_ids",
+    "overlay_names",
     "predict_files",
     "result_entries",
 ]
@@ -389,6 +390,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _image_files(inputs: list[str]) -> list[Path]:
+    """The image files of ``inputs`` (files, and each folder's images sorted by name), each
+    file once (a file given twice, or inside a folder also given, is predicted once)."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -400,7 +403,8 @@ def _image_files(inputs: list[str]) -> list[Path]:
             raise FileNotFoundError(f"no such image or folder: {p}")
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(inputs)}")
-    return files
+    unique = {f.resolve(): f for f in reversed(files)}  # the first mention of each file wins
+    return [f for f in files if unique[f.resolve()] is f]
 
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
@@ -427,6 +431,58 @@ def _detection_key(value: object) -> int | str | None:
         text = value.strip()
         return int(text) if _ASCII_DIGITS.fullmatch(text) else text
     return None
+
+
+def image_ids(files: list[Path], dets: Detections | None = None) -> list[int]:
+    """One ``image_id`` per file of ``posereg predict``, no two alike.
+
+    The rule: a file whose stem is a number in ASCII digits keeps that number (COCO's
+    ``000000000785.jpg`` is 785); another file takes the integer ``image_id`` of the detections
+    :meth:`Detections.for_image` matches to it when they agree on one; every other file is
+    numbered after the largest id so taken (from 0 when none is), in order.
+
+    Raises:
+        ValueError: two files would have the same id (``4.jpg`` and ``4.png``, ``4.jpg`` and
+            ``004.jpg``, two files matched to detections of one id): names both files.
+    """
+    ids: list[int | None] = []
+    owner: dict[int, tuple[Path, str]] = {}
+    for path in files:
+        image_id, how = _image_id(path), "its file name's number"
+        if image_id is None and dets is not None:
+            found = {d.image_id for d in dets.for_image(path)}
+            if len(found) == 1 and None not in found:
+                image_id, how = found.pop(), f"the image_id of its detections in {dets.source}"
+        if image_id is not None and image_id in owner:
+            first, first_how = owner[image_id]
+            raise ValueError(
+                f"{first} and {path} would both be image_id {image_id} ({first_how}; "
+                f"{how}): rename one of them or predict them separately"
+            )
+        if image_id is not None:
+            owner[image_id] = (path, how)
+        ids.append(image_id)
+    next_id = max(owner) + 1 if owner else 0
+    out = []
+    for image_id in ids:
+        if image_id is None:
+            image_id, next_id = next_id, next_id + 1
+        out.append(image_id)
+    return out
+
+
+def overlay_names(files: list[Path], ids: list[int]) -> list[str]:
+    """The overlay PNG name of each file: ``STEM_pose.png``, or ``STEM_ID_pose.png`` (ID its
+    ``image_id``) where two files would share a name (``x.jpg`` in two folders, ``x.jpg`` and
+    ``x.png``). With unique ids the ``STEM_ID`` names cannot clash, so every name is unique."""
+    names = [f"{p.stem}_pose.png" for p in files]
+    while True:
+        count = Counter(names)
+        clash = [i for i, name in enumerate(names) if count[name] > 1]
+        if not clash:
+            return names
+        for i in clash:  # each pass turns at least one plain name into a STEM_ID one
+            names[i] = f"{files[i].stem}_{ids[i]}_pose.png"
 
 
 @dataclass
@@ -519,42 +575,16 @@ def load_detections(path: str | Path, score_threshold: float = 0.0) -> Detection
     return dets
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + rename); an OSError names the path.
-
-    A full disk or a read-only folder leaves no half-written file behind.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise _os_error(e, f"cannot write {path}") from None
-    try:
-        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; give the mode open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise _os_error(e, f"cannot write {path}") from None
-
-
 def _output_dir(out_dir: str | Path) -> Path:
     """Create (if needed) and return the output folder; an OSError names it and says why."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _os_error(e, f"cannot create the output folder {out}") from None
+        err = OSError(f"cannot create the output folder {out}: {e.strerror or e}")
+        err.errno = e.errno
+        raise err from None
     return out
-
-
-def _os_error(e: OSError, what: str) -> OSError:
-    """An OSError of the same errno whose message says what failed, on which path, and why."""
-    err = OSError(f"{what}: {e.strerror or e}")
-    err.errno = e.errno
-    return err
 
 
 @dataclass
@@ -619,9 +649,12 @@ def predict_files(
     """``posereg predict``: poses for image files; writes predictions.json (+ overlay PNGs).
 
     predictions.json is a COCO results list (``image_id``, ``category_id``, ``keypoints`` with the
-    confidence as third value, ``score``) with ``file_name``, ``bbox`` and, for heads that predict
-    one, ``sigma`` (K x 2 pixels) and ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is the file name's number (COCO), else the matched detections' integer
-    ``image_id``, else the file's position in the batch. With ``boxes`` (COCO results json) each
+    confidence as third value, ``score``) with ``file_name``, ``source`` (the image's path as
+    given), ``bbox`` and, for heads that predict one, ``sigma`` (K x 2 pixels) and
+    ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is unique per file
+    (:func:`image_ids`: the file name's number as in COCO, else the matched detections' integer
+    ``image_id``, else a number after the largest so taken); overlays are ``STEM_pose.png``, or
+    ``STEM_ID_pose.png`` where two files share a stem (:func:`overlay_names`). With ``boxes`` (COCO results json) each
     image takes the boxes :class:`Detections` matches to it; images without one are skipped and
     counted, as are unusable boxes; when not one box is usable (all outside, empty, NaN, not
     numbers, or none in the file) every image counts as failed (``no usable box in FILE``), as
@@ -635,29 +668,31 @@ def predict_files(
 
     Raises:
         OSError: the output folder or a file in it cannot be written (named in the message).
+        ValueError: two files would have the same ``image_id`` (both named).
     """
     import cv2
 
     from posereg.viz import draw_people
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    predictor.exif_orientation = exif_orientation
     files = _image_files(inputs)
     dets = load_detections(boxes, score_threshold) if boxes else None
+    ids = image_ids(files, dets)  # two files of one id fail here, before the model loads
+    overlays = overlay_names(files, ids)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    predictor.exif_orientation = exif_orientation
     out = _output_dir(out_dir)
     summary = PredictSummary(
         out / "predictions.json", len(files), detections=dets.report if dets else None
     )
     results = []
     unboxed: list[Path] = []  # images the detections gave no usable box
-    for n, path in enumerate(files):
+    for path, image_id, overlay in zip(files, ids, overlays, strict=True):
         try:
             image = predictor.load_image(path)
         except BadInputError as e:
             summary.failed.append((str(path), e.problem or str(e)))
             print(f"posereg predict: skipped {path}: {e.problem or e}", file=sys.stderr)
             continue
-        image_id = _image_id(path)
         found = None
         if dets is not None:
             usable = []
@@ -674,9 +709,6 @@ def predict_files(
                 unboxed.append(path)
                 continue
             summary.num_boxes += len(usable)
-            ids = {d.image_id for d in usable}
-            if image_id is None and len(ids) == 1 and None not in ids:
-                image_id = ids.pop()
             result = predictor(image, [d.box for d in usable], [d.score for d in usable])
         elif detector is not None:
             found = detector(image)
@@ -694,10 +726,13 @@ def predict_files(
             print(f"posereg predict: {path}: the model gave non-finite keypoints", file=sys.stderr)
         for i, entry in zip(
             np.flatnonzero(finite),
-            result_entries(result, image_id if image_id is not None else n, np.flatnonzero(finite)),
+            result_entries(result, image_id, np.flatnonzero(finite)),
             strict=True,
         ):
-            entry = {"image_id": entry.pop("image_id"), "file_name": path.name, **entry}
+            entry = {
+                "image_id": entry.pop("image_id"), "file_name": path.name, "source": str(path),
+                **entry,
+            }  # fmt: skip
             if found is not None:
                 entry["box_score"] = round(float(found.scores[i]), 5)
             results.append(entry)
@@ -711,10 +746,10 @@ def predict_files(
             ok, png = cv2.imencode(".png", canvas)
             if not ok:
                 raise OSError(f"cannot encode the overlay of {path} as PNG")
-            _write_file(out / f"{path.stem}_pose.png", png.tobytes())
+            write_atomic(out / overlay, png.tobytes())
     if dets is not None and summary.num_boxes == 0:
         # not one box to predict: no image had usable input, as when every image is unreadable
         summary.failed += [(str(p), f"no usable box in {dets.source}") for p in unboxed]
         summary.no_boxes = []
-    _write_file(summary.predictions, json.dumps(results, allow_nan=False).encode())
+    write_atomic(summary.predictions, json.dumps(results, allow_nan=False).encode())
     return summary

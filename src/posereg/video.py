@@ -171,7 +171,8 @@ def predict_video(
     """
     from tqdm.auto import tqdm
 
-    from posereg.predict import Predictor, _output_dir, _write_file, result_entries
+    from posereg.outputs import write_atomic
+    from posereg.predict import Predictor, _output_dir, result_entries
     from posereg.viz import draw_people
 
     if smooth is not None and smooth not in SMOOTHERS:
@@ -244,7 +245,7 @@ def predict_video(
                 entry["box_score"] = round(float(scores[i]), 5)
             entries.append(entry)
     summary.num_instances = len(entries)
-    _write_file(summary.predictions, json.dumps(entries, allow_nan=False).encode())
+    write_atomic(summary.predictions, json.dumps(entries, allow_nan=False).encode())
 
     if draw and summary.video is not None:
         capture = cv2.VideoCapture(str(path))

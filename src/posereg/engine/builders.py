@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from posereg.codecs import Codec
-from posereg.config import Config, ConfigError, from_dict, to_dict
+from posereg.config import Config, ConfigError, from_saved, to_dict
 from posereg.data.dataset import TopDownDataset
 from posereg.engine import distributed as D
 from posereg.engine.checkpoint import (
@@ -128,7 +128,7 @@ def model_from_checkpoint(
         (model, the config used, the checkpoint dict).
     """
     state = load_checkpoint(checkpoint)
-    saved = from_dict(Config, state["config"])
+    saved = from_saved(Config, state["config"])
     if cfg is None:
         cfg = saved
     elif isinstance(saved.data.skeleton, dict):  # the model was trained with this skeleton

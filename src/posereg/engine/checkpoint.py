@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from posereg.engine.rundir import new_file_mode
 from posereg.models.pose import upgrade_state_dict
+from posereg.outputs import new_file_mode
 from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
 
 __all__ = [

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from posereg.config import ConfigError, LiftConfig, from_dict, save_yaml, to_dict, validate
+from posereg.config import (
+    ConfigError,
+    LiftConfig,
+    from_saved,
+    save_yaml,
+    to_dict,
+    validate,
+)
 from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs, synthetic_pairs
 from posereg.engine.checkpoint import (
     CheckpointError,
@@ -224,6 +231,7 @@ def train_lift(
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_set, val_set = build_lift_data(cfg)
     assert train_set is not None
+    build_lift_model(cfg)  # an unknown loss or skeleton fails here, before the run folder is made
     run_dir, lock, note = new_run_dir(cfg.out_dir, cfg.name, exist_ok)
     try:
         if note:
@@ -290,7 +298,7 @@ def lifter_from_checkpoint(
             f"{path}: not a lifting checkpoint (it holds a top-down model); `posereg lift` needs "
             "a checkpoint of a `task: lift` run"
         )
-    cfg = from_dict(LiftConfig, state["config"])
+    cfg = from_saved(LiftConfig, state["config"])
     model = build_lift_model(cfg)
     try:  # load_model_state would rename the keys of older top-down checkpoints
         model.load_state_dict(state["model"])

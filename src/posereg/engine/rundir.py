@@ -18,6 +18,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from posereg.outputs import numbered
+
 __all__ = [
     "RUN_FILES",
     "RunLockedError",
@@ -25,7 +27,6 @@ __all__ = [
     "holds_run",
     "new_run_dir",
     "clean_partial_writes",
-    "new_file_mode",
 ]
 
 #: Files whose presence marks a folder as holding a run.
@@ -37,17 +38,6 @@ _OLD_RUN = ("train_log.csv", "val_log.csv", "metrics.json", "curves.png", "val_p
 
 class RunLockedError(RuntimeError):
     """Another live process is training in this run folder."""
-
-
-def new_file_mode() -> int:
-    """The mode ``open()`` gives a new file (0o666 less the umask; 0o644 with the usual 022).
-
-    Files written atomically through ``tempfile.mkstemp`` (checkpoints, predictions) are 0600
-    until given this mode, so that every file a command writes has the same permissions.
-    """
-    umask = os.umask(0)  # reading the umask means setting it: set it straight back
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def holds_run(path: Path) -> bool:
@@ -75,6 +65,9 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
         self.held = False
+        #: set by :func:`new_run_dir` when it made the folder: :meth:`release` then removes the
+        #: folder if the run wrote nothing there (it failed before its first step)
+        self.made_dir = False
 
     def acquire(self) -> None:
         for _ in range(2):
@@ -105,9 +98,15 @@ class RunLock:
             )
 
     def release(self) -> None:
+        """Remove the lock; and the run folder, when this run made it and left it empty."""
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+            if self.made_dir:
+                try:
+                    self.path.parent.rmdir()  # only an empty folder: a run that never started
+                except OSError:
+                    pass  # the run wrote files there (or someone else did): keep it
 
 
 def new_run_dir(
@@ -116,18 +115,19 @@ def new_run_dir(
     """The locked folder of a new run, and a line that says what was done (empty if nothing special).
 
     ``out_dir/name`` when it is free (missing, empty, or holding no run); otherwise ``name-2``,
-    ``name-3``, ... With ``exist_ok`` the folder is reused: the earlier run's logs, report and
-    checkpoints are deleted.
+    ``name-3``, ... (:func:`posereg.outputs.numbered`). With ``exist_ok`` the folder is reused:
+    the earlier run's logs, report and checkpoints are deleted. A folder made here is removed
+    again by the lock's :meth:`RunLock.release` if the run leaves it empty.
 
     Raises:
         RunLockedError: with ``exist_ok``, when another process trains in the folder.
         OSError: the folder cannot be created (read-only, not a directory, ...).
     """
     base = Path(out_dir) / name
-    for i in range(1, 10_000):
-        path = base if i == 1 else Path(out_dir) / f"{name}-{i}"
+    for path in numbered(base):
         if path.exists() and holds_run(path) and not exist_ok:
             continue
+        made = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         lock = RunLock(path)
         try:
@@ -136,8 +136,9 @@ def new_run_dir(
             if exist_ok:
                 raise
             continue  # a run started here a moment ago
+        lock.made_dir = made
         note = ""
-        if i > 1:
+        if path != base:
             note = f"{base} holds an earlier run; this run is {path} (--exist-ok reuses {base})"
         elif exist_ok and holds_run(path):
             for old in _OLD_RUN:

@@ -31,7 +31,7 @@ from posereg.config import (
     Config,
     ConfigError,
     apply_overrides,
-    from_dict,
+    from_saved,
     save_yaml,
     to_dict,
     validate,
@@ -252,7 +252,7 @@ def _load_resume(path: Path, overrides: Sequence[str]) -> tuple[Path, dict[str, 
             f"no last.pt in {run}: the run stopped before its first checkpoint; start it again ({again})"
         )
     ckpt = load_checkpoint(ckpt_path)
-    cfg = from_dict(Config, ckpt["config"])
+    cfg = from_saved(Config, ckpt["config"])
     refused = [o for o in overrides if o.partition("=")[0].strip() not in RESUME_KEYS]
     if refused:
         raise ConfigError(
@@ -294,8 +294,6 @@ def _fit(
     train_set, val_set = build_datasets(cfg, info=info)
     assert train_set is not None
     model = build_model(cfg).to(dev)
-    if info.is_main:  # after the data loaded: a run that failed to start leaves its folder free
-        save_yaml(cfg, run_dir / "config.yaml")
     if cfg.model.init_from and ckpt is None:
         from posereg.models.backbones import init_from_checkpoint
 
@@ -310,6 +308,10 @@ def _fit(
         optimizer, lambda s: lr_factor(cfg, s, batches_per_epoch)
     )
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.train.amp == "fp16" and dev.type == "cuda")
+    # only now that the data, model and optimizer are built: a run that fails to start writes
+    # nothing, and its lock's release removes the empty folder (posereg.engine.rundir)
+    if info.is_main:
+        save_yaml(cfg, run_dir / "config.yaml")
 
     epoch, step, step_in_epoch, best = 0, 0, 0, -math.inf
     if ckpt is not None:

@@ -448,16 +448,18 @@ def image_ids(files: list[Path], dets: Detections | None = None) -> list[int]:
     ids: list[int | None] = []
     owner: dict[int, tuple[Path, str]] = {}
     for path in files:
-        image_id, how = _image_id(path), "its file name's number"
+        image_id, how = _image_id(path), "the number in its file name"
         if image_id is None and dets is not None:
             found = {d.image_id for d in dets.for_image(path)}
             if len(found) == 1 and None not in found:
                 image_id, how = found.pop(), f"the image_id of its detections in {dets.source}"
         if image_id is not None and image_id in owner:
             first, first_how = owner[image_id]
+            why = how if how == first_how else f"{first_how}; {how}"
+            why = why.replace("its ", "each one's ") if how == first_how else why
             raise ValueError(
-                f"{first} and {path} would both be image_id {image_id} ({first_how}; "
-                f"{how}): rename one of them or predict them separately"
+                f"{first} and {path} would both be image_id {image_id} ({why}): rename one of "
+                "them or predict them separately"
             )
         if image_id is not None:
             owner[image_id] = (path, how)

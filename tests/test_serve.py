@@ -9,6 +9,7 @@ import dataclasses
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -402,6 +403,75 @@ def test_bad_input_gets_its_status_and_message_and_the_server_goes_on(server, pr
     after = server.json("GET", "/health")[1]
     assert after["failed"] == before["failed"] + 1
     assert after["requests"] == before["requests"] + 2
+
+
+def _log_lines(server: Server, until: str, wait_s: float = 20) -> list[str]:
+    """The server's output lines that arrive until one contains ``until`` (or ``wait_s``)."""
+    fd = server.process.stdout.fileno()
+    os.set_blocking(fd, False)
+    text = ""
+    try:
+        end = time.monotonic() + wait_s
+        while until not in text and time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                text += os.read(fd, 65536).decode(errors="replace")
+        time.sleep(0.5)  # anything logged right after (a traceback would follow its first line)
+        while select.select([fd], [], [], 0)[0] and (chunk := os.read(fd, 65536)):
+            text += chunk.decode(errors="replace")
+    finally:
+        os.set_blocking(fd, True)
+    return text.splitlines()
+
+
+def test_an_aborted_upload_is_one_warning_line_and_the_server_goes_on(server, predictor):
+    _log_lines(server, "", 0)  # what it logged before (its banner)
+    body, headers = _multipart({"image": PHOTO.read_bytes()})
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(
+            f"POST /v1/predict HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+            .encode() + body[: len(body) // 2]
+        )  # fmt: skip
+        time.sleep(0.3)  # the server has started reading the body
+    lines = _log_lines(server, "disconnected")
+    assert len(lines) == 1, lines  # no "Exception in ASGI application" and its traceback
+    assert lines[0].startswith("WARNING:")
+    assert lines[0].endswith(
+        "disconnected before its request to /v1/predict was read in full; nothing answered"
+    )
+    status, answer = _post_image(server, PHOTO.read_bytes(), BOXES[:1])
+    assert status == 200, answer
+    _assert_equals_predictor(answer, predictor, BOXES[:1])
+
+
+def _serve_error(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [POSEREG, "serve", "--checkpoint", "no/such/checkpoint.pt", *options],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_a_port_out_of_range_or_in_use_is_one_line_before_anything_loads():
+    out = _serve_error("--port", "99999")
+    assert out.returncode == 2, out
+    assert out.stderr == (
+        "posereg serve: error: --port 99999 is out of range: a TCP port is 0-65535 "
+        "(0: any free port)\n"
+    )
+    assert out.stdout == ""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # the checkpoint does not exist: the port is taken before the model is loaded
+        out = _serve_error("--port", str(port))
+    assert out.returncode == 2, out
+    assert out.stderr == (
+        f"posereg serve: error: cannot listen on 127.0.0.1:{port}: the port is already in use "
+        "(another server is running there; stop it or choose another --port)\n"
+    )
+    assert out.stdout == ""  # no "posereg serve: ... on http://..." banner
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -542,6 +542,75 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def _chrome_driver(tmp_path: Path):
+    """Headless Chromium driven by selenium, its viewport 1280 x 800 px."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = _chromium()  # type: ignore[misc]
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900",
+                 "--hide-scrollbars", "--use-fake-device-for-media-stream",
+                 "--use-fake-ui-for-media-stream",
+                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    _set_viewport(driver, 1280, 800)
+    return driver
+
+
+def _set_viewport(driver, width: int, height: int) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    assert driver.execute_script("return [innerWidth, innerHeight]") == [width, height]
+
+
+# Every piece of the legend's text: its box (client rects of the text), and whether the point at
+# the middle of each box shows the legend itself (not the JSON panel or the canvas on top).
+_LEGEND_BOXES = """
+const legend = document.querySelector('.legend');
+const walker = document.createTreeWalker(legend, NodeFilter.SHOW_TEXT);
+const out = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  if (!node.textContent.trim()) continue;
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  for (const r of range.getClientRects()) {
+    const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+    out.push({text: node.textContent.trim(), left: r.left, right: r.right, top: r.top,
+              bottom: r.bottom, shown: hit !== null && legend.contains(hit)});
+  }
+}
+const box = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+return {pieces: out, result: box('result'), canvas: box('canvas')};
+"""
+
+
+def _assert_legend_visible(driver, width: int) -> None:
+    """The legend reads on one line, inside the window, with nothing over it."""
+    got = driver.execute_script(_LEGEND_BOXES)
+    pieces = got["pieces"]
+    text = " ".join(p["text"] for p in pieces)
+    assert "confidence" in text and "rings: the 90% predictive region" in text, text
+    tops = {round(p["top"]) for p in pieces}
+    assert max(tops) - min(tops) <= 4, (width, pieces)  # one line, not wrapped into a column
+    for p in pieces:
+        assert p["shown"], (width, p)
+        assert 0 <= p["left"] and p["right"] <= width, (width, p)
+        for panel in (got["result"], got["canvas"]):
+            overlap = (
+                p["left"] < panel["right"] and panel["left"] < p["right"]
+                and p["top"] < panel["bottom"] and panel["top"] < p["bottom"]
+            )  # fmt: skip
+            assert not overlap, (width, p, panel)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     _chromium() is None,
@@ -550,21 +619,10 @@ def _chromium() -> tuple[str, str] | None:
 )
 def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
     pytest.importorskip("selenium", reason="selenium is in the dev extra")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _chromium()  # type: ignore[misc]
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver = _chrome_driver(tmp_path)
     try:
         driver.get(f"http://127.0.0.1:{server.port}/")
         wait = WebDriverWait(driver, 60)
@@ -601,11 +659,14 @@ def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
                     if np.hypot(j["x"] - round(k["x"]), j["y"] - round(k["y"])) < radius - 0.5]  # fmt: skip
             assert any(np.abs(np.array(pixel[:3]) - c).max() <= 2 for c in near), (k, pixel)
         assert driver.execute_script("return window.posereg.drawnFrames") == 1
+        # the legend is visible, on one line and not under the JSON panel, on common screens
+        for width in (1280, 1200, 1366, 1440, 1600):
+            _set_viewport(driver, width, 800)
+            _assert_legend_visible(driver, width)
+        _set_viewport(driver, 1280, 800)
         shot = tmp_path / "serve_demo.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        if os.environ.get("POSEREG_UPDATE_SCREENSHOTS"):  # docs/images/serve_demo.png
-            shutil.copy(shot, REPO / "docs" / "images" / "serve_demo.png")
         # the webcam (Chromium's fake camera): frames go to the server and are drawn, one by one
         driver.find_element(By.ID, "webcam").click()
         wait.until(lambda d: d.execute_script("return window.posereg.drawnFrames") >= 3)

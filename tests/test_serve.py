@@ -696,3 +696,112 @@ def test_a_head_without_sigma_answers_null_sigma(predictor):
     assert data["region_p"] is None
     assert (data["image_width"], data["image_height"]) == (12, 10)
     PredictResponse.model_validate(data)  # what the schema publishes
+
+
+SCREENSHOT_CHECKPOINT = os.environ.get("POSEREG_SCREENSHOT_CHECKPOINT", "")
+
+
+def _synthetic_person(folder: Path, scale: int = 4) -> tuple[Path, np.ndarray]:
+    """The first one-person image of the main job's synthetic validation split (easy preset,
+    128 x 128 px, seed 0: images the model was evaluated on, not trained on), cropped to its
+    person's box as the model sees it (x 1.25, aspect 3:4) and enlarged ``scale`` times to be
+    seen on the page. Returns the PNG and its labelled keypoints (17, 3) in its pixels."""
+    import cv2
+
+    from posereg.synth import generate, synth_config
+
+    ann = generate(folder, "val", 12, seed=0, config=synth_config("easy", image_size=(128, 128)),
+                   num_workers=0, progress=False)  # fmt: skip
+    coco = json.loads(ann.read_text())
+    people: dict[int, list] = {}
+    for a in coco["annotations"]:
+        people.setdefault(a["image_id"], []).append(a)
+    image_id, (person,) = next((i, p) for i, p in people.items() if len(p) == 1)
+    image = cv2.imread(str(folder / "images" / "val" / f"{image_id:012d}.jpg"))
+    x, y, w, h = person["bbox"]
+    h_crop = max(h, w * 4 / 3) * 1.25
+    x0 = max(0, round(x + w / 2 - h_crop * 3 / 8))
+    y0 = max(0, round(y + h / 2 - h_crop / 2))
+    crop = image[y0 : round(y0 + h_crop), x0 : round(x0 + h_crop * 3 / 4)]
+    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    path = folder / "synthetic_person.png"
+    cv2.imwrite(str(path), crop)
+    keypoints = np.array(person["keypoints"], float).reshape(-1, 3)
+    keypoints[:, :2] = (keypoints[:, :2] - [x0, y0] + 0.5) * scale - 0.5  # pixel centres
+    return path, keypoints
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.environ.get("POSEREG_UPDATE_SCREENSHOTS") and SCREENSHOT_CHECKPOINT),
+    reason="regenerates docs/images/serve_demo.png: set POSEREG_UPDATE_SCREENSHOTS=1 and "
+    "POSEREG_SCREENSHOT_CHECKPOINT to the main job's checkpoint (docs/serve.md)",
+)
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed")
+def test_docs_screenshot_of_a_trained_model(tmp_path):
+    """docs/images/serve_demo.png: the demo page with a trained model (configs/synth_rle.yaml) on
+    a synthetic image, where it works, and beside it a real photo, out of its domain."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    from PIL import Image, ImageDraw, ImageFont
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    synthetic, truth = _synthetic_person(tmp_path / "synth")
+    server = _start(Path(SCREENSHOT_CHECKPOINT))
+    driver = None
+    try:
+        _wait_ready(server)
+        driver = _chrome_driver(tmp_path)
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.execute_script("return window.posereg.model !== null"))
+
+        def upload(path: Path) -> dict:
+            before = driver.execute_script("return window.posereg.drawnFrames")
+            driver.find_element(By.ID, "file").send_keys(str(path))
+            wait.until(lambda d: d.execute_script("return window.posereg.drawnFrames") > before)
+            assert driver.find_element(By.ID, "status").get_attribute("data-state") == "done"
+            return driver.execute_script("return window.posereg.lastResult")
+
+        # the real photo first: its canvas goes beside the page
+        upload(PHOTO)
+        real_png = tmp_path / "real.png"
+        real_png.write_bytes(driver.find_element(By.ID, "canvas").screenshot_as_png)
+        result = upload(synthetic)
+        # where it works: the trained model finds the synthetic person's labelled keypoints
+        pred = np.array([[k["x"], k["y"]] for k in result["people"][0]["keypoints"]])
+        seen = truth[:, 2] > 0
+        height = np.ptp(truth[seen, 1])
+        error = np.linalg.norm(pred[seen] - truth[seen, :2], axis=1) / height
+        assert np.median(error) < 0.15, f"median error {np.median(error):.2f} of the person height"
+        _assert_legend_visible(driver, 1280)
+        page_png = tmp_path / "page.png"
+        driver.save_screenshot(str(page_png))
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop(server)
+
+    page, real_canvas = Image.open(page_png).convert("RGB"), Image.open(real_png).convert("RGB")
+    margin, width = 24, real_canvas.width + 48
+    sheet = Image.new("RGB", (page.width + width, page.height), (250, 250, 250))
+    sheet.paste(page, (0, 0))
+    draw = ImageDraw.Draw(sheet)
+    draw.line([(page.width, 0), (page.width, page.height)], fill=(180, 180, 180), width=2)
+    font = ImageFont.load_default(size=20)
+    small = ImageFont.load_default(size=16)
+    x = page.width + margin
+    draw.text((x, 24), "Out of its domain: a real photo", font=font, fill=(150, 0, 0))
+    draw.text(
+        (x, 56),
+        "The same model on a COCO photo. It saw only synthetic\n"
+        "people in training (configs/synth_rle.yaml): this pose is\n"
+        "not expected to be right, and its wide orange and red\n"
+        "rings say the model is unsure.\n"
+        "Left: a synthetic validation image, where it works.",
+        font=small, fill=(60, 60, 60), spacing=6,
+    )  # fmt: skip
+    sheet.paste(real_canvas, (x, 190))
+    out = tmp_path / "serve_demo.png"
+    sheet.save(out, optimize=True)
+    shutil.copy(out, REPO / "docs" / "images" / "serve_demo.png")

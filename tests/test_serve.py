@@ -452,14 +452,33 @@ def _serve_error(*options: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_a_port_out_of_range_or_in_use_is_one_line_before_anything_loads():
-    out = _serve_error("--port", "99999")
+BAD_OPTIONS = {
+    "port out of range": (
+        ("--port", "99999"),
+        "--port 99999 is out of range: a TCP port is 0-65535 (0: any free port)",
+    ),
+    "host not of this machine": (
+        ("--host", "192.0.2.1", "--port", "8000"),  # TEST-NET-1, never a local address
+        "cannot listen on 192.0.2.1:8000: 192.0.2.1 is not an address of this machine "
+        "(--host 127.0.0.1: this machine only; 0.0.0.0: every interface)",
+    ),
+    "pixel limit not a number": (
+        ("--max-pixels", "nan"),
+        "--max-pixels must be a number of pixels >= 1, got nan",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_a_bad_serve_option_is_one_line_before_anything_loads(case):
+    options, message = BAD_OPTIONS[case]
+    out = _serve_error(*options)  # the checkpoint does not exist: it is not even looked at
     assert out.returncode == 2, out
-    assert out.stderr == (
-        "posereg serve: error: --port 99999 is out of range: a TCP port is 0-65535 "
-        "(0: any free port)\n"
-    )
+    assert out.stderr == f"posereg serve: error: {message}\n"
     assert out.stdout == ""
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -10,6 +10,7 @@ place, :func:`main`; ``--debug`` shows the traceback instead. Ctrl-C exits with 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -330,6 +331,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         ) from None
     from posereg.serve.net import listen
 
+    if not (math.isfinite(args.max_pixels) and args.max_pixels >= 1):
+        raise ValueError(f"--max-pixels must be a number of pixels >= 1, got {args.max_pixels:g}")
     sock = listen(args.host, args.port)  # first: a bad or busy port fails before the model loads
     try:
         from posereg.predict import Predictor

@@ -26,8 +26,9 @@ def listen(host: str, port: int) -> socket.socket:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError) as e:
+        why = getattr(e, "strerror", None) or e
         raise ValueError(
-            f"cannot listen on {where}: --host {host!r} does not resolve ({e})"
+            f"cannot listen on {where}: --host {host!r} does not resolve ({why})"
         ) from None
     sock = socket.socket(family, kind, proto)
     try:
@@ -40,6 +41,11 @@ def listen(host: str, port: int) -> socket.socket:
             raise ValueError(
                 f"cannot listen on {where}: the port is already in use (another server is "
                 "running there; stop it or choose another --port)"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(
+                f"cannot listen on {where}: {host} is not an address of this machine "
+                "(--host 127.0.0.1: this machine only; 0.0.0.0: every interface)"
             ) from None
         raise ValueError(f"cannot listen on {where}: {e.strerror or e}") from None
     return sock

@@ -9,6 +9,7 @@ import dataclasses
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -404,6 +405,94 @@ def test_bad_input_gets_its_status_and_message_and_the_server_goes_on(server, pr
     assert after["requests"] == before["requests"] + 2
 
 
+def _log_lines(server: Server, until: str, wait_s: float = 20) -> list[str]:
+    """The server's output lines that arrive until one contains ``until`` (or ``wait_s``)."""
+    fd = server.process.stdout.fileno()
+    os.set_blocking(fd, False)
+    text = ""
+    try:
+        end = time.monotonic() + wait_s
+        while until not in text and time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                text += os.read(fd, 65536).decode(errors="replace")
+        time.sleep(0.5)  # anything logged right after (a traceback would follow its first line)
+        while select.select([fd], [], [], 0)[0] and (chunk := os.read(fd, 65536)):
+            text += chunk.decode(errors="replace")
+    finally:
+        os.set_blocking(fd, True)
+    return text.splitlines()
+
+
+def test_an_aborted_upload_is_one_warning_line_and_the_server_goes_on(server, predictor):
+    _log_lines(server, "", 0)  # what it logged before (its banner)
+    body, headers = _multipart({"image": PHOTO.read_bytes()})
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(
+            f"POST /v1/predict HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+            .encode() + body[: len(body) // 2]
+        )  # fmt: skip
+        time.sleep(0.3)  # the server has started reading the body
+    lines = _log_lines(server, "disconnected")
+    assert len(lines) == 1, lines  # no "Exception in ASGI application" and its traceback
+    assert lines[0].startswith("WARNING:")
+    assert lines[0].endswith(
+        "disconnected before its request to /v1/predict was read in full; nothing answered"
+    )
+    status, answer = _post_image(server, PHOTO.read_bytes(), BOXES[:1])
+    assert status == 200, answer
+    _assert_equals_predictor(answer, predictor, BOXES[:1])
+
+
+def _serve_error(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [POSEREG, "serve", "--checkpoint", "no/such/checkpoint.pt", *options],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+BAD_OPTIONS = {
+    "port out of range": (
+        ("--port", "99999"),
+        "--port 99999 is out of range: a TCP port is 0-65535 (0: any free port)",
+    ),
+    "host not of this machine": (
+        ("--host", "192.0.2.1", "--port", "8000"),  # TEST-NET-1, never a local address
+        "cannot listen on 192.0.2.1:8000: 192.0.2.1 is not an address of this machine "
+        "(--host 127.0.0.1: this machine only; 0.0.0.0: every interface)",
+    ),
+    "pixel limit not a number": (
+        ("--max-pixels", "nan"),
+        "--max-pixels must be a number of pixels >= 1, got nan",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_a_bad_serve_option_is_one_line_before_anything_loads(case):
+    options, message = BAD_OPTIONS[case]
+    out = _serve_error(*options)  # the checkpoint does not exist: it is not even looked at
+    assert out.returncode == 2, out
+    assert out.stderr == f"posereg serve: error: {message}\n"
+    assert out.stdout == ""
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # the checkpoint does not exist: the port is taken before the model is loaded
+        out = _serve_error("--port", str(port))
+    assert out.returncode == 2, out
+    assert out.stderr == (
+        f"posereg serve: error: cannot listen on 127.0.0.1:{port}: the port is already in use "
+        "(another server is running there; stop it or choose another --port)\n"
+    )
+    assert out.stdout == ""  # no "posereg serve: ... on http://..." banner
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's peak resident memory so far (Linux's VmHWM), MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -472,6 +561,75 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def _chrome_driver(tmp_path: Path):
+    """Headless Chromium driven by selenium, its viewport 1280 x 800 px."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = _chromium()  # type: ignore[misc]
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900",
+                 "--hide-scrollbars", "--use-fake-device-for-media-stream",
+                 "--use-fake-ui-for-media-stream",
+                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    _set_viewport(driver, 1280, 800)
+    return driver
+
+
+def _set_viewport(driver, width: int, height: int) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    assert driver.execute_script("return [innerWidth, innerHeight]") == [width, height]
+
+
+# Every piece of the legend's text: its box (client rects of the text), and whether the point at
+# the middle of each box shows the legend itself (not the JSON panel or the canvas on top).
+_LEGEND_BOXES = """
+const legend = document.querySelector('.legend');
+const walker = document.createTreeWalker(legend, NodeFilter.SHOW_TEXT);
+const out = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  if (!node.textContent.trim()) continue;
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  for (const r of range.getClientRects()) {
+    const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+    out.push({text: node.textContent.trim(), left: r.left, right: r.right, top: r.top,
+              bottom: r.bottom, shown: hit !== null && legend.contains(hit)});
+  }
+}
+const box = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+return {pieces: out, result: box('result'), canvas: box('canvas')};
+"""
+
+
+def _assert_legend_visible(driver, width: int) -> None:
+    """The legend reads on one line, inside the window, with nothing over it."""
+    got = driver.execute_script(_LEGEND_BOXES)
+    pieces = got["pieces"]
+    text = " ".join(p["text"] for p in pieces)
+    assert "confidence" in text and "rings: the 90% predictive region" in text, text
+    tops = {round(p["top"]) for p in pieces}
+    assert max(tops) - min(tops) <= 4, (width, pieces)  # one line, not wrapped into a column
+    for p in pieces:
+        assert p["shown"], (width, p)
+        assert 0 <= p["left"] and p["right"] <= width, (width, p)
+        for panel in (got["result"], got["canvas"]):
+            overlap = (
+                p["left"] < panel["right"] and panel["left"] < p["right"]
+                and p["top"] < panel["bottom"] and panel["top"] < p["bottom"]
+            )  # fmt: skip
+            assert not overlap, (width, p, panel)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     _chromium() is None,
@@ -480,21 +638,10 @@ def _chromium() -> tuple[str, str] | None:
 )
 def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
     pytest.importorskip("selenium", reason="selenium is in the dev extra")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _chromium()  # type: ignore[misc]
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver = _chrome_driver(tmp_path)
     try:
         driver.get(f"http://127.0.0.1:{server.port}/")
         wait = WebDriverWait(driver, 60)
@@ -531,11 +678,14 @@ def test_demo_page_in_headless_chromium(server, predictor, tmp_path):
                     if np.hypot(j["x"] - round(k["x"]), j["y"] - round(k["y"])) < radius - 0.5]  # fmt: skip
             assert any(np.abs(np.array(pixel[:3]) - c).max() <= 2 for c in near), (k, pixel)
         assert driver.execute_script("return window.posereg.drawnFrames") == 1
+        # the legend is visible, on one line and not under the JSON panel, on common screens
+        for width in (1280, 1200, 1366, 1440, 1600):
+            _set_viewport(driver, width, 800)
+            _assert_legend_visible(driver, width)
+        _set_viewport(driver, 1280, 800)
         shot = tmp_path / "serve_demo.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        if os.environ.get("POSEREG_UPDATE_SCREENSHOTS"):  # docs/images/serve_demo.png
-            shutil.copy(shot, REPO / "docs" / "images" / "serve_demo.png")
         # the webcam (Chromium's fake camera): frames go to the server and are drawn, one by one
         driver.find_element(By.ID, "webcam").click()
         wait.until(lambda d: d.execute_script("return window.posereg.drawnFrames") >= 3)
@@ -565,3 +715,112 @@ def test_a_head_without_sigma_answers_null_sigma(predictor):
     assert data["region_p"] is None
     assert (data["image_width"], data["image_height"]) == (12, 10)
     PredictResponse.model_validate(data)  # what the schema publishes
+
+
+SCREENSHOT_CHECKPOINT = os.environ.get("POSEREG_SCREENSHOT_CHECKPOINT", "")
+
+
+def _synthetic_person(folder: Path, scale: int = 4) -> tuple[Path, np.ndarray]:
+    """The first one-person image of the main job's synthetic validation split (easy preset,
+    128 x 128 px, seed 0: images the model was evaluated on, not trained on), cropped to its
+    person's box as the model sees it (x 1.25, aspect 3:4) and enlarged ``scale`` times to be
+    seen on the page. Returns the PNG and its labelled keypoints (17, 3) in its pixels."""
+    import cv2
+
+    from posereg.synth import generate, synth_config
+
+    ann = generate(folder, "val", 12, seed=0, config=synth_config("easy", image_size=(128, 128)),
+                   num_workers=0, progress=False)  # fmt: skip
+    coco = json.loads(ann.read_text())
+    people: dict[int, list] = {}
+    for a in coco["annotations"]:
+        people.setdefault(a["image_id"], []).append(a)
+    image_id, (person,) = next((i, p) for i, p in people.items() if len(p) == 1)
+    image = cv2.imread(str(folder / "images" / "val" / f"{image_id:012d}.jpg"))
+    x, y, w, h = person["bbox"]
+    h_crop = max(h, w * 4 / 3) * 1.25
+    x0 = max(0, round(x + w / 2 - h_crop * 3 / 8))
+    y0 = max(0, round(y + h / 2 - h_crop / 2))
+    crop = image[y0 : round(y0 + h_crop), x0 : round(x0 + h_crop * 3 / 4)]
+    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    path = folder / "synthetic_person.png"
+    cv2.imwrite(str(path), crop)
+    keypoints = np.array(person["keypoints"], float).reshape(-1, 3)
+    keypoints[:, :2] = (keypoints[:, :2] - [x0, y0] + 0.5) * scale - 0.5  # pixel centres
+    return path, keypoints
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.environ.get("POSEREG_UPDATE_SCREENSHOTS") and SCREENSHOT_CHECKPOINT),
+    reason="regenerates docs/images/serve_demo.png: set POSEREG_UPDATE_SCREENSHOTS=1 and "
+    "POSEREG_SCREENSHOT_CHECKPOINT to the main job's checkpoint (docs/serve.md)",
+)
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed")
+def test_docs_screenshot_of_a_trained_model(tmp_path):
+    """docs/images/serve_demo.png: the demo page with a trained model (configs/synth_rle.yaml) on
+    a synthetic image, where it works, and beside it a real photo, out of its domain."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    from PIL import Image, ImageDraw, ImageFont
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    synthetic, truth = _synthetic_person(tmp_path / "synth")
+    server = _start(Path(SCREENSHOT_CHECKPOINT))
+    driver = None
+    try:
+        _wait_ready(server)
+        driver = _chrome_driver(tmp_path)
+        driver.get(f"http://127.0.0.1:{server.port}/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.execute_script("return window.posereg.model !== null"))
+
+        def upload(path: Path) -> dict:
+            before = driver.execute_script("return window.posereg.drawnFrames")
+            driver.find_element(By.ID, "file").send_keys(str(path))
+            wait.until(lambda d: d.execute_script("return window.posereg.drawnFrames") > before)
+            assert driver.find_element(By.ID, "status").get_attribute("data-state") == "done"
+            return driver.execute_script("return window.posereg.lastResult")
+
+        # the real photo first: its canvas goes beside the page
+        upload(PHOTO)
+        real_png = tmp_path / "real.png"
+        real_png.write_bytes(driver.find_element(By.ID, "canvas").screenshot_as_png)
+        result = upload(synthetic)
+        # where it works: the trained model finds the synthetic person's labelled keypoints
+        pred = np.array([[k["x"], k["y"]] for k in result["people"][0]["keypoints"]])
+        seen = truth[:, 2] > 0
+        height = np.ptp(truth[seen, 1])
+        error = np.linalg.norm(pred[seen] - truth[seen, :2], axis=1) / height
+        assert np.median(error) < 0.15, f"median error {np.median(error):.2f} of the person height"
+        _assert_legend_visible(driver, 1280)
+        page_png = tmp_path / "page.png"
+        driver.save_screenshot(str(page_png))
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop(server)
+
+    page, real_canvas = Image.open(page_png).convert("RGB"), Image.open(real_png).convert("RGB")
+    margin, width = 24, real_canvas.width + 48
+    sheet = Image.new("RGB", (page.width + width, page.height), (250, 250, 250))
+    sheet.paste(page, (0, 0))
+    draw = ImageDraw.Draw(sheet)
+    draw.line([(page.width, 0), (page.width, page.height)], fill=(180, 180, 180), width=2)
+    font = ImageFont.load_default(size=20)
+    small = ImageFont.load_default(size=16)
+    x = page.width + margin
+    draw.text((x, 24), "Out of its domain: a real photo", font=font, fill=(150, 0, 0))
+    draw.text(
+        (x, 56),
+        "The same model on a COCO photo. It saw only synthetic\n"
+        "people in training (configs/synth_rle.yaml): this pose is\n"
+        "not expected to be right, and its wide orange and red\n"
+        "rings say the model is unsure.\n"
+        "Left: a synthetic validation image, where it works.",
+        font=small, fill=(60, 60, 60), spacing=6,
+    )  # fmt: skip
+    sheet.paste(real_canvas, (x, 190))
+    out = tmp_path / "serve_demo.png"
+    sheet.save(out, optimize=True)
+    shutil.copy(out, REPO / "docs" / "images" / "serve_demo.png")

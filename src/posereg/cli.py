@@ -10,6 +10,7 @@ place, :func:`main`; ``--debug`` shows the traceback instead. Ctrl-C exits with 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -396,22 +397,33 @@ def _run_serve(args: argparse.Namespace) -> int:
             f"posereg serve needs the 'serve' extra ({e.name} is missing): "
             "pip install 'posereg[serve]'"
         ) from None
-    from posereg.predict import Predictor
-    from posereg.serve.app import ServeSettings, create_app
+    from posereg.serve.net import listen
 
-    settings = ServeSettings(
-        max_upload_mb=args.max_upload_mb, max_boxes=args.max_boxes, timeout_s=args.timeout,
-        max_pixels=int(args.max_pixels), checkpoint=str(args.checkpoint),
-    )  # fmt: skip
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    app = create_app(predictor, settings)
-    print(
-        f"posereg serve: {predictor.name} on http://{args.host}:{args.port} "
-        f"(demo page /, API docs /docs)",
-        flush=True,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    if not (math.isfinite(args.max_pixels) and args.max_pixels >= 1):
+        raise ValueError(f"--max-pixels must be a number of pixels >= 1, got {args.max_pixels:g}")
+    sock = listen(args.host, args.port)  # first: a bad or busy port fails before the model loads
+    try:
+        from posereg.predict import Predictor
+        from posereg.serve.app import ServeSettings, create_app
+
+        settings = ServeSettings(
+            max_upload_mb=args.max_upload_mb, max_boxes=args.max_boxes, timeout_s=args.timeout,
+            max_pixels=int(args.max_pixels), checkpoint=str(args.checkpoint),
+        )  # fmt: skip
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        app = create_app(predictor, settings)
+        port = sock.getsockname()[1]  # the port the system chose for --port 0
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"posereg serve: {predictor.name} on http://{host}:{port} "
+            f"(demo page /, API docs /docs)",
+            flush=True,
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -420,7 +432,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free one)")
     p.add_argument(
         "--max-upload-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)"
     )

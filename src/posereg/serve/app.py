@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import math
 import threading
 import time
@@ -31,7 +32,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from posereg import __version__
 from posereg.data.badinput import BadInputError
@@ -51,6 +53,9 @@ from posereg.serve.schema import (
 )
 
 __all__ = ["create_app", "ServeSettings"]
+
+# uvicorn's own log (what --log-level sets): one line per aborted upload goes there
+logger = logging.getLogger("uvicorn.error")
 
 PREDICT_PATH = "/v1/predict"
 WAITING = "waiting for the model"  # the phase of a request queued behind others
@@ -514,6 +519,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             return response
         except TimeoutError:
             return _timeout_response(settings.timeout_s, progress.get("phase", ""))
+        except ClientDisconnect:  # nobody is left to answer: one line in the log, no traceback
+            client = (
+                f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            )
+            logger.warning(
+                "%s disconnected before its request to %s was read in full; nothing answered",
+                client, PREDICT_PATH,
+            )  # fmt: skip
+            return Response(status_code=400)
         finally:
             runner.count(failed)
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from _real_data import tiny_checkpoint
+from _real_data import tiny_checkpoint, tiny_config
 from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
@@ -57,28 +56,10 @@ def _one_error_line(out: subprocess.CompletedProcess, *needles: object) -> str:
 
 
 def _tiny_config(tmp_path: Path, name: str = "tiny", **sections) -> Path:
-    """A run on the COCO fixtures that trains in seconds."""
-    cfg = {
-        "name": name,
-        "out_dir": str(tmp_path / "runs"),
-        "data": {
-            "train_ann": str(COCO / "test_coco.json"),
-            "train_images": str(COCO),
-            "val_ann": str(COCO / "test_coco.json"),
-            "val_images": str(COCO),
-            "input_size": [64, 48],
-            "workers": 0,
-        },
-        "model": {"backbone": "resnet18", "width": 0.25, "pretrained": False},
-        "optim": {"lr": 1.0e-3, "milestones": [1]},
-        "train": {"epochs": 1, "batch_size": 2, "log_every": 1, "progress": False, "threads": 1},
-        "eval": {"batch_size": 8, "num_vis": 0},
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    """:func:`tiny_config` for one epoch, without validation pictures."""
+    train = {"epochs": 1, **sections.pop("train", {})}
+    evaluation = {"num_vis": 0, **sections.pop("eval", {})}
+    return tiny_config(tmp_path, name, train=train, eval=evaluation, **sections)
 
 
 # --------------------------------------------------------------------------- not checkpoints

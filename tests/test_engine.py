@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from _real_data import tiny_config
 from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.engine.distributed import EpochBatchSampler
 from posereg.samples import SAMPLES_DIR
@@ -40,29 +41,7 @@ def _posereg(
     )
 
 
-def _tiny_config(tmp_path: Path, name: str, **sections) -> Path:
-    """A run on the real COCO fixtures that a 2-core machine trains in seconds."""
-    cfg = {
-        "name": name,
-        "out_dir": str(tmp_path / "runs"),
-        "data": {
-            "train_ann": str(COCO / "test_coco.json"),
-            "train_images": str(COCO),
-            "val_ann": str(COCO / "test_coco.json"),
-            "val_images": str(COCO),
-            "input_size": [64, 48],
-            "workers": 0,
-        },
-        "model": {"backbone": "resnet18", "width": 0.25, "pretrained": False},
-        "optim": {"lr": 1.0e-3, "milestones": [1]},
-        "train": {"epochs": 2, "batch_size": 2, "log_every": 1, "progress": False, "threads": 1},
-        "eval": {"batch_size": 8, "num_vis": 4},
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+_tiny_config = tiny_config
 
 
 def _model_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ empty run folder after a run that failed to start."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -18,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from posereg.config import Config, ConfigError, LiftConfig, apply_overrides, to_dict
+from _real_data import tiny_checkpoint, tiny_config
+from posereg.config import Config, ConfigError, LiftConfig, apply_overrides
 from posereg.engine.checkpoint import save_checkpoint
-from posereg.models import create_pose_model
 from posereg.outputs import (
     OutputExistsError,
     atomic_path,
@@ -34,7 +33,6 @@ from posereg.samples import SAMPLES_DIR
 POSEREG = str(Path(sys.executable).parent / "posereg")
 COCO = SAMPLES_DIR / "coco"
 PHOTO = COCO / "000000000785.jpg"
-INPUT_SIZE = (64, 48)
 
 
 def _posereg(*args: str | Path, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess:
@@ -47,16 +45,7 @@ def _posereg(*args: str | Path, cwd: Path | None = None, **kw) -> subprocess.Com
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A real posereg checkpoint of a tiny random model (what `posereg train` writes)."""
-    torch.manual_seed(0)
-    model = create_pose_model("resnet18", num_keypoints=17, width=0.25)
-    cfg = Config()
-    cfg = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, input_size=list(INPUT_SIZE)),
-        model=dataclasses.replace(cfg.model, backbone="resnet18", width=0.25),
-    )
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    return save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, path)
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.pt")
 
 
 def _small_file_limit() -> None:  # a full disk, for files: writes past 20 kB fail
@@ -265,24 +254,9 @@ def test_checkpoints_of_runs_named_before_the_check_still_load(tmp_path, checkpo
     assert cfg.name == loaded
 
 
-def _tiny_config(tmp_path: Path, **sections) -> Path:
-    """A top-down run on the COCO fixtures (as tests/test_engine.py trains in seconds)."""
-    cfg = {
-        "name": "tiny",
-        "out_dir": str(tmp_path / "runs"),
-        "data": {
-            "train_ann": str(COCO / "test_coco.json"), "train_images": str(COCO),
-            "val_ann": str(COCO / "test_coco.json"), "val_images": str(COCO),
-            "input_size": list(INPUT_SIZE), "workers": 0,
-        },
-        "model": {"backbone": "resnet18", "width": 0.25, "pretrained": False},
-        "train": {"epochs": 1, "batch_size": 2, "progress": False, "threads": 1},
-    }  # fmt: skip
-    for section, values in sections.items():
-        cfg[section].update(values)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def _tiny_config(tmp_path: Path) -> Path:
+    """:func:`tiny_config` for one epoch (a top-down run that trains in seconds)."""
+    return tiny_config(tmp_path, train={"epochs": 1})
 
 
 @pytest.mark.parametrize("name", ["", "../../escaped"])

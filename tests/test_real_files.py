@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from pycocotools.coco import COCO
 
-from _real_data import real
+from _real_data import real, tiny_config
 from posereg.config import Config, from_dict
 from posereg.data import BadInputError, TopDownDataset
 from posereg.skeletons import COCO17, HUMANART21, SKELETONS, resolve_skeleton
@@ -228,25 +227,17 @@ def test_the_engine_evaluates_against_data_keypoints_field(humanart):
 # --------------------------------------------------------------------------- the CLI
 def test_train_with_a_missing_field_is_one_line_naming_file_and_field(humanart, tmp_path):
     ann, images = humanart
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "ha",
-                "out_dir": str(tmp_path / "runs"),
-                "data": {
-                    "train_ann": str(ann),
-                    "train_images": str(images),
-                    "val_ann": str(ann),
-                    "val_images": str(images),
-                    "keypoints_field": "kpts",
-                    "input_size": [64, 48],
-                    "workers": 0,
-                },
-                "model": {"backbone": "resnet18", "width": 0.25},
-                "train": {"epochs": 1, "max_steps": 1, "batch_size": 2, "progress": False},
-            }
-        )
+    cfg = tiny_config(
+        tmp_path,
+        "ha",
+        data={
+            "train_ann": str(ann),
+            "train_images": str(images),
+            "val_ann": str(ann),
+            "val_images": str(images),
+            "keypoints_field": "kpts",
+        },
+        train={"epochs": 1, "max_steps": 1},
     )
     proc = subprocess.run(
         [str(BIN / "posereg"), "train", str(cfg), "--device", "cpu"],

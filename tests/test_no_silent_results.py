@@ -260,11 +260,17 @@ def test_predict_reports_the_usable_boxes_and_an_image_without_one_is_only_skipp
         {"image_id": 785, "bbox": [277.1, 45.7, 225.1, 333.6], "score": 0.99},
         {"image_id": 785, "bbox": [10, 10, 0, 0], "score": 0.9},
         {"image_id": 40083, "bbox": [5000, 10, 40, 80], "score": 0.9},
+        {"image_id": 40083, "bbox": [10, 10, 40, 80], "score": 0.1},  # below the threshold
+        {"image_id": 40083, "bbox": [10, 10, 40, 80], "score": 0.9, "category_id": 2},
     ])  # fmt: skip
     r = _run("predict", images, "--checkpoint", pose_checkpoint, "--boxes", dets,
+             "--score-threshold", "0.5",
              "--out", tmp_path / "out", "--device", "cpu", "--no-draw")  # fmt: skip
     assert r.returncode == 0, r.stderr  # one image had a box: the other is a counted skip
-    assert f"posereg predict: 1 usable boxes in {dets} (3 entries, 2 skipped)" in r.stderr
+    assert (
+        f"posereg predict: 1 usable boxes in {dets} (5 entries, 2 skipped, "
+        "2 below --score-threshold or not of the person category)"
+    ) in r.stderr
     assert "skipped 1 image(s) with no usable box in the detections: 000000040083.jpg" in r.stderr
     assert "failed" not in r.stderr and "Traceback" not in r.stderr
     assert [p["image_id"] for p in json.loads((tmp_path / "out/predictions.json").read_text())] == [

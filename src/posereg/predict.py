@@ -511,6 +511,8 @@ class Detections:
     by_name: dict[str, list[Detection]] = field(default_factory=dict)
     by_key: dict[int | str, list[Detection]] = field(default_factory=dict)
     report: LoadReport = field(default_factory=lambda: LoadReport(""))
+    #: entries left out by choice: below the score threshold or of another category than 1
+    num_filtered: int = 0
 
     def for_image(self, path: Path) -> list[Detection]:
         """The detections matching the image file ``path``, in file order."""
@@ -567,6 +569,7 @@ def load_detections(path: str | Path, score_threshold: float = 0.0) -> Detection
             dets.report.skip(path, record, "score is not finite", str(score))
             continue
         if e.get("category_id", 1) != 1 or score < score_threshold:
+            dets.num_filtered += 1
             continue
         det = Detection(i, box, score, key if isinstance(key, int) else None)
         if isinstance(name, str) and name.strip():
@@ -612,15 +615,22 @@ class PredictSummary:
     no_boxes: list[str] = field(default_factory=list)
     detections: LoadReport | None = None
     num_boxes: int = 0
+    num_filtered_boxes: int = 0
 
     def lines(self) -> list[str]:
         """The end-of-run report: boxes used, skips, then failures last (one summary line)."""
         out = []
         d = self.detections
         if d is not None:
+            filtered = self.num_filtered_boxes
             out.append(
                 f"{self.num_boxes} usable boxes in {d.source} ({d.num_records} entries, "
-                f"{d.num_skipped} skipped)"
+                f"{d.num_skipped} skipped"
+                + (
+                    f", {filtered} below --score-threshold or not of the person category)"
+                    if filtered
+                    else ")"
+                )
             )
         if d is not None and d.num_skipped:
             out.append(d.summary())
@@ -684,7 +694,10 @@ def predict_files(
     predictor.exif_orientation = exif_orientation
     out = _output_dir(out_dir)
     summary = PredictSummary(
-        out / "predictions.json", len(files), detections=dets.report if dets else None
+        out / "predictions.json",
+        len(files),
+        detections=dets.report if dets else None,
+        num_filtered_boxes=dets.num_filtered if dets else 0,
     )
     results = []
     unboxed: list[Path] = []  # images the detections gave no usable box

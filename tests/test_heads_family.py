@@ -498,22 +498,16 @@ OVERFIT = {
 }
 
 
-# A finding, not a pass: trained with a likelihood loss on its soft-argmax mu (RLE, and also plain
+# A finding: trained with a likelihood loss on its soft-argmax mu (RLE, and also plain
 # Laplace/Gaussian NLL), the integral_rle head does not reliably overfit this batch. Over seeds
-# 0-4 (150 steps, 8 crops) it ends at 7, 4, 4, 7 and 18 px where the integral head with L1 ends
-# at 4, 3, 0.7, 1.5 and 2.4 px; 300 steps on 32 crops or lr 1e-3 do not change the picture. It
-# passed at seed 0 before the fused flow only by luck (2.8 px; the same seeds then gave 2.8, 5.3,
-# 4.9, 6.9 and 17 px). Reported in docs/heads.md; the threshold is kept, not loosened.
-_INTEGRAL_RLE_FINDING = pytest.mark.xfail(
-    reason="integral_rle does not reliably overfit a tiny batch (docs/heads.md, finding)",
-    strict=False,
-)
+# 0-4 (150 steps, 8 crops) it ended at 7, 4, 4, 7 and 18 px where the integral head with L1 ends
+# at 4, 3, 0.7, 1.5 and 2.4 px (docs/heads.md). Its 5 px bound is therefore not asserted (a
+# non-strict expected failure could not fail); what holds at this seed, and is asserted, is that
+# it learns: the error falls to below half of where it started.
+_NOT_RELIABLY_TO_THE_BOUND = {"integral_rle"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=_INTEGRAL_RLE_FINDING) if n == "integral_rle" else n for n in OVERFIT],
-)
+@pytest.mark.parametrize("name", list(OVERFIT))
 def test_each_head_overfits_a_tiny_batch(name):
     torch.manual_seed(0)
     backbone = _tiny_backbone()
@@ -541,7 +535,10 @@ def test_each_head_overfits_a_tiny_batch(name):
         opt.step()
         losses.append(float(loss))
     after = error()
-    assert before > 15.0 and after < OVERFIT[name], (before, after)
+    if name in _NOT_RELIABLY_TO_THE_BOUND:
+        assert before > 15.0 and after < before / 2, (before, after)
+    else:
+        assert before > 15.0 and after < OVERFIT[name], (before, after)
     first, last = losses[0], float(np.mean(losses[-10:]))
     if name in ("regression", "integral_rle"):
         assert last < first - 30.0  # a log-likelihood: it goes below zero

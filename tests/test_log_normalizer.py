@@ -99,8 +99,9 @@ def test_sampling_matches_the_riemann_sum_for_random_flows(dim, q, seed):
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_sampling_stays_accurate_for_a_concentrated_flow(dim):
-    """G_phi 4x narrower than its random init (training concentrates it): the relative variance
-    E_Q[G^2] / s^2 grows, and the default estimate still holds the stated tolerance.
+    """G_phi about 4x narrower than its random init (its prior's scale 0.25; training concentrates
+    the flow): the relative variance E_Q[G^2] / s^2 grows, and the default estimate still holds
+    the stated tolerance.
 
     Reference: in 2D the Riemann sum; in 3D the same estimator on 64x the points (a 3D grid
     that resolves this G needs ~10^6 evaluations: the default 48^3 grid is 0.08 too low here)."""

@@ -354,8 +354,9 @@ class RLELoss(_FlowLoss):
               log s ~= logsumexp_i log G_phi(x_i) - log n
 
           The mean of G_phi(x_i) is unbiased for s (over the points' randomization); its log
-          is biased low by about Var / (2 n s^2) (Jensen; Var the per-point variance of
-          G_phi(x) under Q, which the quasi-random points shrink further). The estimate is
+          is biased low by about Var / (2 n s^2) (Jensen; Var the variance of G_phi(x) under
+          Q; quasi-random points make the mean's variance, and so the bias, smaller than with
+          independent draws). The estimate is
           good while G_phi is not much narrower than Q: the relative variance E_Q[G^2] / s^2
           grows as G_phi concentrates. With the default n (1024) it is within a few 1e-3 of
           the Riemann sum for random flows in 2D and 3D (docs/losses.md, the tests). The
@@ -364,7 +365,8 @@ class RLELoss(_FlowLoss):
         * ``"grid"``: the appendix's Riemann sum, the midpoint rule on ``log_s_points`` cells
           per dimension covering [-log_s_range, log_s_range]^D (cell centres avoid the Laplace
           kink at 0); 256^2 or 48^3 flow evaluations. In 3D with the Laplace Q the default
-          48 cells per axis give log s ~0.03 too high (the kink), more than sampling's error.
+          48 cells per axis give log s 0.03-0.09 too low (the kink; more for a narrow G_phi),
+          several times sampling's error.
 
         Arguments:
             device, dtype: where and in what precision to evaluate; default the points'
@@ -410,7 +412,8 @@ def build_loss(name: str, dim: int = 2, **options) -> KeypointLoss:
         dim: coordinate dimension D.
         options: the loss's own options (RLE: q, convention, log_s, log_s_method,
             log_s_samples, log_s_seed, log_s_range, log_s_points, flow, flow_layers,
-            flow_hidden; DLE: flow, flow_layers, flow_hidden). An option the loss does not take is an error.
+            flow_hidden; DLE: flow, flow_layers, flow_hidden). An option the loss does not
+            take is an error.
 
     Example:
         >>> build_loss("rle", q="gaussian", convention="paper").q

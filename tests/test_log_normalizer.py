@@ -143,6 +143,16 @@ def test_the_estimate_is_deterministic_and_follows_the_module():
     torch.testing.assert_close(first.log_normalizer(), value, rtol=0, atol=1e-6)
 
 
+def test_drawing_the_points_leaves_the_global_generator_alone():
+    """The points come from their own seeded generator: a seeded run initialises its model and
+    draws its batches exactly as it did before the points existed."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    q_samples("laplace", 3, LOG_S_SAMPLES)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 def test_the_loss_with_sampled_log_s_is_deterministic():
     crit = build_loss("rle", convention="paper", log_s=True)
     pred, target = torch.zeros(4, 17, 2), 0.05 * torch.randn(4, 17, 2)

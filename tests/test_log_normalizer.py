@@ -21,11 +21,14 @@ S_QQ = {"laplace": 0.25, "gaussian": 1 / (2 * math.sqrt(math.pi))}
 #: s per dimension when G_phi = N(0, I): integral of Q N (Laplace: e^(1/2) erfc(1/sqrt 2) / 2)
 S_QN = {"laplace": math.exp(0.5) * 0.5 * math.erfc(1 / math.sqrt(2)), "gaussian": S_QQ["gaussian"]}
 
-#: Stated accuracy of the default sampling estimate (n = LOG_S_SAMPLES) against the reference:
-#: |log s_sampling - log s| per dimension D. Largest measured error of these tests: 0.0044 (2D, the
-#: 4x narrower flow) and 0.0075 (3D, random flow seed 1, against a grid reference good to ~1e-3);
-#: the table is in docs/losses.md.
+#: Stated accuracy of the default sampling estimate (n = LOG_S_SAMPLES[D]: 1024 in 2D, 512 in 3D)
+#: against the reference, |log s_sampling - log s| per dimension D, for random flows. Largest
+#: measured error: 0.0011 (2D) and 0.0061 (3D, random flow seed 1, against a grid reference good to
+#: ~1e-3); the table is in docs/losses.md.
 TOLERANCE = {2: 5e-3, 3: 1e-2}
+#: The same for a flow about 4x narrower (measured: 0.0044 in 2D, 0.029 in 3D); 4x the points
+#: bring it within TOLERANCE.
+TOLERANCE_NARROW = {2: 5e-3, 3: 4e-2}
 
 
 class QDensity(nn.Module):
@@ -100,17 +103,19 @@ def test_sampling_matches_the_riemann_sum_for_random_flows(dim, q, seed):
 @pytest.mark.parametrize("dim", [2, 3])
 def test_sampling_stays_accurate_for_a_concentrated_flow(dim):
     """G_phi about 4x narrower than its random init (its prior's scale 0.25; training concentrates
-    the flow): the relative variance E_Q[G^2] / s^2 grows, and the default estimate still holds
-    the stated tolerance.
+    the flow): the relative variance E_Q[G^2] / s^2 grows; the default estimate holds the looser
+    stated tolerance, and 4x the points the tolerance of random flows.
 
-    Reference: in 2D the Riemann sum; in 3D the same estimator on 64x the points (a 3D grid
+    Reference: in 2D the Riemann sum; in 3D the same estimator on 2^15 points (a 3D grid
     that resolves this G needs ~10^6 evaluations: the default 48^3 grid is 0.08 too low here)."""
     flow = _random_flow(dim, 0, scale=0.25)
     if dim == 2:
         reference = _reference(flow, dim, "laplace")
     else:
-        reference = _log_s(flow, dim, "laplace", "sampling", log_s_samples=64 * LOG_S_SAMPLES)
-    assert abs(_log_s(flow, dim, "laplace", "sampling") - reference) < TOLERANCE[dim]
+        reference = _log_s(flow, dim, "laplace", "sampling", log_s_samples=2**15)
+    assert abs(_log_s(flow, dim, "laplace", "sampling") - reference) < TOLERANCE_NARROW[dim]
+    more = _log_s(flow, dim, "laplace", "sampling", log_s_samples=4 * LOG_S_SAMPLES[dim])
+    assert abs(more - reference) < TOLERANCE[dim]
 
 
 @pytest.mark.parametrize("dim", [2, 3])
@@ -149,7 +154,7 @@ def test_drawing_the_points_leaves_the_global_generator_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    q_samples("laplace", 3, LOG_S_SAMPLES)
+    q_samples("laplace", 3, LOG_S_SAMPLES[3])
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
 
 
@@ -158,6 +163,18 @@ def test_the_loss_with_sampled_log_s_is_deterministic():
     pred, target = torch.zeros(4, 17, 2), 0.05 * torch.randn(4, 17, 2)
     sigma, weight = torch.full((4, 17, 2), 0.1), torch.ones(4, 17, 1)
     assert torch.equal(crit(pred, sigma, target, weight), crit(pred, sigma, target, weight))
+
+
+def test_resampling_draws_new_points_each_call_and_repeats_under_a_seed():
+    flow = _random_flow(3, 0)
+    crit = _criterion(flow, 3, "laplace", log_s_resample=True)
+    reference = _reference(flow, 3, "laplace")
+    torch.manual_seed(0)
+    first, second = (float(crit.log_normalizer(dtype=torch.float64).detach()) for _ in range(2))
+    assert first != second  # new points at each call: noise, not a fixed offset
+    assert abs(first - reference) < TOLERANCE[3] and abs(second - reference) < TOLERANCE[3]
+    torch.manual_seed(0)
+    assert float(crit.log_normalizer(dtype=torch.float64).detach()) == first  # seeded runs repeat
 
 
 @pytest.mark.parametrize("q", ["laplace", "gaussian"])

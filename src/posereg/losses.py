@@ -58,8 +58,11 @@ SIGMA_EPS = 1e-9
 _LOG_2PI = math.log(2 * math.pi)
 _AMP = 1.0 / math.sqrt(2 * math.pi)  # the official code's Q constant
 
-#: Default number of points of the sampling estimate of log s (:meth:`RLELoss.log_normalizer`).
-LOG_S_SAMPLES = 1024
+#: Default number of points of the sampling estimate of log s (:meth:`RLELoss.log_normalizer`)
+#: per dimension D (other D: the 3D value). Chosen for accuracy and cost (docs/losses.md): the
+#: error of log s is <= 0.0075 for random flows at these n, and log s costs <= 1.1x the train
+#: step of the main 2D model and of the lifter; in 3D, 1024 points would cost the lifter ~1.15x.
+LOG_S_SAMPLES: dict[int, int] = {2: 1024, 3: 512}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -243,10 +246,16 @@ class RLELoss(_FlowLoss):
         log_s_method: ``"sampling"`` (default): importance sampling from Q on a fixed set of
             ``log_s_samples`` points; ``"grid"``: the appendix's Riemann sum (the reference,
             256^2 or 48^3 flow evaluations per step).
-        log_s_samples: number n of points x_i ~ Q of the sampling estimate (drawn once,
-            :func:`q_samples`, seed ``log_s_seed``; held in the non-persistent buffer
-            ``log_s_points_q`` so ``.to(device)`` moves them and checkpoints do not hold them).
+        log_s_samples: number n of points x_i ~ Q of the sampling estimate (default
+            :data:`LOG_S_SAMPLES`: 1024 for D=2, 512 for D=3), drawn once (:func:`q_samples`,
+            seed ``log_s_seed``) and held in the non-persistent buffer ``log_s_points_q``, so
+            ``.to(device)`` moves them and checkpoints do not hold them.
         log_s_seed: the scramble seed of those points.
+        log_s_resample: draw new points at every evaluation (a scramble seed from torch's
+            global generator) instead of using the fixed ones: the error of log s becomes
+            noise around an (almost) unbiased value instead of a fixed offset, and the flow
+            cannot fit the particular points; the loss is then reproducible only under a
+            fixed ``torch.manual_seed``. Default False (deterministic).
         log_s_range: grid method: half-width r of the integration box, in units of sigma.
         log_s_points: grid method: points per dimension (default 256 for D=2, 48 for D=3).
         flow: the density G_phi; any module with ``log_prob(x: (N, D)) -> (N,)``.
@@ -269,8 +278,9 @@ class RLELoss(_FlowLoss):
         convention: Literal["official", "paper"] = "official",
         log_s: bool = False,
         log_s_method: Literal["sampling", "grid"] = "sampling",
-        log_s_samples: int = LOG_S_SAMPLES,
+        log_s_samples: int | None = None,
         log_s_seed: int = 0,
+        log_s_resample: bool = False,
         log_s_range: float = 10.0,
         log_s_points: int | None = None,
         flow: nn.Module | None = None,
@@ -289,12 +299,15 @@ class RLELoss(_FlowLoss):
             )
         if log_s_method not in ("sampling", "grid"):
             raise ValueError(f"unknown log_s_method {log_s_method!r}; valid: 'sampling', 'grid'")
+        if log_s_samples is None:
+            log_s_samples = LOG_S_SAMPLES.get(dim, LOG_S_SAMPLES[3])
         if log_s_samples < 1:
             raise ValueError(f"log_s_samples must be >= 1, got {log_s_samples}")
         self.q = q
         self.convention = convention
         self.log_s = log_s
         self.log_s_method = log_s_method
+        self.log_s_resample = log_s_resample
         self.log_s_range = log_s_range
         self.log_s_points = log_s_points or (256 if dim == 2 else 48)
         # the x_i ~ Q of the sampling estimate, (n, D); float32 unless the module is converted
@@ -358,10 +371,10 @@ class RLELoss(_FlowLoss):
           Q; quasi-random points make the mean's variance, and so the bias, smaller than with
           independent draws). The estimate is
           good while G_phi is not much narrower than Q: the relative variance E_Q[G^2] / s^2
-          grows as G_phi concentrates. With the default n (1024) it is within a few 1e-3 of
-          the Riemann sum for random flows in 2D and 3D (docs/losses.md, the tests). The
+          grows as G_phi concentrates. With the default n (1024 in 2D, 512 in 3D) it is within
+          0.0075 of the reference for random flows in 2D and 3D (docs/losses.md, the tests). The
           points are fixed, so the loss is deterministic and its error is a fixed offset,
-          not noise.
+          not noise (``log_s_resample=True``: new points at every call, noise instead).
         * ``"grid"``: the appendix's Riemann sum, the midpoint rule on ``log_s_points`` cells
           per dimension covering [-log_s_range, log_s_range]^D (cell centres avoid the Laplace
           kink at 0); 256^2 or 48^3 flow evaluations. In 3D with the Laplace Q the default
@@ -375,7 +388,11 @@ class RLELoss(_FlowLoss):
         """
         method = method or self.log_s_method
         if method == "sampling":
-            x = self.log_s_points_q.to(device=device, dtype=dtype)  # (n, D), x_i ~ Q
+            x = self.log_s_points_q  # (n, D), x_i ~ Q
+            if self.log_s_resample:
+                seed = int(torch.randint(2**31 - 1, ()))  # the global generator: seeded runs repeat
+                x = q_samples(self.q, self.dim, len(x), seed).to(x)
+            x = x.to(device=device, dtype=dtype)
             return torch.logsumexp(self.flow.log_prob(x), dim=0) - math.log(x.shape[0])
         if method != "grid":
             raise ValueError(f"unknown log_s method {method!r}; valid: 'sampling', 'grid'")
@@ -411,7 +428,8 @@ def build_loss(name: str, dim: int = 2, **options) -> KeypointLoss:
         name: loss name; ValueError listing the valid ones if unknown.
         dim: coordinate dimension D.
         options: the loss's own options (RLE: q, convention, log_s, log_s_method,
-            log_s_samples, log_s_seed, log_s_range, log_s_points, flow, flow_layers,
+            log_s_samples, log_s_seed, log_s_resample, log_s_range, log_s_points, flow,
+            flow_layers,
             flow_hidden; DLE: flow, flow_layers, flow_hidden). An option the loss does not
             take is an error.
 

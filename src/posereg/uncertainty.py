@@ -261,8 +261,9 @@ def _flow_norms(
 def q_flow_normalizer(flow: nn.Module, q: str, num_samples: int = 200_000, seed: int = 0) -> float:
     """Monte-Carlo estimate of s = integral Q G_phi = E_{x ~ Q}[G_phi(x)] (appendix E).
 
-    The importance-sampling denominator of the ``q_flow`` law; compare with
-    :meth:`posereg.losses.RLELoss.log_normalizer` (a Riemann sum on a box).
+    The importance-sampling denominator of the ``q_flow`` law (plain Monte Carlo on many
+    points, no gradient); the loss's own estimate is :meth:`posereg.losses.RLELoss.log_normalizer`
+    (the same estimator on fewer, quasi-random points, or a Riemann sum on a box).
     """
     generator = torch.Generator().manual_seed(seed)
     device, dtype = _flow_device_dtype(flow)

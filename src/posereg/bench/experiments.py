@@ -469,7 +469,11 @@ def full(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), mid: int = 3000) -> Profile:
         for log_s in (False, True):
             m = Method(
                 "rle_paper_log_s" if log_s else "rle_paper",  # the report's arm names
-                _rle("laplace", "paper", log_s=log_s),
+                # the estimator named, so that runs cached with the earlier default (the
+                # Riemann sum) get another key and are not reused for this arm
+                _rle("laplace", "paper", log_s=True, log_s_method="sampling")
+                if log_s
+                else _rle("laplace", "paper", log_s=False),
                 params=(("loss", "rle"), ("convention", "paper"), ("log_s", log_s)),
             )
             exps.append(Experiment(m, "log_s", s, mid, data))

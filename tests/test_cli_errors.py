@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from _real_data import tiny_checkpoint, tiny_config
-from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from posereg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
 

@@ -16,10 +16,10 @@ import torch
 import yaml
 from tests._real_data import REPO, real, tiny_checkpoint
 
+from posereg.checkpoint import CheckpointError, save_checkpoint
 from posereg.cli import main
 from posereg.config import Config, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
 from posereg.data.badinput import BadInputError
-from posereg.engine.checkpoint import CheckpointError, save_checkpoint
 from posereg.engine.lift import build_lift_model
 
 POSEREG = str(Path(sys.executable).parent / "posereg")

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from _real_data import tiny_checkpoint, tiny_config
+from posereg.checkpoint import save_checkpoint
 from posereg.config import Config, ConfigError, LiftConfig, apply_overrides
-from posereg.engine.checkpoint import save_checkpoint
 from posereg.outputs import (
     OutputExistsError,
     atomic_path,

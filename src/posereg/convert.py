@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posereg.engine.checkpoint import save_checkpoint
+from posereg.checkpoint import save_checkpoint
 from posereg.models import create_pose_model
 from posereg.outputs import refuse_existing
 from posereg.torchfile import read_torch_file

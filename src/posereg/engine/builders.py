@@ -15,17 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from posereg.codecs import Codec
-from posereg.config import Config, ConfigError, from_saved, to_dict
-from posereg.data.dataset import TopDownDataset
-from posereg.engine import distributed as D
-from posereg.engine.checkpoint import (
+from posereg.checkpoint import (
     CheckpointError,
     config_mismatch,
     describe_mismatch,
     load_checkpoint,
     load_model_state,
 )
+from posereg.codecs import Codec
+from posereg.config import Config, ConfigError, from_saved, to_dict
+from posereg.data.dataset import TopDownDataset
+from posereg.engine import distributed as D
 from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
 from posereg.skeletons import Skeleton, resolve_skeleton
 

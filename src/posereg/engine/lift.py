@@ -21,6 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from posereg.checkpoint import (
+    CheckpointError,
+    config_mismatch,
+    describe_mismatch,
+    load_checkpoint,
+    save_checkpoint,
+)
 from posereg.config import (
     ConfigError,
     LiftConfig,
@@ -30,13 +37,6 @@ from posereg.config import (
     validate,
 )
 from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs, synthetic_pairs
-from posereg.engine.checkpoint import (
-    CheckpointError,
-    config_mismatch,
-    describe_mismatch,
-    load_checkpoint,
-    save_checkpoint,
-)
 from posereg.engine.rundir import clean_partial_writes, new_run_dir
 from posereg.metrics.mpjpe import Pose3DMetrics, evaluate_3d
 from posereg.models.lifter import FCLifter

@@ -17,8 +17,9 @@ import torch
 from posereg.checkpoint import load_checkpoint
 from posereg.config import load_config, to_dict
 from posereg.data.dataset import collate
-from posereg.engine.builders import build_datasets, build_model
+from posereg.engine.builders import build_datasets
 from posereg.engine.evaluate import primary_metric, primary_score
+from posereg.models.build import build_model
 from posereg.samples import SAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]

@@ -105,7 +105,7 @@ def test_lift_eval_runs_with_its_own_config_and_ignores_other_keys(lift_run, cap
 
 
 def test_2d_eval_names_the_config_keys_when_a_checkpoint_does_not_load(tmp_path):
-    from posereg.engine.builders import model_from_checkpoint
+    from posereg.models.build import model_from_checkpoint
 
     ck = tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = Config()

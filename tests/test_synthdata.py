@@ -219,7 +219,7 @@ def test_eval_cli_reads_only(tmp_path):
     import torch
 
     from posereg.checkpoint import save_checkpoint
-    from posereg.engine.builders import build_model
+    from posereg.models.build import build_model
 
     s = _tiny(tmp_path / "synth")
     cfg = _synth_run_config(tmp_path, s)

@@ -46,10 +46,11 @@ from posereg.config import (
 )
 from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
-from posereg.engine.builders import build_datasets, build_model, build_optimizer, data_skeleton
+from posereg.engine.builders import build_datasets, build_optimizer
 from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
 from posereg.losses import NonFiniteLossError
+from posereg.models.build import build_model, data_skeleton
 
 __all__ = [
     "train",

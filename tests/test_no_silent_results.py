@@ -20,7 +20,7 @@ from posereg.checkpoint import CheckpointError, save_checkpoint
 from posereg.cli import main
 from posereg.config import Config, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
 from posereg.data.badinput import BadInputError
-from posereg.engine.lift import build_lift_model
+from posereg.models.build import build_lift_model
 
 POSEREG = str(Path(sys.executable).parent / "posereg")
 

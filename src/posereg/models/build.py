@@ -1,8 +1,9 @@
 """The models a config or a checkpoint describes: the skeleton, the top-down model and its codec,
-and the model a posereg checkpoint holds, with its weights loaded.
+the 2D-to-3D lifter, and the model a posereg checkpoint holds, with its weights loaded.
 
 Nothing here trains or reads a dataset: ``posereg eval``, :class:`posereg.predict.Predictor` and
-the exporter build their models here without importing :mod:`posereg.engine`.
+the exporter and :class:`posereg.lift.Lifter` build their models here without importing
+:mod:`posereg.engine`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from torch import nn
 
 from posereg.checkpoint import config_mismatch, describe_mismatch, load_checkpoint, load_model_state
 from posereg.codecs import Codec
-from posereg.config import Config, ConfigError, from_saved, to_dict
+from posereg.config import Config, ConfigError, LiftConfig, from_saved, to_dict
 from posereg.errors import CheckpointError
 from posereg.models.factory import create_pose_model, pose_head_options
 from posereg.models.heads import create_head
+from posereg.models.lifter import FCLifter
 from posereg.models.pose import TopDownModel
 from posereg.skeletons import Skeleton, resolve_skeleton
 
@@ -31,6 +33,9 @@ __all__ = [
     "check_depth",
     "MODEL_KEYS",
     "model_from_checkpoint",
+    "LIFTER_KEYS",
+    "build_lift_model",
+    "lifter_from_checkpoint",
 ]
 
 logger = logging.getLogger("posereg.models")
@@ -144,3 +149,47 @@ def model_from_checkpoint(
             raise
         raise CheckpointError(f"{e} The config differs in {describe_mismatch(differ)}") from None
     return model, cfg, state
+
+
+#: The config keys that define a trained lifter: its input (the 2D skeleton, whose hips centre
+#: the input) and its network and loss. ``posereg eval`` refuses a config that differs from the
+#: checkpoint's in one of them; the others (paths, sizes of the sets, batch size, epochs, dropout,
+#: which is off at evaluation) may differ. The normalisation statistics are buffers of the
+#: checkpoint, so no config key can change them.
+LIFTER_KEYS = (
+    "data.input_skeleton", "model.hidden", "model.num_blocks", "model.loss", "model.loss_options",
+)  # fmt: skip
+
+
+def build_lift_model(cfg: LiftConfig) -> FCLifter:
+    """The FC lifter the config describes (statistics still at their defaults)."""
+    m = cfg.model
+    return FCLifter(
+        input_skeleton=cfg.data.input_skeleton, hidden=m.hidden, num_blocks=m.num_blocks,
+        dropout=m.dropout, loss=m.loss, loss_options=dict(m.loss_options),
+    )  # fmt: skip
+
+
+def lifter_from_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[FCLifter, LiftConfig]:
+    """The lifter and its config from a ``posereg train`` lifting checkpoint.
+
+    Raises:
+        CheckpointError: not a lifting checkpoint (e.g. a top-down model's), or another model.
+    """
+    state = load_checkpoint(path, map_location="cpu")
+    if state.get("task") != "lift":
+        raise CheckpointError(
+            f"{path}: not a lifting checkpoint (it holds a top-down model); `posereg lift` needs "
+            "a checkpoint of a `task: lift` run"
+        )
+    cfg = from_saved(LiftConfig, state["config"])
+    model = build_lift_model(cfg)
+    try:  # load_model_state would rename the keys of older top-down checkpoints
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: does not fit the lifter its config describes ({e})"
+        ) from None
+    return model.to(device).eval(), cfg

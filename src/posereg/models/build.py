@@ -1,8 +1,8 @@
 """The models a config or a checkpoint describes: the skeleton, the top-down model and its codec,
 the 2D-to-3D lifter, and the model a posereg checkpoint holds, with its weights loaded.
 
-Nothing here trains or reads a dataset: ``posereg eval``, :class:`posereg.predict.Predictor` and
-the exporter and :class:`posereg.lift.Lifter` build their models here without importing
+Nothing here trains or reads a dataset: ``posereg eval``, :class:`posereg.predict.Predictor`, the
+exporter and :class:`posereg.lift.Lifter` build their models here without importing
 :mod:`posereg.engine`.
 """
 

@@ -39,8 +39,8 @@ POSEREG = str(Path(sys.executable).parent / "posereg")
 def _tiny_checkpoint(folder: Path) -> Path:
     import torch
 
+    from posereg.checkpoint import save_checkpoint
     from posereg.config import Config, to_dict
-    from posereg.engine.checkpoint import save_checkpoint
     from posereg.models import create_pose_model
 
     cfg = Config()

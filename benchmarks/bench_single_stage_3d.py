@@ -31,8 +31,8 @@ import torch
 
 from posereg.bench.cost import gflops  # the one FLOPs counter
 from posereg.config import apply_overrides, load_config
-from posereg.engine.builders import build_model
 from posereg.engine.synthdata import ensure_synthetic_dataset
+from posereg.models.build import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {

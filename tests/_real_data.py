@@ -27,8 +27,8 @@ def tiny_checkpoint(path: Path, metrics: dict | None = None) -> Path:
 
     import torch
 
+    from posereg.checkpoint import save_checkpoint
     from posereg.config import Config, to_dict
-    from posereg.engine.checkpoint import save_checkpoint
     from posereg.models import create_pose_model
 
     cfg = Config()

@@ -272,8 +272,8 @@ def test_failed_runs_then_resume_then_reuse(tmp_path):
 
 def _check_calibration_wiring(run_dir: Path, tmp_path: Path) -> None:
     from posereg.bench.evaluation import checkpoint_of, evaluate_run
-    from posereg.engine.builders import model_from_checkpoint
     from posereg.metrics import oks
+    from posereg.models.build import model_from_checkpoint
     from posereg.skeletons import COCO17
     from posereg.uncertainty import region_from_criterion
 
@@ -315,7 +315,7 @@ def test_every_method_of_the_profiles_builds_and_trains_a_step():
     gradients (so no profile run fails on a bad option after the data is made)."""
     import torch
 
-    from posereg.engine.builders import build_model, codec_for
+    from posereg.models.build import build_model, codec_for
 
     methods = {e.method for e in get_profile("full").experiments}
     assert {m.arm for m in METHODS.values()} <= {m.arm for m in methods}

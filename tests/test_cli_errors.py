@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from _real_data import tiny_checkpoint, tiny_config
-from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from posereg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.samples import SAMPLES_DIR
 from posereg.torchfile import TorchFileError, read_torch_file
 
@@ -241,7 +241,7 @@ def test_a_nan_flow_has_no_predictive_region_and_says_why(density):
 def lift_checkpoint(tmp_path_factory) -> Path:
     """A real (untrained) lifting checkpoint, as `posereg train` of a `task: lift` config saves."""
     from posereg.config import LiftConfig, LiftModelConfig, to_dict
-    from posereg.engine.lift import build_lift_model
+    from posereg.models.build import build_lift_model
 
     cfg = LiftConfig(model=LiftModelConfig(hidden=16))
     model = build_lift_model(cfg)

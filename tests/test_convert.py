@@ -266,7 +266,7 @@ def test_official_3d_checkpoint_loads_and_predicts_through_the_one_path(tmp_path
     """A converted RegressFlow3D file: model_from_checkpoint rebuilds it, TopDownModel.predict
     returns the official (u, v, depth) and sigma, with and without the flip test."""
     from posereg.convert import convert_official
-    from posereg.engine.builders import model_from_checkpoint
+    from posereg.models.build import model_from_checkpoint
     from posereg.skeletons import H36M17
 
     official = _official(num_joints=17, dim=3, seed=4)

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from _real_data import tiny_config
-from posereg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from posereg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from posereg.engine.distributed import EpochBatchSampler
 from posereg.samples import SAMPLES_DIR
 

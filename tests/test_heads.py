@@ -93,7 +93,7 @@ def test_inference_only_model_refuses_to_compute_a_loss():
 def test_checkpoints_with_the_flow_at_the_top_still_load(tmp_path):
     """Before the head owned its loss, the flow was saved as ``criterion.flow.*``; such state dicts
     load (strictly) through ``load_state_dict`` and :func:`load_model_state` into the same model."""
-    from posereg.engine.checkpoint import load_model_state
+    from posereg.checkpoint import load_model_state
 
     model = _tiny_model()
     with torch.no_grad():

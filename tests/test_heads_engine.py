@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from posereg.checkpoint import load_checkpoint
 from posereg.config import load_config, to_dict
 from posereg.data.dataset import collate
-from posereg.engine.builders import build_datasets, build_model
-from posereg.engine.checkpoint import load_checkpoint
+from posereg.engine.builders import build_datasets
 from posereg.engine.evaluate import primary_metric, primary_score
+from posereg.models.build import build_model
 from posereg.samples import SAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +152,7 @@ def test_synth_config_trains_predicts_and_exports_through_the_cli(tmp_path, synt
 def test_any_head_initialises_its_backbone_from_a_regression_run(tmp_path, name):
     """model.init_from (the paper's heatmap-pretrained variant, and the reverse): only the
     backbone is taken, whatever the heads of the two runs."""
-    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.checkpoint import save_checkpoint
     from posereg.models import create_pose_model, init_from_checkpoint
 
     torch.manual_seed(0)

@@ -1,10 +1,17 @@
 """The layering STYLE.md asks for, checked in fresh interpreters: config imports nothing of data
-(nor torch), and a user error in an inference command does not pull in the training loop."""
+(nor torch); the inference modules (predict, export, serve, video, lift, convert) and a user error
+in an inference command import nothing of posereg.engine; the error classes are a leaf."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
+
+from posereg.samples import SAMPLES_DIR
+
+PHOTO = SAMPLES_DIR / "coco" / "000000000785.jpg"
 
 
 def _run(code: str) -> str:
@@ -21,11 +28,62 @@ def test_config_imports_nothing_of_data_nor_torch():
     assert got == "['posereg.config']"
 
 
-def test_a_user_error_in_predict_does_not_import_the_training_loop(tmp_path):
-    missing = tmp_path / "missing.pt"
+#: The inference side: what ``posereg predict``/``export``/``serve``/``lift``/``convert`` run.
+INFERENCE_MODULES = (
+    "posereg.predict",
+    "posereg.export",
+    "posereg.serve.app",
+    "posereg.video",
+    "posereg.lift",
+    "posereg.convert",
+)
+
+
+@pytest.mark.parametrize("module", INFERENCE_MODULES)
+def test_an_inference_module_imports_nothing_of_the_engine(module):
+    if module == "posereg.serve.app":
+        pytest.importorskip("fastapi")
     got = _run(
-        "import sys; from posereg.cli import main; "
-        f"rc = main(['predict', {str(tmp_path)!r}, '--checkpoint', {str(missing)!r}]); "
-        "print(rc, 'posereg.engine.train' in sys.modules)"
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m.startswith('posereg.engine')))"
     )
-    assert got.splitlines()[-1] == "2 False"
+    assert got == "[]"
+
+
+def test_the_error_classes_module_is_a_leaf():
+    got = _run(
+        "import sys, posereg.errors; "
+        "print(sorted(m for m in sys.modules if m.startswith(('posereg.', 'torch'))))"
+    )
+    assert got == "['posereg.errors']"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{photo}", "--checkpoint", "{missing}", "--out", "{tmp}/predict"],
+        ["export", "--checkpoint", "{missing}", "--out", "{tmp}/model.onnx"],
+        ["lift", "{tmp}/poses.json", "--checkpoint", "{missing}", "--out", "{tmp}/lift"],
+        ["convert", "--from", "official", "{missing}", "{tmp}/converted.pt"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_user_error_in_an_inference_command_does_not_import_the_engine(tmp_path, argv):
+    missing = tmp_path / "missing.pt"
+    argv = [a.format(tmp=tmp_path, missing=missing, photo=PHOTO) for a in argv]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from posereg.cli import main; "
+            f"rc = main({argv!r}); "
+            "print(rc, sorted(m for m in sys.modules if m.startswith('posereg.engine')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # a default output folder would land here
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "2 []"
+    assert f"posereg {argv[0]}: error:" in out.stderr and str(missing) in out.stderr

@@ -143,7 +143,7 @@ def test_train_eval_lift_through_the_cli(tmp_path):
 
 
 def test_lift_refuses_a_top_down_checkpoint(tmp_path):
-    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.checkpoint import save_checkpoint
 
     save_checkpoint({"model": {}, "config": {}}, tmp_path / "pose.pt")
     np.save(tmp_path / "p.npy", np.zeros((1, 17, 2)))

@@ -16,11 +16,11 @@ import torch
 import yaml
 from tests._real_data import REPO, real, tiny_checkpoint
 
+from posereg.checkpoint import CheckpointError, save_checkpoint
 from posereg.cli import main
 from posereg.config import Config, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
 from posereg.data.badinput import BadInputError
-from posereg.engine.checkpoint import CheckpointError, save_checkpoint
-from posereg.engine.lift import build_lift_model
+from posereg.models.build import build_lift_model
 
 POSEREG = str(Path(sys.executable).parent / "posereg")
 
@@ -105,7 +105,7 @@ def test_lift_eval_runs_with_its_own_config_and_ignores_other_keys(lift_run, cap
 
 
 def test_2d_eval_names_the_config_keys_when_a_checkpoint_does_not_load(tmp_path):
-    from posereg.engine.builders import model_from_checkpoint
+    from posereg.models.build import model_from_checkpoint
 
     ck = tiny_checkpoint(tmp_path / "tiny.pt")
     cfg = Config()

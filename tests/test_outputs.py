@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from _real_data import tiny_checkpoint, tiny_config
+from posereg.checkpoint import save_checkpoint
 from posereg.config import Config, ConfigError, LiftConfig, apply_overrides
-from posereg.engine.checkpoint import save_checkpoint
 from posereg.outputs import (
     OutputExistsError,
     atomic_path,
@@ -245,7 +245,7 @@ def test_a_run_name_is_one_folder_name(name):
 
 @pytest.mark.parametrize(("saved", "loaded"), [(".", "run"), ("..", "run"), ("a/b", "b")])
 def test_checkpoints_of_runs_named_before_the_check_still_load(tmp_path, checkpoint, saved, loaded):
-    from posereg.engine.builders import model_from_checkpoint
+    from posereg.models.build import model_from_checkpoint
 
     state = torch.load(checkpoint, weights_only=True)
     state["config"]["name"] = saved  # what `name=` gave before: the run went to out_dir itself

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from _real_data import BADINPUT, real
+from posereg.checkpoint import save_checkpoint
 from posereg.config import Config, to_dict
 from posereg.data.dataset import TopDownDataset, TransformConfig
 from posereg.data.image_io import apply_orientation, read_exif_orientation, read_image
-from posereg.engine.checkpoint import save_checkpoint
 from posereg.engine.evaluate import predict_dataset
 from posereg.models import HEADS, create_pose_model
 from posereg.predict import Predictor, box_problem, load_detections

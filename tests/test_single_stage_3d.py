@@ -18,10 +18,10 @@ from posereg.config import Config, ConfigError, DataConfig, EvalConfig, ModelCon
 from posereg.data.badinput import BadInputError
 from posereg.data.dataset import TopDownDataset, TransformConfig
 from posereg.data.depth import root_joints
-from posereg.engine.builders import check_depth
 from posereg.engine.eval3d import evaluate_depth
 from posereg.engine.evaluate import primary_metric, primary_score
 from posereg.metrics.mpjpe import back_project
+from posereg.models.build import check_depth
 from posereg.skeletons import COCO17, H36M17
 from posereg.synth.generate import SynthConfig, generate
 

@@ -318,8 +318,8 @@ def test_a_run_on_a_14_keypoint_set_with_auto_saves_and_reuses_its_skeleton(tmp_
     eval rebuild it from there (the json is gone by then), and evaluation uses its sigmas."""
     import torch
 
+    from posereg.checkpoint import load_checkpoint
     from posereg.config import load_config
-    from posereg.engine.checkpoint import load_checkpoint
     from posereg.engine.train import train
     from posereg.predict import Predictor
 

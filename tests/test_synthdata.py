@@ -218,8 +218,8 @@ def test_eval_cli_reads_only(tmp_path):
     """`posereg eval` on a config whose synthetic set is missing: an error naming the commands."""
     import torch
 
-    from posereg.engine.builders import build_model
-    from posereg.engine.checkpoint import save_checkpoint
+    from posereg.checkpoint import save_checkpoint
+    from posereg.models.build import build_model
 
     s = _tiny(tmp_path / "synth")
     cfg = _synth_run_config(tmp_path, s)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from posereg.engine.checkpoint import load_checkpoint, save_checkpoint
+from posereg.checkpoint import load_checkpoint, save_checkpoint
 from posereg.engine.rundir import RunLock, RunLockedError, clean_partial_writes, new_run_dir
 from test_engine import BIN, REPO, _model_tensors, _posereg, _tiny_config
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from posereg.engine.checkpoint import load_checkpoint
+from posereg.checkpoint import load_checkpoint
 from test_engine import BIN, REPO, _posereg, _tiny_config
 
 
@@ -70,8 +70,8 @@ def test_docs_name_only_files_that_predict_writes(tmp_path):
 
     import torch
 
+    from posereg.checkpoint import save_checkpoint
     from posereg.config import Config, to_dict
-    from posereg.engine.checkpoint import save_checkpoint
     from posereg.models import create_pose_model
 
     cfg = Config()

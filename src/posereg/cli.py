@@ -62,7 +62,7 @@ def _error(command: str, e: BaseException) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix (the rest are bugs and keep their traceback)."""
-    from posereg.engine.rundir import RunLockedError
+    from posereg.errors import RunLockedError
     from posereg.losses import NonFiniteLossError
 
     # ValueError covers ConfigError, CheckpointError and BadInputError (and bad option values)
@@ -460,7 +460,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from posereg.engine.checkpoint import describe_checkpoint
+    from posereg.checkpoint import describe_checkpoint
 
     print(describe_checkpoint(args.checkpoint))
     return 0

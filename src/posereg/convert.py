@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posereg.engine.checkpoint import save_checkpoint
+from posereg.checkpoint import save_checkpoint
 from posereg.models import create_pose_model
 from posereg.outputs import refuse_existing
 from posereg.torchfile import read_torch_file
@@ -357,9 +357,10 @@ def run_config_for(model_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
     2D models become a full :class:`posereg.config.Config` (COCO-17 at 256x192 or MPII-16 at
     256x256, by keypoint count, as the official configs); 3D models with 17 joints a Config of
     the Human3.6M-17 skeleton at 256x256 whose regression head has ``head_options: {dim: 3}``
-    and ``data.depth: true`` (the official depth convention), so that :func:`posereg.engine.builders.model_from_checkpoint` rebuilds them and
-    ``TopDownModel.predict`` returns (u, v, depth) per joint. Other keypoint counts keep the bare
-    ``create_pose_model`` arguments.
+    and ``data.depth: true`` (the official depth convention), so that
+    :func:`posereg.models.build.model_from_checkpoint` rebuilds them and ``TopDownModel.predict``
+    returns (u, v, depth) per joint. Other keypoint counts keep the bare ``create_pose_model``
+    arguments.
     """
     from posereg.config import Config, DataConfig, ModelConfig, to_dict
 

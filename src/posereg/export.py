@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from posereg.engine.builders import model_from_checkpoint
+from posereg.models.build import model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, refuse_existing
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from posereg.data.badinput import BadInputError
-from posereg.engine.lift import lifter_from_checkpoint, predict_lifter
-from posereg.models.lifter import MIN_SPREAD_PX, FCLifter
+from posereg.models.build import lifter_from_checkpoint
+from posereg.models.lifter import MIN_SPREAD_PX, FCLifter, predict_lifter
 from posereg.skeletons import H36M17
 
 __all__ = ["LiftResult", "Lifter", "read_poses_2d", "draw_lift", "lift_file"]

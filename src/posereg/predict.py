@@ -37,8 +37,8 @@ from posereg.data.transforms import (
     get_affine_transform,
     warp_crop,
 )
-from posereg.engine.builders import model_from_checkpoint
 from posereg.metrics.coco import instance_score
+from posereg.models.build import model_from_checkpoint
 from posereg.outputs import write_atomic
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (

@@ -2,7 +2,7 @@
 of ``predictions.npz`` (docs/bench.md says what each number means).
 
 The model is loaded from the run's ``best.pt`` (else ``last.pt``) through
-:func:`posereg.engine.builders.model_from_checkpoint` and predicts the synthetic validation set
+:func:`posereg.models.build.model_from_checkpoint` and predicts the synthetic validation set
 with the run's own config (flip test included); the COCO-format numbers come from the shared
 evaluation (:func:`posereg.engine.evaluate.evaluate_predictions`, benchmark ``synthetic``).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from posereg.engine.builders import build_datasets, model_from_checkpoint
+from posereg.engine.builders import build_datasets
 from posereg.engine.evaluate import (
     coco_results,
     evaluate_predictions,
@@ -25,6 +25,7 @@ from posereg.engine.evaluate import (
     predict_dataset,
 )
 from posereg.metrics import calibration, evaluate_coco, instance_score, oks
+from posereg.models.build import model_from_checkpoint
 from posereg.uncertainty import (
     RELIABILITY_LEVELS,
     REPORT_LEVELS,

@@ -447,8 +447,8 @@ def score_decomposition(l1_run: dict, rle_run: dict) -> dict[str, float] | str:
     Returns:
         ``{"l1", "l1_const", "l1_rle_score", "rle", "rle_const"}``, or why it cannot be computed.
     """
-    from posereg.engine.builders import data_skeleton
     from posereg.metrics import evaluate_coco
+    from posereg.models.build import data_skeleton
 
     files = [_run_file(r, "predictions.npz") for r in (l1_run, rle_run)]
     if None in files:
@@ -682,7 +682,7 @@ def _density_section(results: dict, out_md: Path, image_dir: Path) -> tuple[list
     run = _density_run(results)
     if run is None:
         return out + ["Not in this profile (no RLE run with predictions.npz and a checkpoint).", ""], {}  # fmt: skip
-    from posereg.engine.builders import model_from_checkpoint
+    from posereg.models.build import model_from_checkpoint
 
     ckpt = _run_file(run, "last.pt") or _run_file(run, "best.pt")
     path = image_dir / "learned_density.png"

@@ -1,1 +1,2 @@
-"""Training engine: the loop, evaluation, checkpoints and distributed helpers."""
+"""Training engine: the loop, evaluation, run folders and distributed helpers (checkpoint I/O is
+:mod:`posereg.checkpoint`)."""

@@ -1,155 +1,22 @@
-"""Builders shared by training, evaluation and inference: the skeleton, model, codec, datasets and
-optimizer a config describes, and the model a checkpoint holds.
+"""Builders of training and evaluation: the datasets and the optimizer a config describes.
 
-Nothing here trains: ``posereg eval``, :class:`posereg.predict.Predictor` and the exporter import
-these without importing the training loop (:mod:`posereg.engine.train`).
+The models a config or a checkpoint describes are built by :mod:`posereg.models.build`, which
+inference uses without importing the engine.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from posereg.codecs import Codec
-from posereg.config import Config, ConfigError, from_saved, to_dict
+from posereg.config import Config
 from posereg.data.dataset import TopDownDataset
 from posereg.engine import distributed as D
-from posereg.engine.checkpoint import (
-    CheckpointError,
-    config_mismatch,
-    describe_mismatch,
-    load_checkpoint,
-    load_model_state,
-)
-from posereg.models import TopDownModel, create_head, create_pose_model, pose_head_options
-from posereg.skeletons import Skeleton, resolve_skeleton
+from posereg.models.build import check_depth, codec_for, data_skeleton
 
-__all__ = [
-    "data_skeleton",
-    "build_model",
-    "codec_for",
-    "check_depth",
-    "model_from_checkpoint",
-    "build_datasets",
-    "build_optimizer",
-]
-
-logger = logging.getLogger("posereg.engine")
-
-
-def data_skeleton(cfg: Config) -> Skeleton:
-    """``cfg.data.skeleton`` resolved (``auto`` reads ``data.train_ann``, or ``data.val_ann``
-    when there is no training file); see :func:`posereg.skeletons.resolve_skeleton`."""
-    ann = cfg.data.train_ann if Path(cfg.data.train_ann).is_file() else cfg.data.val_ann
-    return resolve_skeleton(cfg.data.skeleton, ann, cfg.data.keypoints_field)
-
-
-def build_model(cfg: Config) -> TopDownModel:
-    """The TopDownModel a config describes (backbone + ``model.head`` with its loss and flow)."""
-    skeleton = data_skeleton(cfg)
-    return create_pose_model(
-        backbone=cfg.model.backbone,
-        num_keypoints=skeleton.num_keypoints,
-        dim=2,
-        loss=cfg.model.loss,
-        loss_options=dict(cfg.model.loss_options),
-        pretrained=cfg.model.pretrained,
-        width=cfg.model.width,
-        norm_mu=cfg.model.norm_mu,
-        head=cfg.model.head,
-        head_options=dict(cfg.model.head_options),
-        input_size=tuple(cfg.data.input_size),
-    )
-
-
-def codec_for(cfg: Config) -> Codec:
-    """The codec of the head ``cfg.model`` describes: the targets its datasets must encode.
-
-    Built from the head alone, on the meta device (no weights, no backbone): a head's codec
-    depends on the input size and the head's options only.
-    """
-    return _meta_head(cfg).codec
-
-
-def _meta_head(cfg: Config) -> nn.Module:
-    m = cfg.model
-    options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
-    with torch.device("meta"):
-        return create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
-
-
-def check_depth(cfg: Config) -> None:
-    """``data.depth`` and the head agree: 3D targets need a head that predicts 3 coordinates.
-
-    Raises:
-        ConfigError: naming the keys to change.
-    """
-    dim = _meta_head(cfg).dim
-    if cfg.data.depth and cfg.data.format != "coco":
-        raise ConfigError(
-            "data.depth: true needs data.format: coco (annotations with joints_3d and camera)"
-        )
-    if cfg.data.depth and dim != 3:
-        raise ConfigError(
-            f"data.depth: true, but model.head {cfg.model.head!r} predicts {dim} coordinates; "
-            "set model.head_options {dim: 3} (regression) or {depth: D} (integral volumes)"
-        )
-    if not cfg.data.depth and dim == 3:
-        raise ConfigError(
-            f"model.head {cfg.model.head!r} predicts 3 coordinates but data.depth is false; set "
-            "data.depth: true (annotations with joints_3d and camera) for a 3D model"
-        )
-
-
-#: The config keys that define a top-down model's weights (the others, ``pretrained`` and
-#: ``init_from``, only say how training started); named when a checkpoint does not load.
-MODEL_KEYS = (
-    "model.backbone", "model.head", "model.head_options", "model.width", "model.norm_mu",
-    "model.loss", "model.loss_options",
-)  # fmt: skip
-
-
-def model_from_checkpoint(
-    checkpoint: str | Path, cfg: Config | None = None
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model a posereg checkpoint holds, with its weights loaded.
-
-    Arguments:
-        checkpoint: a posereg checkpoint.
-        cfg: the config to build the model from; default the checkpoint's own. Either way the
-            weights come from the checkpoint, so pretrained weights are never downloaded.
-
-    Returns:
-        (model, the config used, the checkpoint dict).
-    """
-    state = load_checkpoint(checkpoint)
-    saved = from_saved(Config, state["config"])
-    if cfg is None:
-        cfg = saved
-    elif isinstance(saved.data.skeleton, dict):  # the model was trained with this skeleton
-        if cfg.data.skeleton not in (saved.data.skeleton, saved.data.skeleton.get("name")):
-            logger.warning(
-                "%s: using the skeleton saved in the checkpoint (%s), not data.skeleton %r",
-                checkpoint,
-                saved.data.skeleton.get("name"),
-                cfg.data.skeleton if isinstance(cfg.data.skeleton, str) else "(a dict)",
-            )
-        cfg = replace(cfg, data=replace(cfg.data, skeleton=saved.data.skeleton))
-    cfg = replace(cfg, model=replace(cfg.model, pretrained=False, init_from=None))
-    model = build_model(cfg)
-    try:
-        load_model_state(model, state["model"], str(checkpoint))
-    except CheckpointError as e:
-        differ = config_mismatch(to_dict(saved), to_dict(cfg), MODEL_KEYS)
-        if not differ:
-            raise
-        raise CheckpointError(f"{e} The config differs in {describe_mismatch(differ)}") from None
-    return model, cfg, state
+__all__ = ["build_datasets", "build_optimizer"]
 
 
 def build_datasets(

@@ -29,7 +29,7 @@ from posereg.config import Config, ConfigError
 from posereg.data.dataset import TopDownDataset, collate
 from posereg.data.transforms import crop_to_image
 from posereg.engine import distributed as D
-from posereg.engine.builders import build_datasets, model_from_checkpoint
+from posereg.engine.builders import build_datasets
 from posereg.engine.eval3d import evaluate_depth
 from posereg.metrics import (
     COCOKeypointResult,
@@ -40,6 +40,7 @@ from posereg.metrics import (
     pckh,
 )
 from posereg.metrics.mpjpe import Pose3DMetrics
+from posereg.models.build import model_from_checkpoint
 
 logger = logging.getLogger("posereg.eval")
 

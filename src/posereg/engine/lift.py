@@ -21,47 +21,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from posereg.checkpoint import (
+    CheckpointError,
+    config_mismatch,
+    describe_mismatch,
+    save_checkpoint,
+)
 from posereg.config import (
     ConfigError,
     LiftConfig,
-    from_saved,
     save_yaml,
     to_dict,
     validate,
 )
 from posereg.data.lift import LiftSet, h36m_body3d_pairs, h36m_videopose3d_pairs, synthetic_pairs
-from posereg.engine.checkpoint import (
-    CheckpointError,
-    config_mismatch,
-    describe_mismatch,
-    load_checkpoint,
-    save_checkpoint,
-)
 from posereg.engine.rundir import clean_partial_writes, new_run_dir
 from posereg.metrics.mpjpe import Pose3DMetrics, evaluate_3d
-from posereg.models.lifter import FCLifter
+from posereg.models.build import LIFTER_KEYS, build_lift_model, lifter_from_checkpoint
+from posereg.models.lifter import FCLifter, predict_lifter
 
 __all__ = [
     "LiftTrainResult",
-    "build_lift_model",
     "build_lift_data",
     "fit_lifter",
-    "predict_lifter",
     "evaluate_lifter",
     "train_lift",
-    "lifter_from_checkpoint",
     "run_lift_evaluation",
-    "LIFTER_KEYS",
 ]
-
-#: The config keys that define a trained lifter: its input (the 2D skeleton, whose hips centre
-#: the input) and its network and loss. ``posereg eval`` refuses a config that differs from the
-#: checkpoint's in one of them; the others (paths, sizes of the sets, batch size, epochs, dropout,
-#: which is off at evaluation) may differ. The normalisation statistics are buffers of the
-#: checkpoint, so no config key can change them.
-LIFTER_KEYS = (
-    "data.input_skeleton", "model.hidden", "model.num_blocks", "model.loss", "model.loss_options",
-)  # fmt: skip
 
 
 @dataclass
@@ -81,15 +67,6 @@ class LiftTrainResult:
     best_mpjpe: float
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def build_lift_model(cfg: LiftConfig) -> FCLifter:
-    """The FC lifter the config describes (statistics still at their defaults)."""
-    m = cfg.model
-    return FCLifter(
-        input_skeleton=cfg.data.input_skeleton, hidden=m.hidden, num_blocks=m.num_blocks,
-        dropout=m.dropout, loss=m.loss, loss_options=dict(m.loss_options),
-    )  # fmt: skip
 
 
 def build_lift_data(cfg: LiftConfig, train: bool = True) -> tuple[LiftSet | None, LiftSet]:
@@ -117,22 +94,6 @@ def _tensors(pairs: LiftSet, device: torch.device) -> tuple[torch.Tensor, torch.
     x = torch.as_tensor(pairs.keypoints_2d, dtype=torch.float32, device=device)
     y = torch.as_tensor(pairs.joints_3d, dtype=torch.float32, device=device)
     return x, y
-
-
-@torch.no_grad()
-def predict_lifter(
-    model: FCLifter, keypoints_2d: np.ndarray, batch_size: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-    """Joints and sigma (N, 17, 3) in mm for 2D keypoints (N, K_in, 2) pixels (eval mode)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(keypoints_2d), dtype=torch.float32, device=device)
-    out = [model.predict_mm(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    joints = torch.cat([o[0] for o in out]).double().cpu().numpy()
-    sigma = torch.cat([o[1] for o in out]).double().cpu().numpy()
-    return joints, sigma
 
 
 def evaluate_lifter(model: FCLifter, pairs: LiftSet) -> Pose3DMetrics:
@@ -282,31 +243,6 @@ def train_lift(
         return replace(result, run_dir=run_dir)
     finally:
         lock.release()
-
-
-def lifter_from_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[FCLifter, LiftConfig]:
-    """The lifter and its config from a ``posereg train`` lifting checkpoint.
-
-    Raises:
-        CheckpointError: not a lifting checkpoint (e.g. a top-down model's), or another model.
-    """
-    state = load_checkpoint(path, map_location="cpu")
-    if state.get("task") != "lift":
-        raise CheckpointError(
-            f"{path}: not a lifting checkpoint (it holds a top-down model); `posereg lift` needs "
-            "a checkpoint of a `task: lift` run"
-        )
-    cfg = from_saved(LiftConfig, state["config"])
-    model = build_lift_model(cfg)
-    try:  # load_model_state would rename the keys of older top-down checkpoints
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path}: does not fit the lifter its config describes ({e})"
-        ) from None
-    return model.to(device).eval(), cfg
 
 
 def run_lift_evaluation(

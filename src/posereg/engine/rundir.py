@@ -7,7 +7,7 @@ A run lives in ``out_dir/name``. When that folder already holds a run (any of
 While a process trains, ``RUN/.lock`` holds its ``pid host``. The lock is created with
 ``O_CREAT | O_EXCL`` (atomic, also on NFS) and removed when training ends; a lock left by a
 process that is gone (a SIGKILL, a crash; same host) is taken over. Partial checkpoint writes
-(``.NAME.XXXX.tmp`` from :func:`posereg.engine.checkpoint.save_checkpoint`) are deleted once the
+(``.NAME.XXXX.tmp`` from :func:`posereg.checkpoint.save_checkpoint`) are deleted once the
 lock is held, since no other writer can then be using them.
 """
 
@@ -18,6 +18,7 @@ import shutil
 import socket
 from pathlib import Path
 
+from posereg.errors import RunLockedError
 from posereg.outputs import numbered
 
 __all__ = [
@@ -34,10 +35,6 @@ RUN_FILES = ("config.yaml", "last.pt", "best.pt", "train_log.csv", "metrics.json
 #: What ``exist_ok`` deletes before a new run starts in an old run's folder.
 _OLD_RUN = ("train_log.csv", "val_log.csv", "metrics.json", "curves.png", "val_predictions.png",
             "last.pt", "best.pt", "tb")  # fmt: skip
-
-
-class RunLockedError(RuntimeError):
-    """Another live process is training in this run folder."""
 
 
 def holds_run(path: Path) -> bool:

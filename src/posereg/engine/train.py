@@ -27,6 +27,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from posereg.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from posereg.config import (
     Config,
     ConfigError,
@@ -38,18 +46,11 @@ from posereg.config import (
 )
 from posereg.data.dataset import SkippedImages, TopDownDataset, collate
 from posereg.engine import distributed as D
-from posereg.engine.builders import build_datasets, build_model, build_optimizer, data_skeleton
-from posereg.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from posereg.engine.builders import build_datasets, build_optimizer
 from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
 from posereg.losses import NonFiniteLossError
+from posereg.models.build import build_model, data_skeleton
 
 __all__ = [
     "train",

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from posereg.losses import build_loss
 from posereg.skeletons import H36M17, get_skeleton
 
-__all__ = ["FCLifter", "LiftNormalizer", "LiftOutput", "LOSSES_WITH_SIGMA", "MIN_SPREAD_PX"]
+__all__ = [
+    "FCLifter",
+    "LiftNormalizer",
+    "LiftOutput",
+    "LOSSES_WITH_SIGMA",
+    "MIN_SPREAD_PX",
+    "predict_lifter",
+]
 
 #: Losses that train sigma; with ``l1``/``l2`` the sigma output is untrained and not reported.
 LOSSES_WITH_SIGMA = ("gaussian_nll", "laplace_nll", "dle", "rle")
@@ -209,3 +217,19 @@ class FCLifter(nn.Module):
     def predict_mm(self, keypoints_2d: Tensor) -> tuple[Tensor, Tensor]:
         """Inference: (B, K_in, 2) pixels -> joints (B, J, 3) mm and sigma (B, J, 3) mm."""
         return self.to_mm(self(keypoints_2d))
+
+
+@torch.no_grad()
+def predict_lifter(
+    model: FCLifter, keypoints_2d: np.ndarray, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joints and sigma (N, 17, 3) in mm for 2D keypoints (N, K_in, 2) pixels (eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(keypoints_2d), dtype=torch.float32, device=device)
+    out = [model.predict_mm(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    joints = torch.cat([o[0] for o in out]).double().cpu().numpy()
+    sigma = torch.cat([o[1] for o in out]).double().cpu().numpy()
+    return joints, sigma

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from posereg.errors import CheckpointError
 from posereg.models.pose import upgrade_state_dict
 from posereg.outputs import new_file_mode
 from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
@@ -34,13 +35,10 @@ __all__ = [
     "load_model_state",
     "config_mismatch",
     "describe_mismatch",
+    "describe_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "posereg-checkpoint-v1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for what was asked (wrong file, other model)."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -1,0 +1,17 @@
+"""Error classes that the inference commands and the training engine share, in one leaf module.
+
+Nothing here imports posereg (nor torch), so the CLI's error handler and the inference modules
+(predict, export, serve, video, lift, convert) can name them without importing the engine.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "RunLockedError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for what was asked (wrong file, other model)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training in this run folder."""

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from posereg.models.build import model_from_checkpoint
 from posereg.models.pose import TopDownModel
-from posereg.outputs import atomic_path, refuse_existing
+from posereg.outputs import atomic_path, os_error, refuse_existing
 
 __all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
 
@@ -120,7 +120,7 @@ def export_onnx(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create the folder of {path}: {e.strerror or e}") from None
+        raise os_error(e, f"cannot create the folder of {path}") from None
     h, w = input_size
     wrapper = InferenceModel(model)
     outputs = output_names(model, (h, w))

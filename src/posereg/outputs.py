@@ -24,6 +24,7 @@ __all__ = [
     "OutputExistsError",
     "atomic_path",
     "numbered",
+    "os_error",
     "next_free_dir",
     "new_file_mode",
     "refuse_existing",
@@ -51,9 +52,10 @@ def refuse_existing(path: str | os.PathLike, flag: str = "--overwrite") -> Path:
     return path
 
 
-def _os_error(e: OSError, path: Path) -> OSError:
-    """``cannot write PATH: <why>``, with the errno of ``e``."""
-    err = OSError(f"cannot write {path}: {e.strerror or e}")
+def os_error(e: OSError, what: str) -> OSError:
+    """``WHAT: <why>``, an OSError with the errno of ``e`` and without its ``[Errno N]`` prefix
+    (``what`` says what failed, on which path: ``cannot write PATH``)."""
+    err = OSError(f"{what}: {e.strerror or e}")
     err.errno = e.errno
     return err
 
@@ -90,7 +92,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise _os_error(e, path) from None
+        raise os_error(e, f"cannot write {path}") from None
     tmp = Path(name)
     try:
         try:
@@ -103,7 +105,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _os_error(e, path) from None
+        raise os_error(e, f"cannot write {path}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

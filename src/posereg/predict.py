@@ -39,7 +39,7 @@ from posereg.data.transforms import (
 )
 from posereg.metrics.coco import instance_score
 from posereg.models.build import model_from_checkpoint
-from posereg.outputs import write_atomic
+from posereg.outputs import os_error, write_atomic
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
     DRAW_LEVEL,
@@ -455,8 +455,7 @@ def image_ids(files: list[Path], dets: Detections | None = None) -> list[int]:
                 image_id, how = found.pop(), f"the image_id of its detections in {dets.source}"
         if image_id is not None and image_id in owner:
             first, first_how = owner[image_id]
-            why = how if how == first_how else f"{first_how}; {how}"
-            why = why.replace("its ", "each one's ") if how == first_how else why
+            why = how.replace("its ", "each one's ") if how == first_how else f"{first_how}; {how}"
             raise ValueError(
                 f"{first} and {path} would both be image_id {image_id} ({why}): rename one of "
                 "them or predict them separately"
@@ -586,9 +585,7 @@ def _output_dir(out_dir: str | Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        err = OSError(f"cannot create the output folder {out}: {e.strerror or e}")
-        err.errno = e.errno
-        raise err from None
+        raise os_error(e, f"cannot create the output folder {out}") from None
     return out
 
 

@@ -103,6 +103,19 @@ def test_yaml_errors_name_the_file_and_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_file_that_is_not_text_is_a_config_error_naming_it(tmp_path):
+    """An image given as the config (posereg eval photo.jpg ...) is refused naming the file, not
+    with the codec's bare 'can't decode byte 0xff'."""
+    from posereg.config import config_task, load_lift_config
+
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    assert config_task(p) == "pose"  # the loader reports it
+    for load in (load_config, load_lift_config):
+        with pytest.raises(ConfigError, match=re.escape(f"{p}: not a YAML config (not UTF-8")):
+            load(p)
+
+
 def test_yaml_loader_is_safe(tmp_path):
     p = tmp_path / "evil.yaml"
     p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")

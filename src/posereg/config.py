@@ -405,13 +405,20 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
     return from_dict(type(cfg), data)
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of a UTF-8 text file (``yaml.safe_load``)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     """Load a YAML config file (yaml.safe_load) into dataclass ``cls``, then apply overrides."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_yaml(path) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     try:
@@ -749,8 +756,8 @@ class LiftConfig:
 def config_task(path: str | Path) -> str:
     """``lift`` when the YAML file sets ``task: lift``, else ``pose`` (a top-down run)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        data = _read_yaml(Path(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return "pose"  # load_config reports the problem
     return "lift" if isinstance(data, dict) and data.get("task") == "lift" else "pose"
 

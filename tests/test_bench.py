@@ -95,6 +95,23 @@ def test_sweep_spans_9x_budgets_and_four_noise_settings_and_reuses_quick():
     )
 
 
+def test_sigma_profile_is_issue_19s_four_arms_at_the_sweeps_longest_budget():
+    sigma = get_profile("sigma")
+    assert sorted((e.arm, e.seed) for e in sigma.experiments) == sorted(
+        (arm, s) for arm in ("rle", "rle_paper_log_s", "laplace_nll", "l1") for s in (0, 1, 2)
+    )
+    longest = max(e.steps for e in get_profile("sweep").experiments)
+    assert {e.steps for e in sigma.experiments} == {longest} == {1800}
+    assert {e.data.noise.name for e in sigma.experiments} == {"coco"}
+    paper = next(e for e in sigma.experiments if e.arm == "rle_paper_log_s")
+    cfg = apply_overrides(base_config(), paper.overrides(10))
+    assert cfg.model.loss_options == {
+        "q": "laplace", "convention": "paper", "log_s": True, "log_s_method": "sampling"
+    }  # fmt: skip
+    # the same method object as full's log-s arm: one definition, one cache key
+    assert paper.method in {e.method for e in get_profile("full").experiments}
+
+
 def test_full_has_the_flow_and_log_s_ablations():
     full = get_profile("full")
     flow = {e.arm for e in full.experiments if e.group == "flow"}
@@ -104,7 +121,7 @@ def test_full_has_the_flow_and_log_s_ablations():
     }  # fmt: skip
     for e in full.experiments:  # every method's overrides are valid config items
         apply_overrides(base_config(), e.overrides(10))
-    assert set(PROFILES) == {"quick", "sweep", "cost", "full", "smoke"}
+    assert set(PROFILES) == {"quick", "sweep", "cost", "full", "sigma", "smoke"}
     assert full.cost is not None and {"resnet50", "resnet18"} <= set(full.cost.backbones)
 
 

@@ -159,6 +159,13 @@ METHODS: dict[str, Method] = {
             _rle("laplace", "paper"),
             params=(("loss", "rle"), ("q", "laplace"), ("convention", "paper")),
         ),
+        # the paper's convention with the normaliser log s (appendix E); the estimator is named
+        # so that runs cached with the earlier default (the Riemann sum) get another key
+        Method(
+            "rle_paper_log_s",
+            _rle("laplace", "paper", log_s=True, log_s_method="sampling"),
+            params=(("loss", "rle"), ("convention", "paper"), ("log_s", True)),
+        ),
         Method(
             "heatmap",
             ("model.head=heatmap", "model.loss=null", "model.loss_options={}", *_MAP_INPUT),
@@ -467,19 +474,43 @@ def full(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), mid: int = 3000) -> Profile:
             m = Method(f"rle_width{width}", _rle(flow_hidden=width), params=(("loss", "rle"), ("flow_layers", 6), ("flow_hidden", width)))  # fmt: skip
             exps.append(Experiment(m, "flow", s, mid, data))
         for log_s in (False, True):
-            m = Method(
-                "rle_paper_log_s" if log_s else "rle_paper",  # the report's arm names
-                # the estimator named, so that runs cached with the earlier default (the
-                # Riemann sum) get another key and are not reused for this arm
-                _rle("laplace", "paper", log_s=True, log_s_method="sampling")
+            m = (
+                METHODS["rle_paper_log_s"]
                 if log_s
-                else _rle("laplace", "paper", log_s=False),
-                params=(("loss", "rle"), ("convention", "paper"), ("log_s", log_s)),
+                else Method(
+                    "rle_paper",
+                    _rle("laplace", "paper", log_s=False),
+                    params=(("loss", "rle"), ("convention", "paper"), ("log_s", False)),
+                )
             )
             exps.append(Experiment(m, "log_s", s, mid, data))
     spec = CostSpec(rounds=15)
     return Profile(
         "full", tuple(exps), f"all items at {mid} steps, seeds {list(seeds)}", None, seeds, spec
+    )
+
+
+#: The sweep's longest budget (3 x QUICK_STEPS): issue 19's sigma profile trains at it.
+SIGMA_STEPS = 3 * QUICK_STEPS
+#: Issue 19 item 2's 2D arms: RLE in both conventions, the Laplace NLL and L1.
+SIGMA_ARMS = ("rle", "rle_paper_log_s", "laplace_nll", "l1")
+
+
+def sigma(seeds: tuple[int, ...] = (0, 1, 2)) -> Profile:
+    """Issue 19 item 2 (2D): what sigma means under RLE official, RLE paper + log s, the Laplace
+    NLL and L1 at the sweep's 1800-step budget, COCO-like noise, 3 seeds. The official RLE and
+    L1 runs are the sweep's (the same keys, reused from the cache)."""
+    exps = tuple(
+        Experiment(METHODS[arm], "sigma", s, SIGMA_STEPS, QUICK_DATA)
+        for s in seeds
+        for arm in SIGMA_ARMS
+    )
+    return Profile(
+        "sigma",
+        exps,
+        f"{', '.join(SIGMA_ARMS)} at {SIGMA_STEPS} steps, COCO-like noise, seeds {list(seeds)}",
+        None,
+        seeds,
     )
 
 
@@ -503,7 +534,9 @@ def smoke(seeds: tuple[int, ...] = (0,)) -> Profile:
     return Profile("smoke", exps, "tests: L1 and RLE, 4 steps on 24 tiny images", None, seeds)
 
 
-PROFILES = {"quick": quick, "sweep": sweep, "cost": cost, "full": full, "smoke": smoke}
+PROFILES = {
+    "quick": quick, "sweep": sweep, "cost": cost, "full": full, "sigma": sigma, "smoke": smoke,
+}  # fmt: skip
 
 
 def get_profile(name: str) -> Profile:

@@ -18,7 +18,9 @@ the sigma calibration) is in the file's ``metadata_props`` (:data:`EXPORT_VERSIO
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,7 +37,13 @@ from posereg.models.build import data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
 from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY
-from posereg.uncertainty import DRAW_LEVEL, FAST_NUM_SAMPLES, REPORT_LEVELS, region_from_criterion
+from posereg.uncertainty import (
+    DRAW_LEVEL,
+    FAST_NUM_SAMPLES,
+    RELIABILITY_LEVELS,
+    REPORT_LEVELS,
+    region_from_criterion,
+)
 
 __all__ = [
     "InferenceModel",
@@ -109,7 +117,7 @@ def _head_output_type(model: TopDownModel, input_size: tuple[int, int]) -> str:
 
 def _require(module: str) -> Any:
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError:
         raise ImportError(
             f"ONNX export needs {module}: pip install 'posereg[export]' (onnx, onnxruntime)"
@@ -288,8 +296,9 @@ def export_metadata(
     What :func:`posereg.runtime.load_onnx_model` needs besides the weights: the run's config as
     JSON (skeleton resolved; input size, padding, flip test, score rule, the model section that
     ``posereg eval`` checks), the predictive regions' radii r_p that the head's loss and flow
-    define (:func:`posereg.uncertainty.region_from_criterion` at the levels and with the draws
-    :class:`posereg.predict.Predictor` uses, so the regions are the PyTorch path's), the sigma
+    define (:func:`posereg.uncertainty.region_from_criterion` with the draws
+    :class:`posereg.predict.Predictor` uses, so the regions are the PyTorch path's, at the
+    reliability, report and drawing levels), the sigma
     calibration and the checkpoint's metrics.
 
     Arguments:
@@ -298,7 +307,7 @@ def export_metadata(
         metrics: the checkpoint's evaluation metrics (``sigma_calibration`` among them).
     """
     metrics = dict(metrics or {})
-    levels = tuple(sorted({*REPORT_LEVELS, DRAW_LEVEL}))
+    levels = tuple(sorted({*RELIABILITY_LEVELS, *REPORT_LEVELS, DRAW_LEVEL}))
     region = region_from_criterion(model.criterion, levels, num_samples=FAST_NUM_SAMPLES)
     skeleton = data_skeleton(cfg).to_dict()
     saved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skeleton=skeleton))
@@ -393,6 +402,17 @@ def int8_exclusions(path: str | os.PathLike) -> list[str]:
     ]
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Crops:
     """ONNX Runtime's CalibrationDataReader over crops (N, 3, H, W), one batch of 1 at a time."""
 
@@ -445,7 +465,9 @@ def quantize_int8(
     exclude = int8_exclusions(float_path) if exclude is None else exclude
     reader = type("CropReader", (_Crops, CalibrationDataReader), {})(crops)
     path = Path(path)
-    with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work:
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work, _quiet_root_logger():
+        # (ONNX Runtime logs advice to pre-process the model, on the root logger: shape inference
+        # and fusions, which the exporter's graph already has: static shapes, BN folded)
         quantization.quantize_static(
             str(float_path), str(Path(work) / "int8.onnx"), reader,
             quant_format=QuantFormat.QDQ, per_channel=True,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -81,12 +82,28 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument("--latency-size", type=int, nargs=2, default=[256, 192], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the latency (keeps OUT/results.json's arms)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    model, cfg, _ = model_from_checkpoint(args.checkpoint)
+    _, cfg, _ = model_from_checkpoint(args.checkpoint)
+    if args.latency_only:
+        results = json.loads((out / "results.json").read_text())
+    else:
+        results = _accuracy(args, cfg)
+    _latency(args, cfg, results)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    _table(results)
+
+
+def _accuracy(args: argparse.Namespace, cfg) -> dict:
+    out = args.out
     float_path, _ = export_checkpoint(args.checkpoint, out / "float32.onnx", overwrite=True)
     crops = calibration_crops(cfg, args.calibration_images)
     exclude = int8_exclusions(float_path)
@@ -117,7 +134,11 @@ def main() -> None:
             }
         results["arms"][arm] = row
         print(arm, json.dumps(row), flush=True)
+    return results
 
+
+def _latency(args: argparse.Namespace, cfg, results: dict) -> None:
+    out = args.out
     # latency: the same architecture and weights at --latency-size, batch 1, one thread
     size = tuple(args.latency_size)
     big = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, input_size=list(size)))
@@ -138,10 +159,15 @@ def main() -> None:
         x = torch.from_numpy(crop)
         latency["pytorch_eager_float32_ms"] = _latency_ms(lambda: model.predict(x), args.repeats)
     latency["int8_speedup"] = latency["onnxruntime_float32_ms"] / latency["onnxruntime_int8_ms"]
-    results["latency"] = {"input_size": list(size), "batch": 1, "threads": 1, **latency}
+    results["latency"] = {
+        "input_size": list(size), "batch": 1, "threads": 1, **latency,
+        # a shared machine's load skews times (ratios less): say how loaded it was
+        "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(),
+    }  # fmt: skip
     print("latency", json.dumps(results["latency"]), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
 
+
+def _table(results: dict) -> None:
     print("\n| arm | AP (clean) | error / sqrt(area) | keypoint AUROC | 90% coverage |"
           " mean |kp - fp32| px | sigma rel. diff |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
@@ -154,10 +180,12 @@ def main() -> None:
             f"{d.get('keypoint_mean_px', 0.0):.3f} | {d.get('sigma_mean_abs_rel', 0.0):.4f} |"
         )
     lat = results["latency"]
+    size = lat["input_size"]
     print(
         f"\nbatch 1, {size[0]}x{size[1]}, 1 thread: ONNX Runtime float32 "
         f"{lat['onnxruntime_float32_ms']:.2f} ms, INT8 {lat['onnxruntime_int8_ms']:.2f} ms "
-        f"({lat['int8_speedup']:.2f}x), PyTorch eager {lat['pytorch_eager_float32_ms']:.2f} ms"
+        f"({lat['int8_speedup']:.2f}x), PyTorch eager {lat['pytorch_eager_float32_ms']:.2f} ms "
+        f"(load average {lat['load_average_1min']:.1f} on {lat['cpu_count']} cores)"
     )
 
 

@@ -57,7 +57,8 @@ __all__ = [
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["keypoints", "scores", "sigma"]  # sigma only for heads that predict one
 #: The smallest opset whose QuantizeLinear/DequantizeLinear take per-channel scales (axis),
-#: which --int8 uses for the convolution weights.
+#: which --int8 uses for the convolution weights. Below it ``quantize_static`` (ONNX Runtime
+#: 1.32) still writes the axis, and the model fails to load ("Unrecognized attribute: axis").
 INT8_MIN_OPSET = 13
 #: Training crops ``--int8`` calibrates on by default.
 CALIBRATION_IMAGES = 256
@@ -541,8 +542,9 @@ def export_checkpoint(
         raise ValueError(f"--calibration-images must be >= 1, got {calibration_images}")
     if int8 and opset < INT8_MIN_OPSET:
         raise ValueError(
-            f"--int8 needs --opset >= {INT8_MIN_OPSET} (per-channel int8 weights: QuantizeLinear "
-            f"with an axis), got --opset {opset}"
+            f"--int8 needs --opset >= {INT8_MIN_OPSET}, got --opset {opset}: its per-channel int8 "
+            "weights need DequantizeLinear with an axis (below opset 13 ONNX Runtime writes a "
+            "model that it cannot load)"
         )
     suffix = ".int8.onnx" if int8 else ".onnx"
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(suffix)

@@ -40,9 +40,10 @@ POSEREG = str(Path(sys.executable).parent / "posereg")
 COCO = real("coco")
 PHOTO = real("coco", "000000000785.jpg")
 BOXES = [[30.5, 20.0, 200.0, 380.25], [300.0, 50.0, 150.0, 300.0]]
-#: INT8 vs float32 on the training crops of the tiny trained model: mean |keypoint difference|
-#: in crop pixels (64x48 crops; measured 0.2 to 0.3) and the AP bound on its 14 instances.
-INT8_KEYPOINT_PX = 1.0
+#: INT8 vs float32 on the training crops of the tiny fitted model: mean |keypoint difference| in
+#: crop pixels (64x48 crops; measured 0.08 with ONNX Runtime 1.32) and the AP bound on its 12
+#: people (measured: the same AP, 0.1195, for both).
+INT8_KEYPOINT_PX = 0.5
 INT8_AP_DROP = 0.05
 
 

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from posereg.config import Config, to_dict
-from posereg.models.build import data_skeleton, model_from_checkpoint
+from posereg.data.dataset import TopDownDataset
+from posereg.models.build import codec_for, data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
 from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY
@@ -333,9 +334,6 @@ def calibration_crops(cfg: Config, num_images: int) -> np.ndarray:
         ValueError: the training data is missing (naming the key and file), or no crop of it
             is usable (no labelled person, every picked image unreadable).
     """
-    from posereg.data.dataset import TopDownDataset
-    from posereg.models.build import codec_for
-
     d = cfg.data
     for key, value, ok in (
         ("data.train_ann", d.train_ann, Path(d.train_ann).is_file()),
@@ -344,8 +342,9 @@ def calibration_crops(cfg: Config, num_images: int) -> np.ndarray:
         if not ok:
             raise ValueError(
                 f"--int8 calibrates on training crops, but {key} of the checkpoint's config, "
-                f"{value}, is not there (run the export where the training data is, or make it "
-                "first: posereg data synth for a synthetic set)"
+                f"{value}, is not there (relative paths are read from the current folder: run the "
+                "export where the training data is, or make it first: posereg data synth for a "
+                "synthetic set)"
             )
     common: dict[str, Any] = dict(
         input_size=tuple(d.input_size),
@@ -415,7 +414,8 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 class _Crops:
-    """ONNX Runtime's CalibrationDataReader over crops (N, 3, H, W), one batch of 1 at a time."""
+    """Crops (N, 3, H, W), one batch of 1 at a time: an ONNX Runtime ``CalibrationDataReader``
+    (any class with ``get_next`` is one, by its ``__subclasshook__``)."""
 
     def __init__(self, crops: np.ndarray) -> None:
         self.crops = crops
@@ -454,7 +454,7 @@ def quantize_int8(
     """
     onnx = _require("onnx")
     quantization = _require("onnxruntime.quantization")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import QuantFormat, QuantType
 
     proto = onnx.load(str(float_path))
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -464,13 +464,12 @@ def quantize_int8(
             f"with an axis), got opset {opset}"
         )
     exclude = int8_exclusions(float_path) if exclude is None else exclude
-    reader = type("CropReader", (_Crops, CalibrationDataReader), {})(crops)
     path = Path(path)
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work, _quiet_root_logger():
         # (ONNX Runtime logs advice to pre-process the model, on the root logger: shape inference
         # and fusions, which the exporter's graph already has: static shapes, BN folded)
         quantization.quantize_static(
-            str(float_path), str(Path(work) / "int8.onnx"), reader,
+            str(float_path), str(Path(work) / "int8.onnx"), _Crops(crops),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,

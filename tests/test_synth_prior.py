@@ -166,3 +166,6 @@ def test_lift_config_prior_reaches_the_pairs():
     assert (val.actions == "wide").all()
     default = build_lift_data(LiftConfig(data=LiftDataConfig(num_val=30, noise="none")), False)[1]
     assert set(default.actions) <= set(DEFAULT_CLASSES)
+    real = LiftConfig(data=LiftDataConfig(source="h36m", prior="wide", positions_3d="x.npz"))
+    with pytest.raises(ConfigError, match="data.prior: h36m data has its own poses; 'wide'"):
+        build_lift_data(real, train=False)

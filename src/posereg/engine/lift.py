@@ -73,9 +73,14 @@ def build_lift_data(cfg: LiftConfig, train: bool = True) -> tuple[LiftSet | None
     """(train, val) pairs for the config; ``train=False`` builds only the validation set."""
     d = cfg.data
     if d.source == "synth":
-        kw = {"noise": d.noise, "input_skeleton": d.input_skeleton, "camera_file": d.camera_file}
+        kw = {"noise": d.noise, "input_skeleton": d.input_skeleton, "camera_file": d.camera_file,
+              "prior": d.prior}  # fmt: skip
         val = synthetic_pairs(d.num_val, d.seed, "val", **kw)
         return (synthetic_pairs(d.num_train, d.seed, "train", **kw) if train else None), val
+    if d.prior != "classes":
+        raise ConfigError(
+            f"data.prior: {d.source} data has its own poses; {d.prior!r} is for synth"
+        )
     if d.input_skeleton != "h36m17":
         raise ConfigError(f"data.input_skeleton: {d.source} data is h36m17, not {d.input_skeleton}")
     if d.source == "h36m":

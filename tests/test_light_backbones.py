@@ -19,10 +19,10 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from _real_data import tiny_config
-from posereg.config import ConfigError, load_config
+from posereg.config import ConfigError, load_config, to_dict
 from posereg.models import HEADS, create_backbone, create_pose_model
 from posereg.models import backbones as bb
-from posereg.models.build import backbone_stride_of, codec_for
+from posereg.models.build import backbone_stride_of, build_model, codec_for
 
 pytest.importorskip("onnxruntime")
 from posereg.export import check_onnx, export_onnx  # noqa: E402
@@ -43,6 +43,7 @@ TORCHVISION_LIGHT = {
 #: tiny timm models, random init (no download): name -> C of the last features_only map
 TIMM_LIGHT = {"timm:mobilenetv3_small_050": 288, "timm:resnet10t": 512}
 K = 5
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _randomize_bn(module: nn.Module, seed: int = 0) -> None:
@@ -247,3 +248,29 @@ def test_every_light_backbone_trains_and_exports_with_the_regression_head(tmp_pa
 @pytest.mark.parametrize("head", [h for h in HEADS if h != "regression"])
 def test_every_head_trains_and_exports_on_a_light_backbone(tmp_path, backbone, head):
     _train_two_steps_and_export(tmp_path, backbone, head, SIZES[head])
+
+
+def test_synth_light_is_synth_rle_with_the_smallest_backbone():
+    """Same data, input, optimizer, schedule, budget and evaluation as the main job: only the
+    backbone differs (and the width a light backbone does not have), so the runs compare."""
+    light = to_dict(load_config(REPO / "configs" / "synth_light.yaml"))
+    main = to_dict(load_config(REPO / "configs" / "synth_rle.yaml"))
+    for section in ("data", "optim", "train", "eval"):
+        assert light[section] == main[section], section
+    assert light["model"] == {**main["model"], "backbone": "shufflenet_v2_x0_5", "width": 1.0}
+    assert bb.LIGHT_BACKBONES[0] == "shufflenet_v2_x0_5"  # the smallest (params, FLOPs)
+
+
+def test_coco_light_recipe_builds_mmposes_model():
+    """MobileNetV2 (1280 channels at stride 32) + the RLE regression head at 256x192, MMPose's
+    schedule (Adam 1e-3, 210 epochs, x0.1 at 170 and 200, 500 warm-up steps, 64 per GPU)."""
+    cfg = load_config(
+        REPO / "configs" / "coco_mobilenetv2_256x192_rle.yaml",
+        ["model.pretrained=false"],
+    )
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.milestones) == ("adam", 1e-3, [170, 200])
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.optim.warmup_steps) == (210, 64, 500)
+    model = build_model(cfg)
+    assert model.backbone.out_channels == 1280 and model.backbone.stride == 32
+    assert model.head.fc_coord.linear.in_features == 1280 and model.head.input_size == (256, 192)
+    assert type(model.head.criterion).__name__ == "RLELoss"

@@ -449,7 +449,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "efficientnet_b0": efficientnet_b0,
 }
 
-#: The light backbones (deployment; docs/deploy.md), smallest first by parameters.
+#: The light backbones (deployment; docs/backbones.md), smallest first by parameters.
 LIGHT_BACKBONES = (
     "shufflenet_v2_x0_5", "mobilenet_v3_small", "shufflenet_v2_x1_0", "mobilenet_v2",
     "mobilenet_v3_large", "regnet_y_400mf", "efficientnet_b0", "regnet_y_800mf",

@@ -124,6 +124,13 @@ def test_timm_weights_file_loads_and_a_wrong_file_is_named(tmp_path):
     torch.save(timm.create_model("mobilenetv3_small_050").state_dict(), wrong)
     with pytest.raises(ValueError, match=f"{wrong}: not the weights of timm's 'resnet10t'"):
         create_backbone("timm:resnet10t", pretrained=wrong)
+    with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
+        create_backbone("timm:resnet10t", pretrained=tmp_path / "absent.pth")
+    state = reference.state_dict()
+    state["layer4.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"layer4\.0\.conv1\.weight"):
+        create_backbone("timm:resnet10t", pretrained=path)
 
 
 def test_light_pretrained_true_offline_names_the_file_and_uses_the_hub_cache(monkeypatch, tmp_path):
@@ -160,6 +167,17 @@ def test_bad_names_list_the_valid_ones():
         assert name in str(info.value)
     with pytest.raises(ValueError, match="close names: .*timm:mobilenetv3_small_050"):
         create_backbone("timm:mobilenetv3_small_05")
+    with pytest.raises(ValueError, match="head_options 'stride': set by the backbone"):
+        create_pose_model("mobilenet_v3_small", head="heatmap", head_options={"stride": 16})
+
+
+def test_an_unknown_timm_name_is_named_before_any_download(monkeypatch):
+    def no_network(url, timeout):
+        raise AssertionError("must not probe the network for a model timm does not have")
+
+    monkeypatch.setattr(bb, "_probe", no_network)
+    with pytest.raises(ValueError, match="unknown timm model 'resnet10x'"):
+        create_backbone("timm:resnet10x", pretrained=True)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "timm:resnet10t", "hrnet_w32"])

@@ -415,8 +415,8 @@ class TimmFeatures(nn.Module):
         return self.model(x)[-1]
 
 
-def _timm_features(name: str, width: float = 1.0, **kwargs: Any) -> TimmFeatures:
-    """``timm:<name>``: the model's deepest features_only map."""
+def _check_timm_name(name: str) -> None:
+    """ValueError naming timm's closest models when timm has no model ``name``."""
     timm = _import_timm(TIMM_PREFIX + name)
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -425,6 +425,11 @@ def _timm_features(name: str, width: float = 1.0, **kwargs: Any) -> TimmFeatures
             f"unknown timm model {name!r} in backbone {TIMM_PREFIX + name!r}{hint} "
             "(timm.list_models() lists them all)"
         )
+
+
+def _timm_features(name: str, width: float = 1.0, **kwargs: Any) -> TimmFeatures:
+    """``timm:<name>``: the model's deepest features_only map."""
+    _check_timm_name(name)
     _no_width(TIMM_PREFIX + name, width)
     return TimmFeatures(name, **kwargs)
 
@@ -504,12 +509,19 @@ def create_backbone(
         >>> channels, backbone(torch.randn(1, 3, 64, 48)).shape[1], backbone.stride
         (256, 256, 32)
     """
+    timm_file = None  # a local weights file that timm loads itself
     if name.startswith(TIMM_PREFIX):
         timm_name = name[len(TIMM_PREFIX) :]
+        _check_timm_name(timm_name)  # before any download or file
+        _no_width(name, width)
 
         def factory(width: float = 1.0, **kw: Any) -> nn.Module:
             return _timm_features(timm_name, width, **kw)
 
+        if pretrained is not False and pretrained is not True:
+            timm_file = Path(pretrained).expanduser()
+            if not timm_file.is_file():
+                raise FileNotFoundError(f"pretrained weights file not found: {timm_file}")
     else:
         try:
             factory = BACKBONES[name]
@@ -525,8 +537,8 @@ def create_backbone(
     download_timm = pretrained is True and name not in TORCHVISION_WEIGHTS
     if download_timm:
         _require_hf_hub(name)
-    if name.startswith(TIMM_PREFIX) and pretrained is not False:
-        kwargs = {**kwargs, "pretrained": pretrained}  # timm loads a local file itself
+    if timm_file is not None:
+        kwargs = {**kwargs, "pretrained": timm_file}
     elif download_timm:
         kwargs = {**kwargs, "pretrained": True}
     try:
@@ -540,18 +552,18 @@ def create_backbone(
                 f"Pass a local weights file: create_backbone({name!r}, pretrained="
                 "'/path/to/weights')"
             ) from e
-        if name.startswith(TIMM_PREFIX) and pretrained is not False:
+        if timm_file is not None:  # timm's loader raises what torch's load_state_dict raises
             raise ValueError(
-                f"{pretrained}: not the weights of timm's {name[len(TIMM_PREFIX) :]!r} "
+                f"{timm_file}: not the weights of timm's {name[len(TIMM_PREFIX) :]!r} "
                 f"({type(e).__name__}: {e})"
             ) from None
         raise
 
     if pretrained is True and name in TORCHVISION_WEIGHTS:
         load_weights(module, _torchvision_state_dict(name), f"torchvision {name} weights")
-    elif (
-        pretrained is not False and pretrained is not True and not isinstance(module, TimmFeatures)
-    ):
+    elif timm_file is not None:
+        check_finite(module.state_dict(), str(timm_file))
+    elif pretrained is not False and pretrained is not True:
         load_weights(module, _read_weights_file(pretrained), str(pretrained))
     return module, int(module.out_channels)
 

@@ -26,6 +26,12 @@ def pose_head_options(
     take one of them says so (``ValueError`` listing its options) instead of ignoring it.
     """
     options = dict(head_options or {})
+    for key in ("stride", "backbone", "feature_stride"):
+        if key in options:
+            raise ValueError(
+                f"head_options {key!r}: set by the backbone (its name and output stride), not "
+                "a head option"
+            )
     for key, value, unset in (
         ("loss", loss, None),
         ("loss_options", loss_options, {}),

@@ -224,6 +224,10 @@ def test_training_fits_c_on_the_validation_set_and_saves_it(tmp_path):
     predictor = Predictor.from_checkpoint(run / "last.pt", device="cpu")
     assert predictor.calibration.fitted
     np.testing.assert_allclose(predictor.calibration.scale, saved)
+    from posereg.checkpoint import describe_checkpoint
+
+    info = describe_checkpoint(run / "last.pt")
+    assert f"sigma_calibration: c from {saved.min():.4g} to {saved.max():.4g} (17 keypoints" in info
 
 
 def _lift_checkpoint(path: Path, scale: np.ndarray | None) -> Path:

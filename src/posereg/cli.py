@@ -340,6 +340,8 @@ def _run_lift(args: argparse.Namespace) -> int:
         f", mean sigma {np.nanmean(result.sigma):.1f} mm"
     )  # fmt: skip
     null = f" ({skipped} degenerate: null)" if skipped else ""
+    if result.calibration is not None:
+        print(result.calibration.describe("mm"))
     print(f"lifted {lifted} poses{null}{sigma} -> {json_path}")
     if png is not None:
         print(f"3D skeletons -> {png}")

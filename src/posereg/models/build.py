@@ -198,8 +198,8 @@ def build_lift_model(cfg: LiftConfig) -> FCLifter:
 
 def lifter_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[FCLifter, LiftConfig]:
-    """The lifter and its config from a ``posereg train`` lifting checkpoint.
+) -> tuple[FCLifter, LiftConfig, dict[str, Any]]:
+    """The lifter, its config and the checkpoint dict from a ``posereg train`` lifting checkpoint.
 
     Raises:
         CheckpointError: not a lifting checkpoint (e.g. a top-down model's), or another model.
@@ -218,4 +218,4 @@ def lifter_from_checkpoint(
         raise CheckpointError(
             f"{path}: does not fit the lifter its config describes ({e})"
         ) from None
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), cfg, state

@@ -40,6 +40,7 @@ from posereg.data.transforms import (
 from posereg.metrics.coco import instance_score
 from posereg.models.build import model_from_checkpoint
 from posereg.outputs import os_error, write_atomic
+from posereg.runtime import is_onnx, load_onnx_model
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
     DRAW_LEVEL,
@@ -200,9 +201,20 @@ class Predictor:
         levels = tuple(sorted({*REPORT_LEVELS, float(region_level)}))
         # 2D models only: a 3D model's region is a ball in (u, v, d), not an image ellipse
         three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+        # an ONNX export carries the radii its flow gave at export (posereg.runtime)
+        exported = getattr(model, "predictive_region", None)
+        if exported is not None:
+            missing = [p for p in levels if all(abs(p - q) > 1e-9 for q in exported.levels)]
+            if missing:
+                raise ValueError(
+                    f"region_level {region_level:g}: the ONNX export holds regions at levels "
+                    f"{list(exported.levels)} only"
+                )
         self.region: PredictiveRegion | None = (
             None
             if three_d
+            else exported
+            if exported is not None
             else region_from_criterion(
                 getattr(model, "criterion", None), levels, num_samples=FAST_NUM_SAMPLES
             )
@@ -232,10 +244,22 @@ class Predictor:
         device: str | torch.device | None = None,
         flip_test: bool | None = None,
         exif_orientation: bool = True,
+        backend: Literal["pytorch", "onnxruntime"] | None = None,
     ) -> Predictor:
-        """Build the model a posereg checkpoint was trained with and load its weights."""
+        """Build the model a posereg checkpoint was trained with and load its weights.
 
-        model, cfg, state = model_from_checkpoint(path)
+        ``backend``: ``"pytorch"`` (a ``.pt`` checkpoint) or ``"onnxruntime"`` (an ``.onnx`` file
+        that ``posereg export`` wrote, run by :class:`posereg.runtime.OnnxPoseModel` with the
+        same crops, flip test and decoding); None: by the file's suffix.
+        """
+        if backend not in (None, "pytorch", "onnxruntime"):
+            raise ValueError(f"backend must be 'pytorch' or 'onnxruntime', got {backend!r}")
+        if backend is None:
+            backend = "onnxruntime" if is_onnx(path) else "pytorch"
+        if backend == "onnxruntime":
+            model, cfg, state = load_onnx_model(path)
+        else:
+            model, cfg, state = model_from_checkpoint(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,

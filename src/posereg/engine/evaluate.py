@@ -41,6 +41,7 @@ from posereg.metrics import (
 )
 from posereg.metrics.mpjpe import Pose3DMetrics
 from posereg.models.build import model_from_checkpoint
+from posereg.runtime import is_onnx, load_onnx_model
 from posereg.uncertainty import SigmaCalibration
 
 logger = logging.getLogger("posereg.eval")
@@ -526,13 +527,17 @@ def run_evaluation(
     Arguments:
         cfg: the evaluation config (data and eval sections; the model section must describe the
             checkpoint's model, which :func:`load_model_state` checks).
-        checkpoint: a posereg checkpoint.
+        checkpoint: a posereg checkpoint, or an ONNX file ``posereg export`` wrote (run by ONNX
+            Runtime, :mod:`posereg.runtime`).
         device: where to run (default: CUDA when available).
         out: optional path for the COCO-results predictions json.
     """
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg, _ = model_from_checkpoint(checkpoint, cfg)
+    if is_onnx(checkpoint):  # ONNX Runtime's model goes through the same predict_dataset
+        model, cfg, _ = load_onnx_model(checkpoint, cfg)
+    else:
+        model, cfg, _ = model_from_checkpoint(checkpoint, cfg)
     model.to(dev)
     _, val = build_datasets(cfg, train_split=False)
     result = evaluate(model, val, cfg, dev)

@@ -223,7 +223,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         from posereg.detect import DETECTORS  # light: no torch until a detector is built
 
         if args.detector not in DETECTORS:
-            raise ValueError(f"--detector {args.detector!r}: expected one of {', '.join(DETECTORS)}")
+            raise ValueError(
+                f"--detector {args.detector!r}: expected one of {', '.join(DETECTORS)}"
+            )
     stems: dict[str, str] = {}
     for video in videos:  # a video's outputs are named by its stem
         stem = Path(video).stem

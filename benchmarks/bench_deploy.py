@@ -288,6 +288,26 @@ def detector_latency(
 
 
 # --------------------------------------------------------------------------- serve
+def random_checkpoint(
+    backbone: str, path: Path, input_size: tuple[int, int] = (256, 192), width: float = 1.0
+) -> Path:
+    """A posereg checkpoint of the RLE regression model of ``backbone`` with random weights
+    (seed 0): what ``posereg serve`` loads for a trained one, at the same cost."""
+    from posereg.checkpoint import save_checkpoint
+    from posereg.config import Config, to_dict
+
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        name=f"random_{backbone}",
+        data=dataclasses.replace(cfg.data, input_size=list(input_size)),
+        model=dataclasses.replace(cfg.model, backbone=backbone, width=width),
+    )
+    torch.manual_seed(0)
+    model = create_pose_model(backbone, input_size=input_size, width=width)
+    return save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, path)
+
+
 def _multipart(image: bytes, boxes: list[list[float]]) -> tuple[bytes, dict[str, str]]:
     boundary = uuid.uuid4().hex
     parts = [
@@ -527,13 +547,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["detectors"] = detector_latency(
                 args.detectors, image, args.threads, args.rounds, args.detector_iters
             )
+        serve = list(args.serve) + [
+            random_checkpoint(b, Path(tmp) / f"random_{b}.pt", tuple(args.input_size), args.width)
+            for b in ([] if "serve" in args.skip else args.serve_backbones)
+        ]
         if "serve" in args.skip:
             pass
-        elif not args.serve:
-            results["skipped"]["serve"] = "no --serve MODEL given"
+        elif not serve:
+            results["skipped"]["serve"] = "no --serve MODEL or --serve-backbones given"
         else:
             results["serve"] = serve_rps(
-                args.serve, image_path, boxes, args.clients, args.requests, args.serve_rounds,
+                serve, image_path, boxes, args.clients, args.requests, args.serve_rounds,
                 args.serve_threads,
             )  # fmt: skip
     results["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
@@ -554,6 +578,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector-iters", type=int, default=1, help="calls per round")
     parser.add_argument("--serve", nargs="+", type=Path, default=[], metavar="MODEL",
                         help="checkpoints (.pt) or exports (.onnx) to load-test")  # fmt: skip
+    parser.add_argument("--serve-backbones", nargs="+", default=[], metavar="NAME",
+                        help="also load-test random-weight checkpoints of these backbones")  # fmt: skip
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=20, help="per client and round")
     parser.add_argument("--serve-rounds", type=int, default=3)

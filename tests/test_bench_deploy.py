@@ -15,7 +15,7 @@ import onnxruntime
 import pytest
 import torch
 
-from _real_data import real, tiny_checkpoint
+from _real_data import real
 from posereg.bench.cost import gflops
 from posereg.models import create_pose_model
 
@@ -73,7 +73,7 @@ def test_latency_throughput_and_detector_rows(models):
     results = {
         "machine": bench_deploy.machine(), "threads": [1, 2], "rounds": 2, "iters": 1,
         "input_size": list(SIZE), "photo": image_path.name, "crops": rows, "throughput": [tp],
-        "detectors": [det], "skipped": {"serve": "no --serve MODEL given"},
+        "detectors": [det], "skipped": {"serve": "no --serve MODEL or --serve-backbones given"},
         "load_avg_after": [0.0, 0.0, 0.0],
     }  # fmt: skip
     text = bench_deploy.markdown(results)
@@ -81,11 +81,11 @@ def test_latency_throughput_and_detector_rows(models):
     line = next(x for x in text.splitlines() if x.startswith("| resnet18 | 0.71 |"))
     assert line.count("|") == 10 and f"{row['ms']['ort'][2]:.1f}" in line
     assert "| ssdlite320_mobilenet_v3_large | 3.4 | 21.3 |" in text
-    assert "serve: skipped (no --serve MODEL given)" in text
+    assert "serve: skipped (no --serve MODEL or --serve-backbones given)" in text
 
 
 def test_serve_is_load_tested_as_a_real_subprocess(tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    checkpoint = bench_deploy.random_checkpoint("resnet18", tmp_path / "tiny.pt", SIZE, 0.25)
     image_path, boxes = bench_deploy.photo()
     (row,) = bench_deploy.serve_rps([checkpoint], image_path, boxes[:2], clients=2, requests=2,
                                     rounds=1)  # fmt: skip
@@ -104,6 +104,6 @@ def test_main_writes_the_json_it_prints(tmp_path, capsys):
     results = json.loads(out.read_text())
     (row,) = results["crops"]
     assert f"| resnet18 | {row['params_m']:.2f} | {row['gflops']:.2f} | " in text
-    assert results["skipped"] == {"serve": "no --serve MODEL given"}
+    assert results["skipped"] == {"serve": "no --serve MODEL or --serve-backbones given"}
     assert results["machine"]["onnxruntime"] == onnxruntime.__version__
     assert bench_deploy.main(["--serve", str(tmp_path / "missing.pt")]) == 2

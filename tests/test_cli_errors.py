@@ -160,7 +160,7 @@ def _commands(tmp_path: Path, bad: Path) -> dict[str, list[object]]:
             "--checkpoint",
             bad,
             "--detector",
-            "fasterrcnn_mobilenet_320",
+            "fasterrcnn_mobilenet_v3_large_320_fpn",
             "--detector-weights",
             bad,
             "--out",

@@ -24,6 +24,7 @@ from posereg.data.dataset import TopDownDataset, collate
 from posereg.models import HEADS
 from posereg.models.build import build_model, codec_for
 from posereg.predict import Predictor, result_entries
+from posereg.uncertainty import SigmaCalibration
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -102,6 +103,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         optimizer.step()
     state = {"model": model.state_dict(), "config": to_dict(cfg)}
     state["metrics"] = {"AP": 0.5, "sigma_calibration": 1.5}
+    scales = np.linspace(0.5, 2.0, 17 * 2).reshape(17, 2)  # per keypoint and axis, all distinct
+    state["sigma_calibration"] = SigmaCalibration(scales).to_state()
     checkpoint = save_checkpoint(state, folder / "tiny.pt")
     onnx_path, diff = export_checkpoint(checkpoint)
     assert diff is not None and diff < 1e-4
@@ -157,6 +160,10 @@ def test_predictor_runs_the_onnx_export_as_the_checkpoint(trained):
     np.testing.assert_allclose(b.keypoints, a.keypoints, atol=1e-3, rtol=0)  # pixels
     np.testing.assert_allclose(b.sigma, a.sigma, rtol=1e-4)
     np.testing.assert_allclose(b.region, a.region, rtol=1e-4)
+    # the checkpoint's per-keypoint calibration travels in the export's metadata
+    assert ort.calibration.fitted and pt.calibration.fitted
+    np.testing.assert_array_equal(ort.calibration.scale, pt.calibration.scale)
+    np.testing.assert_allclose(b.sigma_calibrated, a.sigma_calibrated, rtol=1e-4)
     np.testing.assert_allclose(b.confidence, a.confidence, atol=1e-5, rtol=0)
     np.testing.assert_allclose(b.scores, a.scores, atol=1e-5, rtol=0)
     assert np.abs(a.keypoints[0] - a.keypoints[1]).max() > 1.0  # answers differ per box

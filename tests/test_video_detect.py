@@ -201,11 +201,11 @@ def test_detector_boxes_flow_into_the_pose_predictor(tmp_path, checkpoint, detec
     image = cv2.resize(image, (320, 213), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(tmp_path / "small.png"), image)
     out = _posereg("predict", str(tmp_path / "small.png"), "--checkpoint", str(checkpoint),
-                   "--detector", "fasterrcnn_mobilenet_320", "--detector-weights",
+                   "--detector", "fasterrcnn_mobilenet_v3_large_320_fpn", "--detector-weights",
                    str(detector_weights), "--no-draw", "--out", str(tmp_path / "out"))  # fmt: skip
     assert out.returncode == 0, out.stderr
     entries = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    found = PersonDetector("fasterrcnn_mobilenet_320", detector_weights, 0.5)(image)
+    found = PersonDetector("fasterrcnn_mobilenet_v3_large_320_fpn", detector_weights, 0.5)(image)
     assert 0 < len(found.boxes) == len(entries)
     np.testing.assert_allclose([e["bbox"] for e in entries], found.boxes, atol=0.01)
     np.testing.assert_allclose([e["box_score"] for e in entries], found.scores, atol=1e-5)
@@ -231,4 +231,4 @@ def test_missing_detector_weights_say_how_to_get_them(tmp_path, monkeypatch):
 def test_a_file_that_is_not_the_detectors_weights_is_named(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"other.pth: not a fasterrcnn_mobilenet_v3_large_320_fpn"):
-        PersonDetector("fasterrcnn_mobilenet_320", tmp_path / "other.pth")
+        PersonDetector("fasterrcnn_mobilenet_v3_large_320_fpn", tmp_path / "other.pth")

@@ -221,6 +221,13 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError("--boxes is for images; for a video use --detector (or no boxes)")
     if args.detector_weights and not args.detector:
         raise ValueError("--detector-weights needs --detector NAME")
+    if args.detector:
+        from posereg.detect import DETECTORS  # light: no torch until a detector is built
+
+        if args.detector not in DETECTORS:
+            raise ValueError(
+                f"--detector {args.detector!r}: expected one of {', '.join(DETECTORS)}"
+            )
     stems: dict[str, str] = {}
     for video in videos:  # a video's outputs are named by its stem
         stem = Path(video).stem
@@ -285,9 +292,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score-threshold", type=float, default=0.0, help="drop boxes scored below")
     p.add_argument(
         "--detector",
-        choices=["fasterrcnn", "fasterrcnn_mobilenet", "fasterrcnn_mobilenet_320"],
-        help="find the people with a torchvision Faster R-CNN (local weights only, see "
-        "docs/serve.md); default: the whole image is one person",
+        metavar="NAME",
+        help="find the people with a torchvision COCO detector: fasterrcnn (ResNet-50 FPN), "
+        "fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_mobilenet_v3_large_320_fpn or "
+        "ssdlite320_mobilenet_v3_large (the lightest); local weights only, see docs/serve.md; "
+        "default: the whole image is one person",
     )
     p.add_argument(
         "--detector-weights",
@@ -342,6 +351,8 @@ def _run_lift(args: argparse.Namespace) -> int:
         f", mean sigma {np.nanmean(result.sigma):.1f} mm"
     )  # fmt: skip
     null = f" ({skipped} degenerate: null)" if skipped else ""
+    if result.calibration is not None:
+        print(result.calibration.describe("mm"))
     print(f"lifted {lifted} poses{null}{sigma} -> {json_path}")
     if png is not None:
         print(f"3D skeletons -> {png}")

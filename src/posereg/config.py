@@ -46,6 +46,7 @@ __all__ = [
     "validate",
     "LiftConfig",
     "LiftDataConfig",
+    "PosePrior",
     "LiftModelConfig",
     "LiftTrainConfig",
     "config_task",
@@ -520,12 +521,16 @@ class ModelConfig:
     (e.g. ``{sigma: 2.0}``, ``{deconv_channels: 256}``) go in ``head_options``. ``loss`` and
     ``loss_options`` are the head's loss (None: its default, RLE for ``regression``); ``norm_mu``
     is a regression-head option. A head rejects options it does not take, naming the ones it does.
+    ``backbone`` is a name from posereg.models.backbones.BACKBONES (ResNets, HRNets, the light
+    ones: docs/backbones.md) or ``timm:<name>``; ``width`` is the ResNets' channel multiplier, and
+    any other backbone needs 1.0 (checked with the backbone, by posereg.models.build, since this
+    module imports no model code).
     """
 
     backbone: str = "resnet50"
     head: str = "regression"
     head_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    width: float = 1.0
+    width: float = 1.0  # ResNets only
     pretrained: bool | str = False  # True: torchvision/timm weights (online); str: a local file
     init_from: str | None = None  # a posereg checkpoint whose backbone initialises this one
     norm_mu: bool = True
@@ -669,6 +674,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 # config is a top-down run (:class:`Config`). ``posereg train``/``eval`` read the task first.
 
 
+#: The 3D pose prior of synthetic lifting pairs (posereg.synth.prior, which takes it from here).
+PosePrior = Literal["classes", "wide", "mixed"]
+
+
 @dataclasses.dataclass
 class LiftDataConfig:
     """Where the 2D-3D pairs come from (posereg.data.lift; docs/lifting.md).
@@ -677,12 +686,15 @@ class LiftDataConfig:
     noise ``noise``), ``h36m`` (the VideoPose3D archives ``positions_3d`` and, optionally,
     ``positions_2d``, ground truth or detections; train on ``train_subjects``, evaluate on
     ``test_subjects``) or ``body3d`` (MMPose-style ``*_body3d.npz`` files ``train_file`` and
-    ``val_file``).
+    ``val_file``). ``prior`` (synth only): the 3D poses, ``classes`` (the generator's pose
+    classes), ``wide`` (every joint within its anatomical limits, any whole-body orientation) or
+    ``mixed`` (half of each); posereg.synth.prior.
     """
 
     source: Literal["synth", "h36m", "body3d"] = "synth"
     input_skeleton: str = "h36m17"
     noise: Literal["none", "coco", "heavy"] = "coco"
+    prior: PosePrior = "classes"
     num_train: int = 50000
     num_val: int = 5000
     seed: int = 0

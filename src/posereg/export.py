@@ -291,7 +291,10 @@ def check_onnx(
 
 
 def export_metadata(
-    model: TopDownModel, cfg: Config, metrics: dict[str, Any] | None = None
+    model: TopDownModel,
+    cfg: Config,
+    metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The ``metadata_props`` that make an ONNX file a posereg export (:data:`EXPORT_VERSION`).
 
@@ -307,6 +310,9 @@ def export_metadata(
         model: the trained model (its criterion gives the radii).
         cfg: the config it was trained with.
         metrics: the checkpoint's evaluation metrics (``sigma_calibration`` among them).
+        calibration: the checkpoint's per-keypoint sigma calibration
+            (``state["sigma_calibration"]``, :meth:`posereg.uncertainty.SigmaCalibration.to_state`);
+            None when it holds none (the ONNX model then reports c = 1, as the checkpoint does).
     """
     metrics = dict(metrics or {})
     levels = tuple(sorted({*RELIABILITY_LEVELS, *REPORT_LEVELS, DRAW_LEVEL}))
@@ -319,6 +325,7 @@ def export_metadata(
         "region": "" if region is None else json.dumps(dataclasses.asdict(region)),
         "sigma_calibration": repr(float(metrics.get("sigma_calibration", 1.0))),
         "metrics": json.dumps(metrics, default=str),
+        "sigma_calibration_fit": "" if calibration is None else json.dumps(calibration),
         "precision": "float32",
     }
 
@@ -550,7 +557,7 @@ def export_checkpoint(
     if not overwrite:
         refuse_existing(path)
     model, cfg, state = model_from_checkpoint(checkpoint)
-    metadata = export_metadata(model, cfg, state.get("metrics"))
+    metadata = export_metadata(model, cfg, state.get("metrics"), state.get("sigma_calibration"))
     size = tuple(cfg.data.input_size)
     if not int8:
         export_onnx(model, path, size, opset=opset, metadata=metadata)  # type: ignore[arg-type]

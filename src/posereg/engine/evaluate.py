@@ -42,6 +42,7 @@ from posereg.metrics import (
 from posereg.metrics.mpjpe import Pose3DMetrics
 from posereg.models.build import model_from_checkpoint
 from posereg.runtime import is_onnx, load_onnx_model
+from posereg.uncertainty import SigmaCalibration
 
 logger = logging.getLogger("posereg.eval")
 
@@ -195,6 +196,9 @@ class EvalResult:
     # pixels. RLE's sigma is a relative scale (the flow models the residual's shape and
     # spread), so drawings multiply sigma by this to show the typical error.
     sigma_calibration: float = float("nan")
+    # per-keypoint c_k of the calibrated sigma c_k x sigma (Laplace MLE on these residuals,
+    # posereg.uncertainty.SigmaCalibration); saved in checkpoints; None without sigma or truth
+    sigma_fit: SigmaCalibration | None = None
     predictions: Predictions | None = None
     # the COCO results that were scored (after OKS-NMS with detection boxes); what eval --out writes
     entries: list[dict] | None = None
@@ -429,6 +433,9 @@ def evaluate_predictions(
         if abs_err.size and preds.sigma is not None:
             result.sigma_calibration = float(
                 np.median(abs_err / np.maximum(preds.sigma[visible], 1e-9))
+            )
+            result.sigma_fit = SigmaCalibration.fit(
+                truth[..., :2] - preds.keypoints, preds.sigma, visible, truth=result.truth
             )
         if "head_top" in skel.keypoint_names and "upper_neck" in skel.keypoint_names:
             from posereg.metrics.pck import head_size_from_joints

@@ -396,7 +396,9 @@ def int8_exclusions(path: str | os.PathLike) -> list[str]:
     and the decode after the head (the scores' ``1 - mean_d sigma``, Eq. 9): sigma is a
     probability-scale quantity in (0, 1) whose small values set the regions and the scores, and
     those nodes cost nothing next to the backbone. Found by the exporter's module scopes
-    (``/model/head/fc_sigma/...``); nodes outside ``/model/`` (the decode) are kept too.
+    (``/model/head/fc_sigma/...``); nodes outside ``/model/`` (the decode) are kept too. The
+    names are the TorchScript-based exporter's (``export_onnx(dynamo=False)``, what ``posereg
+    export`` uses); the dynamo exporter names nodes otherwise, and nothing would be kept.
     """
     onnx = _require("onnx")
     graph = onnx.load(str(path)).graph

@@ -407,3 +407,75 @@ def test_header_counts_runs_reused_from_before_the_profile_started(tmp_path: Pat
         "- runs: 7 (6 distinct: 4 trained in this invocation, 2 reused from earlier ones)"
         in md.read_text()
     )
+
+
+def _sigma_pred(ratio: float, seed: int) -> dict:
+    """3 instances x 17 keypoints; every visible residual is ``ratio`` sigma on both axes (the
+    left eye's twice that), and the unlabelled points are 100 sigma off (must not count)."""
+    rng = np.random.default_rng(seed)
+    n, k = 3, 17
+    truth = rng.uniform(40, 160, size=(n, k, 2))
+    sigma = rng.uniform(1.0, 5.0, size=(n, k, 2))
+    scale = np.full((n, k, 1), ratio)
+    scale[:, 1] *= 2.0  # left_eye
+    visible = np.ones((n, k), bool)
+    visible[0, 3] = False
+    keypoints = truth - scale * sigma * rng.choice([-1.0, 1.0], size=(n, k, 2))
+    keypoints[0, 3] = truth[0, 3] + 100 * sigma[0, 3]
+    return {"keypoints": keypoints, "truth_clean": truth, "sigma": sigma, "visible": visible,
+            "keypoint_conf": np.full((n, k), 0.5), "area": np.full(n, 16000.0)}  # fmt: skip
+
+
+def test_sigma_section_reports_ratio_per_keypoint_coverage_and_kurtosis(tmp_path: Path):
+    """Group ``sigma`` (issue 19): per arm mean ± std over seeds of the AP, the error, mean
+    |truth - mu| / sigma from predictions.npz (per keypoint and its mean; unlabelled points
+    left out), Pearson, AUROC, the 0.9 coverage, and the learned density's excess kurtosis from
+    the RLE checkpoint (an untrained flow: G_phi ~ N(0, I), kurtosis ~ 0); a run without a
+    checkpoint is named, not a traceback. (The checkpoint is on the paper-convention arm so that
+    Fig. 4's section, which plots the ``rle`` arm's, does not run: 7 s of CPU saved.)"""
+    from posereg.bench.report import residual_over_sigma
+
+    val = tmp_path / "val.json"
+    runs = []
+    arms = (("rle", (0.3,)), ("rle_paper_log_s", (0.25,)), ("laplace_nll", (1.0, 0.5)),
+            ("l1", (None, None)))  # fmt: skip
+    for arm, ratios in arms:
+        for seed, ratio in enumerate(ratios):
+            d = tmp_path / "runs" / f"{arm}-{seed}"
+            pred = _sigma_pred(ratio or 1.0, seed)
+            if ratio is None:
+                del pred["sigma"]  # L1 trains no sigma: the bench leaves it out
+            _write_run(d, val, pred, checkpoint=arm == "rle_paper_log_s")
+            cov = None if arm == "l1" else {"0.9": 0.8 + 0.05 * seed}
+            r = run("sigma", arm, seed, 0.5 + 0.1 * seed, coverage=cov)
+            r["run_dir"] = str(d)
+            runs.append(r)
+    per_keypoint = residual_over_sigma(_sigma_pred(0.5, 0))
+    assert per_keypoint[0] == pytest.approx(0.5) and per_keypoint[1] == pytest.approx(1.0)
+    assert per_keypoint[3] == pytest.approx(0.5)  # the 100-sigma unlabelled point left out
+    md = tmp_path / "docs" / "results.md"
+    write_report(results_with(runs), md, tmp_path / "docs" / "img")
+    text = md.read_text()
+    section = text.split("## What sigma means (issue 19, group `sigma`)")[1]
+    assert "## Other runs: group `sigma`" not in text
+
+    def cells(label: str) -> list[str]:
+        row = next(ln for ln in section.splitlines() if ln.startswith(f"| {label} |"))
+        return [c.strip() for c in row.split("|")[1:-1]]
+
+    # mean over keypoints: 16 keypoints at r, the left eye at 2r -> r * 18 / 17
+    laplace = cells("Laplace NLL")
+    assert laplace[1] == "2" and laplace[2] == "0.550 ± 0.071"  # AP clean 0.5, 0.6
+    m = 18 / 17 * np.array([1.0, 0.5])
+    assert laplace[5] == f"{m.mean():.3f} ± {m.std(ddof=1):.3f}"
+    assert laplace[8] == "0.825 ± 0.035" and laplace[9] == "-"  # coverage; no flow
+    rle = cells("RLE (paper convention, with log s)")
+    assert rle[5] == f"{0.25 * 18 / 17:.3f} (1 seed)"
+    assert abs(float(rle[9].split()[0])) < 0.1  # N(0, I): excess kurtosis 0
+    assert cells("RLE (Laplace Q)")[9] == "-"
+    assert "Left out: RLE (Laplace Q) seed 0: no checkpoint." in section
+    l1 = cells("L1")
+    assert l1[5] == "-" and l1[8] == "-" and l1[9] == "-"
+    # the per-keypoint table names the keypoints of the run's skeleton
+    eye = cells("left_eye")
+    assert eye[1] == f"{0.6:.3f} (1 seed)" and eye[3] == "1.500 ± 0.707"

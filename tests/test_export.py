@@ -59,6 +59,8 @@ def test_graph_signature_and_metadata(exported):
         "keypoints": ["batch", 17, 2],
         "scores": ["batch", 17],
         "sigma": ["batch", 17, 2],
+        "head.mu": ["batch", 17, 2],  # the head's output, for posereg.runtime's flip test
+        "head.sigma": ["batch", 17, 2],
     }
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["input_size"] == "64,48" and props["num_keypoints"] == "17"
@@ -139,7 +141,10 @@ def test_every_head_exports_its_decoded_outputs(tmp_path, name):
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         decoded = model.predict(images)
+        head = model(images)
     expected = ["keypoints", "scores"] + ([] if decoded.sigma is None else ["sigma"])
+    # then the head's output fields (posereg.runtime flips, averages and decodes them)
+    expected += [f"head.{k}" for k, v in vars(head).items() if v is not None]
     assert outputs == dict.fromkeys(expected, "batch")
     # the graph is the decoded prediction (for the heatmap head: argmax + quarter shift, not the
     # maps): ONNX Runtime's keypoints and scores are model.predict's, and they move with the image

@@ -1,6 +1,7 @@
 """The layering STYLE.md asks for, checked in fresh interpreters: config imports nothing of data
-(nor torch); the inference modules (predict, export, serve, video, lift, convert) and a user error
-in an inference command import nothing of posereg.engine; the error classes are a leaf."""
+(nor torch); the inference modules (predict, export, serve, video, lift, convert, runtime) and a
+user error in an inference command import nothing of posereg.engine; the error classes are a
+leaf."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ INFERENCE_MODULES = (
     "posereg.video",
     "posereg.lift",
     "posereg.convert",
+    "posereg.runtime",
 )
 
 

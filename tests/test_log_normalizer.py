@@ -193,3 +193,32 @@ def test_unknown_log_s_method_is_an_error_listing_the_valid_ones():
         build_loss("rle", convention="paper", log_s=True, log_s_method="mc")
     with pytest.raises(ValueError, match="log_s_samples must be >= 1"):
         build_loss("rle", convention="paper", log_s=True, log_s_samples=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_one_flow_call_gives_the_loss_and_gradients_of_two(dim):
+    """The loss runs the flow once on the labelled keypoints and the points x_i ~ Q together
+    (the step's cost, benchmarks/bench_log_s.py); value and flow gradients are those of log G on
+    the keypoints plus ``log_normalizer()`` computed apart. One keypoint is unlabelled, so the
+    labelled subset and the points are concatenated."""
+    flow = _random_flow(dim, 3)
+    crit = _criterion(flow, dim, "laplace").double()
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(4, 5, dim, generator=g, dtype=torch.float64)
+    target = pred + 0.1 * torch.randn(4, 5, dim, generator=g, dtype=torch.float64)
+    sigma = torch.full_like(pred, 0.1)
+    weight = torch.ones(4, 5, 1, dtype=torch.float64)
+    weight[1, 2] = 0.0
+
+    def grads(loss: Tensor) -> Tensor:
+        flow.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in flow.parameters()])
+
+    fused = crit(pred, sigma, target, weight)
+    fused_grad = grads(fused)
+    plain = RLELoss(dim=dim, q="laplace", convention="paper", flow=flow).double()
+    apart = plain(pred, sigma, target, weight) + crit.log_normalizer() * weight.sum() / 4
+    torch.testing.assert_close(fused, apart, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fused_grad, grads(apart), rtol=0, atol=1e-10)
+    assert float(fused_grad.norm()) > 1e-3

@@ -233,6 +233,14 @@ def describe_checkpoint(path: str | Path) -> str:
                 f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
             )
         )
+    calibration = state.get("sigma_calibration")
+    if isinstance(calibration, dict) and calibration.get("scale"):
+        scale = np.asarray(calibration["scale"], dtype=np.float64)
+        lines.append(
+            f"sigma_calibration: c from {scale.min():.4g} to {scale.max():.4g} ({scale.shape[0]} "
+            f"keypoints x {scale.shape[1]} axes; {calibration.get('estimator')} on the "
+            f"{calibration.get('data')} set; sigma_calibrated = c x sigma)"
+        )
     lines.append("model config:")
     lines.append(
         yaml.safe_dump(

@@ -193,7 +193,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation set")
     p.add_argument("config", help="YAML config (its data and eval sections are used)")
-    p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a posereg checkpoint (.pt) or its ONNX export (.onnx)"
+    )
     _add_set(p)
     p.add_argument(
         "--out", help="write the predictions json here (COCO results; 3D joints for lift)"
@@ -349,6 +351,8 @@ def _run_lift(args: argparse.Namespace) -> int:
         f", mean sigma {np.nanmean(result.sigma):.1f} mm"
     )  # fmt: skip
     null = f" ({skipped} degenerate: null)" if skipped else ""
+    if result.calibration is not None:
+        print(result.calibration.describe("mm"))
     print(f"lifted {lifted} poses{null}{sigma} -> {json_path}")
     if png is not None:
         print(f"3D skeletons -> {png}")
@@ -377,10 +381,13 @@ def _run_export(args: argparse.Namespace) -> int:
     from posereg.export import export_checkpoint
 
     path, err = export_checkpoint(
-        args.checkpoint, args.out, args.format, check=not args.no_check, overwrite=args.overwrite
-    )
+        args.checkpoint, args.out, args.format, check=not args.no_check, overwrite=args.overwrite,
+        opset=args.opset, int8=args.int8, calibration_images=args.calibration_images,
+    )  # fmt: skip
     print(path)
-    if err is not None:
+    if err is not None and args.int8:
+        print(f"INT8 vs float32 on the calibration crops: mean |keypoint difference| {err:.2e}")
+    elif err is not None:
         print(f"onnxruntime vs PyTorch: max abs difference {err:.2e}")
     return 0
 
@@ -394,6 +401,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace the output file when it exists"
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX Runtime static INT8 quantisation (QDQ), calibrated on training crops (needs "
+        "the checkpoint's training data; default output CKPT.int8.onnx)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help="training crops that calibrate --int8 (default: 256)",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -439,7 +459,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="HTTP API (POST /v1/predict) and a browser demo page for a checkpoint"
     )
-    p.add_argument("--checkpoint", required=True, help="a posereg checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a posereg checkpoint (.pt) or its ONNX export (.onnx)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free one)")
     p.add_argument(

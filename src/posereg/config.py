@@ -46,6 +46,7 @@ __all__ = [
     "validate",
     "LiftConfig",
     "LiftDataConfig",
+    "PosePrior",
     "LiftModelConfig",
     "LiftTrainConfig",
     "config_task",
@@ -669,6 +670,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 # config is a top-down run (:class:`Config`). ``posereg train``/``eval`` read the task first.
 
 
+#: The 3D pose prior of synthetic lifting pairs (posereg.synth.prior, which takes it from here).
+PosePrior = Literal["classes", "wide", "mixed"]
+
+
 @dataclasses.dataclass
 class LiftDataConfig:
     """Where the 2D-3D pairs come from (posereg.data.lift; docs/lifting.md).
@@ -677,12 +682,15 @@ class LiftDataConfig:
     noise ``noise``), ``h36m`` (the VideoPose3D archives ``positions_3d`` and, optionally,
     ``positions_2d``, ground truth or detections; train on ``train_subjects``, evaluate on
     ``test_subjects``) or ``body3d`` (MMPose-style ``*_body3d.npz`` files ``train_file`` and
-    ``val_file``).
+    ``val_file``). ``prior`` (synth only): the 3D poses, ``classes`` (the generator's pose
+    classes), ``wide`` (every joint within its anatomical limits, any whole-body orientation) or
+    ``mixed`` (half of each); posereg.synth.prior.
     """
 
     source: Literal["synth", "h36m", "body3d"] = "synth"
     input_skeleton: str = "h36m17"
     noise: Literal["none", "coco", "heavy"] = "coco"
+    prior: PosePrior = "classes"
     num_train: int = 50000
     num_val: int = 5000
     seed: int = 0

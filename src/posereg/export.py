@@ -3,29 +3,65 @@
 The exported graph is ``model.predict`` (without the flip test): it maps ``images`` (B, 3, H, W)
 to ``keypoints`` (B, K, D), ``scores`` (B, K) and, for heads that predict one, ``sigma``
 (B, K, D), with a dynamic batch axis. Keypoints are in normalized crop coordinates
-(x / W - 0.5, y / H - 0.5); images must be preprocessed as in training. Needs the optional extra
+(x / W - 0.5, y / H - 0.5); images must be preprocessed as in training. The head's own output
+fields (``head.mu``, ``head.sigma``, ``head.heatmaps``, ...) are outputs too: what
+:mod:`posereg.runtime` flips back, averages and decodes with the head's own code, so that an
+exported model predicts through :class:`posereg.predict.Predictor` and ``posereg eval`` exactly as
+the PyTorch model does. Everything else those need (the config, the predictive regions' radii,
+the sigma calibration) is in the file's ``metadata_props`` (:data:`EXPORT_VERSION`).
+
+``posereg export --int8`` quantises the graph with ONNX Runtime's static QDQ quantisation
+(:func:`quantize_int8`), calibrated on training crops. Needs the optional extra
 ``posereg[export]`` (onnx, onnxruntime).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
+import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posereg.models.build import model_from_checkpoint
+from posereg.config import Config, to_dict
+from posereg.models.build import data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
+from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY
+from posereg.uncertainty import (
+    DRAW_LEVEL,
+    FAST_NUM_SAMPLES,
+    RELIABILITY_LEVELS,
+    REPORT_LEVELS,
+    region_from_criterion,
+)
 
-__all__ = ["InferenceModel", "OnnxMismatchError", "check_onnx", "export_onnx"]
+__all__ = [
+    "InferenceModel",
+    "OnnxMismatchError",
+    "check_onnx",
+    "export_metadata",
+    "export_onnx",
+    "quantize_int8",
+]
 
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["keypoints", "scores", "sigma"]  # sigma only for heads that predict one
+#: The smallest opset whose QuantizeLinear/DequantizeLinear take per-channel scales (axis),
+#: which --int8 uses for the convolution weights. Below it ``quantize_static`` (ONNX Runtime
+#: 1.32) still writes the axis, and the model fails to load ("Unrecognized attribute: axis").
+INT8_MIN_OPSET = 13
+#: Training crops ``--int8`` calibrates on by default.
+CALIBRATION_IMAGES = 256
 
 
 class OnnxMismatchError(RuntimeError):
@@ -33,8 +69,12 @@ class OnnxMismatchError(RuntimeError):
 
 
 class InferenceModel(nn.Module):
-    """What is exported: ``model.predict`` as plain tensors ``(keypoints, scores[, sigma])``.
+    """What is exported: ``model.predict`` as plain tensors ``(keypoints, scores[, sigma])``,
+    then the head's output fields that are not None (``head.mu``, ``head.sigma``, ...).
 
+    ``model.predict`` without the flip test is ``head.decode(model(images))``; both the decoded
+    keypoints and the head's output they come from leave the graph, so that
+    :class:`posereg.runtime.OnnxPoseModel` can run the flip test with the head's own code.
     Shares the model (no copy); the flow in the head's criterion is never called, so it is not
     in the graph.
 
@@ -47,23 +87,38 @@ class InferenceModel(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        """images (B, 3, H, W) -> keypoints (B, K, D), scores (B, K)[, sigma (B, K, D)]."""
-        decoded = self.model.predict(images)
+        """images (B, 3, H, W) -> keypoints (B, K, D), scores (B, K)[, sigma (B, K, D)], and
+        the head's output fields."""
+        out = self.model(images)
+        decoded = self.model.head.decode(out)
+        head = tuple(v for v in _fields(out).values() if v is not None)
         if decoded.sigma is None:
-            return decoded.keypoints, decoded.scores
-        return decoded.keypoints, decoded.scores, decoded.sigma
+            return decoded.keypoints, decoded.scores, *head
+        return decoded.keypoints, decoded.scores, decoded.sigma, *head
+
+
+def _fields(output: Any) -> dict[str, Tensor | None]:
+    return {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
 
 
 def output_names(model: TopDownModel, input_size: tuple[int, int]) -> list[str]:
-    """The exported outputs of ``model``: keypoints, scores, and sigma when its head has one."""
+    """The exported outputs of ``model``: keypoints, scores, and sigma when its head has one, then
+    ``head.FIELD`` for each field of the head's output that is not None."""
     with torch.no_grad(), _eval_mode(model):
-        decoded = model.predict(torch.zeros(1, 3, *input_size, device=_device(model)))
-    return OUTPUT_NAMES[: 2 if decoded.sigma is None else 3]
+        out = model(torch.zeros(1, 3, *input_size, device=_device(model)))
+        decoded = model.head.decode(out)
+    head = [HEAD_PREFIX + k for k, v in _fields(out).items() if v is not None]
+    return OUTPUT_NAMES[: 2 if decoded.sigma is None else 3] + head
+
+
+def _head_output_type(model: TopDownModel, input_size: tuple[int, int]) -> str:
+    with torch.no_grad(), _eval_mode(model):
+        return type(model(torch.zeros(1, 3, *input_size, device=_device(model)))).__name__
 
 
 def _require(module: str) -> Any:
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError:
         raise ImportError(
             f"ONNX export needs {module}: pip install 'posereg[export]' (onnx, onnxruntime)"
@@ -92,6 +147,7 @@ def export_onnx(
     input_size: tuple[int, int] = (256, 192),
     opset: int = 17,
     dynamo: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export the inference path of ``model`` to an ONNX file.
 
@@ -103,6 +159,8 @@ def export_onnx(
         dynamo: use torch's ``torch.export``-based exporter (needs ``onnxscript``, opset >=
             18) instead of the TorchScript-based one (default; deprecated upstream but
             dependency-free and fast).
+        metadata: more ``metadata_props`` (:func:`export_metadata`: what makes the file a
+            posereg export that :mod:`posereg.runtime` loads).
 
     The file is written to a temporary file in the same folder and renamed over ``path``, so
     an existing ``path`` is replaced whole and a failed export (a full disk) leaves no partial
@@ -167,6 +225,8 @@ def export_onnx(
             "outputs": ",".join(outputs),
             "coordinates": "normalized crop coordinates: x / W - 0.5, y / H - 0.5",
             "scores": "the head's per-keypoint score (1 - mean_d sigma, RLE Eq. 9, with sigma)",
+            "head_output": _head_output_type(model, (h, w)),
+            **(metadata or {}),
         }
         onnx.helper.set_model_props(proto, metadata)
         onnx.save(proto, str(tmp))
@@ -229,31 +289,279 @@ def check_onnx(
     return worst
 
 
+def export_metadata(
+    model: TopDownModel, cfg: Config, metrics: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The ``metadata_props`` that make an ONNX file a posereg export (:data:`EXPORT_VERSION`).
+
+    What :func:`posereg.runtime.load_onnx_model` needs besides the weights: the run's config as
+    JSON (skeleton resolved; input size, padding, flip test, score rule, the model section that
+    ``posereg eval`` checks), the predictive regions' radii r_p that the head's loss and flow
+    define (:func:`posereg.uncertainty.region_from_criterion` with the draws
+    :class:`posereg.predict.Predictor` uses, so the regions are the PyTorch path's, at the
+    reliability, report and drawing levels), the sigma
+    calibration and the checkpoint's metrics.
+
+    Arguments:
+        model: the trained model (its criterion gives the radii).
+        cfg: the config it was trained with.
+        metrics: the checkpoint's evaluation metrics (``sigma_calibration`` among them).
+    """
+    metrics = dict(metrics or {})
+    levels = tuple(sorted({*RELIABILITY_LEVELS, *REPORT_LEVELS, DRAW_LEVEL}))
+    region = region_from_criterion(model.criterion, levels, num_samples=FAST_NUM_SAMPLES)
+    skeleton = data_skeleton(cfg).to_dict()
+    saved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skeleton=skeleton))
+    return {
+        METADATA_KEY: str(EXPORT_VERSION),
+        "config": json.dumps(to_dict(saved)),
+        "region": "" if region is None else json.dumps(dataclasses.asdict(region)),
+        "sigma_calibration": repr(float(metrics.get("sigma_calibration", 1.0))),
+        "metrics": json.dumps(metrics, default=str),
+        "precision": "float32",
+    }
+
+
+def calibration_crops(cfg: Config, num_images: int) -> np.ndarray:
+    """``num_images`` training crops (N, 3, H, W) float32 for INT8 calibration.
+
+    The crops are the training set's (``data.train_ann``, ``data.train_images``) made by the
+    dataset code that training and evaluation use, without augmentation (as evaluation crops
+    are), spread evenly over the set. Unreadable images are left out.
+
+    Raises:
+        ValueError: the training data is missing (naming the key and file), or no crop of it
+            is usable (no labelled person, every picked image unreadable).
+    """
+    from posereg.data.dataset import TopDownDataset
+    from posereg.models.build import codec_for
+
+    d = cfg.data
+    for key, value, ok in (
+        ("data.train_ann", d.train_ann, Path(d.train_ann).is_file()),
+        ("data.train_images", d.train_images, Path(d.train_images).is_dir()),
+    ):
+        if not ok:
+            raise ValueError(
+                f"--int8 calibrates on training crops, but {key} of the checkpoint's config, "
+                f"{value}, is not there (run the export where the training data is, or make it "
+                "first: posereg data synth for a synthetic set)"
+            )
+    common: dict[str, Any] = dict(
+        input_size=tuple(d.input_size),
+        codec=codec_for(cfg),
+        transform=dataclasses.replace(d.transform, augment=False),
+        on_bad_image="skip",
+    )
+    if d.format == "mpii":
+        dataset = TopDownDataset.from_mpii(d.train_ann, d.train_images, **common)
+    else:
+        if d.depth:
+            common["depth_range"] = d.depth_range_mm
+        dataset = TopDownDataset.from_coco(
+            d.train_ann, d.train_images, skeleton=data_skeleton(cfg),
+            keypoints_field=d.keypoints_field, **common,
+        )  # fmt: skip
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{d.train_ann}: no usable person crops to calibrate --int8 on (no labelled person "
+            "with an image)"
+        )
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(num_images, len(dataset))).round())
+    crops, why = [], ""
+    for i in picks.astype(int):
+        sample = dataset[int(i)]
+        if sample.valid:
+            crops.append(sample.image.numpy())
+        else:
+            why = sample.error or why
+    if not crops:
+        raise ValueError(
+            f"{d.train_ann}: no usable person crops to calibrate --int8 on: all {len(picks)} "
+            f"picked images are unreadable ({why})"
+        )
+    return np.stack(crops).astype(np.float32)
+
+
+def int8_exclusions(path: str | os.PathLike) -> list[str]:
+    """The nodes ``--int8`` keeps in float32: the sigma branch and the decode.
+
+    That is every node from the head's ``fc_sigma`` layer on (its MatMul, bias Add and sigmoid),
+    and the decode after the head (the scores' ``1 - mean_d sigma``, Eq. 9): sigma is a
+    probability-scale quantity in (0, 1) whose small values set the regions and the scores, and
+    those nodes cost nothing next to the backbone. Found by the exporter's module scopes
+    (``/model/head/fc_sigma/...``); nodes outside ``/model/`` (the decode) are kept too.
+    """
+    onnx = _require("onnx")
+    graph = onnx.load(str(path)).graph
+    return [
+        n.name
+        for n in graph.node
+        if "/head/fc_sigma" in n.name
+        or n.name.startswith("/model/head/Sigmoid")
+        or (n.name.startswith("/") and not n.name.startswith("/model/"))
+    ]
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class _Crops:
+    """ONNX Runtime's CalibrationDataReader over crops (N, 3, H, W), one batch of 1 at a time."""
+
+    def __init__(self, crops: np.ndarray) -> None:
+        self.crops = crops
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.crops):
+            return None
+        self.index += 1
+        return {INPUT_NAMES[0]: self.crops[self.index - 1 : self.index]}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+def quantize_int8(
+    float_path: str | os.PathLike,
+    path: str | os.PathLike,
+    crops: np.ndarray,
+    exclude: list[str] | None = None,
+) -> Path:
+    """ONNX Runtime static quantisation (QDQ) of an exported float32 model.
+
+    Activations uint8 and weights int8 per channel (U8S8, what ONNX Runtime's x86 kernels run
+    fastest), MinMax calibration on ``crops``. The file keeps the float model's
+    ``metadata_props``, with ``precision: int8`` and the calibration size added.
+
+    Arguments:
+        float_path: the float32 export (:func:`export_onnx`, opset >= :data:`INT8_MIN_OPSET`).
+        path: the INT8 file to write.
+        crops: (N, 3, H, W) calibration crops (:func:`calibration_crops`).
+        exclude: names of nodes kept in float32; default :func:`int8_exclusions`.
+
+    Raises:
+        ValueError: an opset below :data:`INT8_MIN_OPSET` (per-channel weights need it).
+    """
+    onnx = _require("onnx")
+    quantization = _require("onnxruntime.quantization")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+
+    proto = onnx.load(str(float_path))
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < INT8_MIN_OPSET:
+        raise ValueError(
+            f"--int8 needs opset >= {INT8_MIN_OPSET} (per-channel int8 weights: QuantizeLinear "
+            f"with an axis), got opset {opset}"
+        )
+    exclude = int8_exclusions(float_path) if exclude is None else exclude
+    reader = type("CropReader", (_Crops, CalibrationDataReader), {})(crops)
+    path = Path(path)
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work, _quiet_root_logger():
+        # (ONNX Runtime logs advice to pre-process the model, on the root logger: shape inference
+        # and fusions, which the exporter's graph already has: static shapes, BN folded)
+        quantization.quantize_static(
+            str(float_path), str(Path(work) / "int8.onnx"), reader,
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+        )  # fmt: skip
+        quantized = onnx.load(str(Path(work) / "int8.onnx"))
+        props = {p.key: p.value for p in proto.metadata_props}
+        props.update(precision="int8", calibration_images=str(len(crops)))
+        del quantized.metadata_props[:]
+        onnx.helper.set_model_props(quantized, props)
+        onnx.save(quantized, str(tmp))
+    return path
+
+
+def compare_int8(
+    float_path: str | os.PathLike, int8_path: str | os.PathLike, crops: np.ndarray
+) -> dict[str, float]:
+    """INT8 vs float32 on ``crops``: mean and max |keypoint difference| and mean |sigma
+    difference|, in crop-normalized units (x / W, y / H)."""
+    ort = _require("onnxruntime")
+    out = []
+    for p in (float_path, int8_path):
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()][:3]
+        out.append(session.run(names, {INPUT_NAMES[0]: crops}))
+    keypoints = np.abs(out[0][0] - out[1][0])
+    result = {"keypoints_mean": float(keypoints.mean()), "keypoints_max": float(keypoints.max())}
+    if len(out[0]) == 3 and out[0][2].shape == out[0][0].shape:
+        result["sigma_mean"] = float(np.abs(out[0][2] - out[1][2]).mean())
+    return result
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike | None = None,
     format: str = "onnx",
     check: bool = True,
     overwrite: bool = False,
+    opset: int = 17,
+    int8: bool = False,
+    calibration_images: int | None = None,
 ) -> tuple[Path, float | None]:
     """``posereg export``: the inference model of a posereg checkpoint to ONNX.
 
     The input size is the one the checkpoint was trained at (``data.input_size``). ``out``
-    defaults to the checkpoint's path with the suffix ``.onnx``.
+    defaults to the checkpoint's path with the suffix ``.onnx`` (``.int8.onnx`` with ``int8``).
+    The file carries :func:`export_metadata`, so that ``posereg predict``/``serve``/``eval`` run
+    it through ONNX Runtime.
+
+    With ``int8``: the float32 export is quantised (:func:`quantize_int8`) on
+    ``calibration_images`` training crops (default :data:`CALIBRATION_IMAGES`), and the check
+    compares INT8 with float32 on them (mean |keypoint difference|, crop-normalized) instead.
 
     Returns:
-        The written file and, with ``check``, onnxruntime's max abs difference to PyTorch.
+        The written file and, with ``check``, onnxruntime's max abs difference to PyTorch (with
+        ``int8``: the mean |keypoint difference| of INT8 to float32 on the calibration crops).
 
     Raises:
         OutputExistsError: ``out`` exists and not ``overwrite`` (checked before any work).
+        ValueError: ``calibration_images`` without ``int8`` or below 1, an opset below
+            :data:`INT8_MIN_OPSET` with ``int8``, missing or unusable training data.
         OSError: ``cannot write OUT: <why>``; no partial file is left.
     """
 
     if format != "onnx":
         raise ValueError(f"unknown export format {format!r}; valid: onnx")
-    path = Path(out) if out is not None else Path(checkpoint).with_suffix(".onnx")
+    if calibration_images is not None and not int8:
+        raise ValueError("--calibration-images needs --int8 (it sets how many crops calibrate it)")
+    if calibration_images is not None and calibration_images < 1:
+        raise ValueError(f"--calibration-images must be >= 1, got {calibration_images}")
+    if int8 and opset < INT8_MIN_OPSET:
+        raise ValueError(
+            f"--int8 needs --opset >= {INT8_MIN_OPSET}, got --opset {opset}: its per-channel int8 "
+            "weights need DequantizeLinear with an axis (below opset 13 ONNX Runtime writes a "
+            "model that it cannot load)"
+        )
+    suffix = ".int8.onnx" if int8 else ".onnx"
+    path = Path(out) if out is not None else Path(checkpoint).with_suffix(suffix)
     if not overwrite:
         refuse_existing(path)
-    model, cfg, _ = model_from_checkpoint(checkpoint)
-    export_onnx(model, path, tuple(cfg.data.input_size))
-    return path, (check_onnx(model, path) if check else None)
+    model, cfg, state = model_from_checkpoint(checkpoint)
+    metadata = export_metadata(model, cfg, state.get("metrics"))
+    size = tuple(cfg.data.input_size)
+    if not int8:
+        export_onnx(model, path, size, opset=opset, metadata=metadata)  # type: ignore[arg-type]
+        return path, (check_onnx(model, path) if check else None)
+    crops = calibration_crops(cfg, calibration_images or CALIBRATION_IMAGES)
+    with tempfile.TemporaryDirectory() as work:
+        float_path = Path(work) / "float32.onnx"
+        export_onnx(model, float_path, size, opset=opset, metadata=metadata)  # type: ignore[arg-type]
+        if check:
+            check_onnx(model, float_path)
+        quantize_int8(float_path, path, crops)
+        diff = compare_int8(float_path, path, crops)["keypoints_mean"] if check else None
+    return path, diff

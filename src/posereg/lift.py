@@ -6,6 +6,7 @@ Example::
     result = lifter.lift(keypoints_2d)           # (N, K, 2) pixels -> LiftResult
     result.joints_3d                             # (N, 17, 3) mm, root-relative (pelvis at 0)
     result.sigma                                 # (N, 17, 3) mm, or None for an L1/L2 lifter
+    result.sigma_calibrated                      # (N, 17, 3) mm: c x sigma, fitted on validation
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from posereg.data.badinput import BadInputError
 from posereg.models.build import lifter_from_checkpoint
 from posereg.models.lifter import MIN_SPREAD_PX, FCLifter, predict_lifter
 from posereg.skeletons import H36M17
+from posereg.uncertainty import SigmaCalibration
 
 __all__ = ["LiftResult", "Lifter", "read_poses_2d", "draw_lift", "lift_file"]
 
@@ -41,6 +43,10 @@ class LiftResult:
         degenerate: (N,) bool, the 2D poses with no spread (every joint within
             :data:`~posereg.models.lifter.MIN_SPREAD_PX` of the mid-hip point, e.g. all zeros):
             nothing can be lifted from them, so their joints and sigma are NaN.
+        sigma_calibrated: (N, 17, 3) mm, c_jd x sigma: a Laplace scale per joint and axis fitted
+            on the run's validation pairs (``Lifter.calibration``; c = 1 for a checkpoint without
+            one), so the mean |error| per axis is about this; None with ``sigma``.
+        calibration: the scales behind ``sigma_calibrated`` (None with ``sigma``).
     """
 
     joints_3d: np.ndarray
@@ -48,20 +54,31 @@ class LiftResult:
     joint_names: tuple[str, ...]
     image_ids: list[int] | None = None
     degenerate: np.ndarray | None = None
+    sigma_calibrated: np.ndarray | None = None
+    calibration: SigmaCalibration | None = None
 
     def to_json(self) -> list[dict]:
-        """One record per pose: ``joints_3d`` (17 x 3, mm), ``sigma`` (17 x 3, mm or null);
-        a degenerate pose has ``"degenerate": true`` and null joints and sigma."""
+        """One record per pose: ``joints_3d`` (17 x 3, mm), ``sigma`` (17 x 3, mm or null, the
+        lifter's raw output) and ``sigma_calibrated`` (17 x 3, mm or null); a degenerate pose has
+        ``"degenerate": true`` and null joints and sigmas."""
         out = []
         for i in range(len(self.joints_3d)):
             rec: dict = {"index": i}
             if self.image_ids is not None:
                 rec["image_id"] = self.image_ids[i]
             if self.degenerate is not None and self.degenerate[i]:
-                out.append({**rec, "degenerate": True, "joints_3d": None, "sigma": None})
+                out.append(
+                    {**rec, "degenerate": True, "joints_3d": None, "sigma": None,
+                     "sigma_calibrated": None}
+                )  # fmt: skip
                 continue
             rec["joints_3d"] = np.round(self.joints_3d[i], 2).tolist()
             rec["sigma"] = None if self.sigma is None else np.round(self.sigma[i], 2).tolist()
+            rec["sigma_calibrated"] = (
+                None
+                if self.sigma_calibrated is None
+                else np.round(self.sigma_calibrated[i], 2).tolist()
+            )
             out.append(rec)
         return out
 
@@ -87,17 +104,27 @@ class Lifter:
     Arguments:
         model: an :class:`FCLifter` (its normaliser's statistics set by training).
         device: where it runs.
+        calibration: the scales c (17, 3) of ``LiftResult.sigma_calibrated``; default c = 1
+            (``fitted=False``); :meth:`from_checkpoint` reads the checkpoint's.
     """
 
-    def __init__(self, model: FCLifter, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: FCLifter,
+        device: str | torch.device = "cpu",
+        calibration: SigmaCalibration | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.num_inputs = model.normalizer.mean_2d.shape[0]
+        joints = len(model.joint_names)
+        self.calibration = calibration or SigmaCalibration.identity(joints, 3)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Lifter:
         """Load a ``task: lift`` checkpoint (CheckpointError for any other)."""
-        model, _ = lifter_from_checkpoint(path, device)
-        return cls(model, device)
+        model, _, state = lifter_from_checkpoint(path, device)
+        calibration = SigmaCalibration.from_state(state, len(model.joint_names), 3, str(path))
+        return cls(model, device, calibration)
 
     def lift(self, keypoints_2d: np.ndarray, image_ids: list[int] | None = None) -> LiftResult:
         """Lift (N, K, 2) or (N, K, 3) keypoints in pixels (a third column, scores, is ignored).
@@ -117,9 +144,11 @@ class Lifter:
         degenerate = self.model.normalizer.degenerate(torch.as_tensor(kp[..., :2])).numpy()
         joints[degenerate] = np.nan
         sigma[degenerate] = np.nan
+        sigma_out = sigma if self.model.has_sigma else None
         return LiftResult(
-            joints, sigma if self.model.has_sigma else None, self.model.joint_names, image_ids,
-            degenerate,
+            joints, sigma_out, self.model.joint_names, image_ids, degenerate,
+            None if sigma_out is None else self.calibration.apply(sigma_out),
+            None if sigma_out is None else self.calibration,
         )  # fmt: skip
 
 
@@ -215,14 +244,17 @@ def _read_pose_array(path: Path) -> np.ndarray:
 def draw_lift(result: LiftResult, path: str | Path, max_poses: int = 6) -> Path:
     """Draw up to ``max_poses`` lifted skeletons (matplotlib 3D) with their uncertainty.
 
-    Each joint gets a bar of +- sigma along each axis and a marker whose size grows with the
-    mean sigma; the vertical axis is up (-y of the camera). Returns the PNG path.
+    Each joint gets a bar of +- sigma along each axis (the calibrated sigma,
+    ``result.sigma_calibrated``, when there is one) and a marker whose size grows with its mean;
+    the vertical axis is up (-y of the camera). Returns the PNG path.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawn_sigma = result.sigma if result.sigma_calibrated is None else result.sigma_calibrated
+    label = "sigma" if result.sigma_calibrated is None else "calibrated sigma"
     shown = [i for i in range(len(result.joints_3d)) if np.isfinite(result.joints_3d[i]).all()]
     shown = shown[:max_poses]  # degenerate poses (NaN) have nothing to draw
     n = max(len(shown), 1)
@@ -233,8 +265,8 @@ def draw_lift(result: LiftResult, path: str | Path, max_poses: int = 6) -> Path:
         x, y, z = j[:, 0], j[:, 2], -j[:, 1]  # camera x, depth, up
         for a, b in H36M17.limbs:
             ax.plot([x[a], x[b]], [y[a], y[b]], [z[a], z[b]], color="tab:blue", lw=2)
-        if result.sigma is not None:
-            s = result.sigma[i]
+        if drawn_sigma is not None:
+            s = drawn_sigma[i]
             for k in range(len(j)):
                 for d, (dx, dy, dz) in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
                     e = s[k, (0, 2, 1)[d]]
@@ -245,14 +277,14 @@ def draw_lift(result: LiftResult, path: str | Path, max_poses: int = 6) -> Path:
             size = 10 + 3 * s.mean(1)
         else:
             size = 10
-        ax.scatter(x, y, z, s=size, color="tab:red" if result.sigma is not None else "k")
+        ax.scatter(x, y, z, s=size, color="tab:red" if drawn_sigma is not None else "k")
         r = max(np.ptp(j, axis=0).max() / 2, 1.0)
         cx, cy, cz = (x.max() + x.min()) / 2, (y.max() + y.min()) / 2, (z.max() + z.min()) / 2
         ax.set(xlim=(cx - r, cx + r), ylim=(cy - r, cy + r), zlim=(cz - r, cz + r))
         ax.set(xlabel="x (mm)", ylabel="depth (mm)", zlabel="up (mm)")
         title = f"pose {i}" + (f" (image {result.image_ids[i]})" if result.image_ids else "")
-        if result.sigma is not None:
-            title += f"\nmean sigma {result.sigma[i].mean():.0f} mm"
+        if drawn_sigma is not None:
+            title += f"\nmean {label} {drawn_sigma[i].mean():.0f} mm"
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
@@ -282,7 +314,11 @@ def lift_file(
     json_path.write_text(
         json.dumps(
             {"units": "mm, root-relative (pelvis at 0), camera axes x right, y down, z forward",
-             "joint_names": list(result.joint_names), "poses": result.to_json()}
+             "joint_names": list(result.joint_names),
+             "sigma_calibration": None if result.calibration is None else {
+                 "fitted": result.calibration.fitted,
+                 "scale": np.round(result.calibration.scale, 4).tolist()},
+             "poses": result.to_json()}
         )
     )  # fmt: skip
     usable = result.degenerate is None or not result.degenerate.all()

@@ -176,6 +176,12 @@ def q_samples(q: str, dim: int, num_samples: int, seed: int = 0) -> Tensor:
     return _q_quantile(q, u.clamp(1e-12, 1 - 1e-12))
 
 
+def _log_mean_exp(log_values: Tensor) -> Tensor:
+    """log of the mean of exp(log_values) over dim 0: (n,) -> scalar (the sampling estimate of
+    log s from log G_phi(x_i), x_i ~ Q)."""
+    return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
+
+
 class _FlowLoss(KeypointLoss):
     """Shared parts of the flow-based losses (DLE, RLE): the flow and the per-keypoint log G_phi."""
 
@@ -201,17 +207,36 @@ class _FlowLoss(KeypointLoss):
         NaN). The flow's cost on the CPU is proportional to the number of points; on a GPU it
         is kernel launches, and selecting the points would cost a device-to-host sync.
         """
+        return self._log_g_and_more(bar_mu, weight, None)[0]
+
+    def _log_g_and_more(
+        self, bar_mu: Tensor, weight: Tensor | None, more: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`log_g`, and log G_phi of ``more`` points (M, D) -> (M,) from the same flow call.
+
+        One call on the keypoints and ``more`` concatenated instead of two: the flow's fixed
+        cost per call (stacking its parameters, the per-layer kernels, the same again in
+        backward) is paid once (RLE's log s on the sampling points, issue 19).
+        """
         b, k, d = bar_mu.shape
         points = bar_mu.reshape(b * k, d)
+        labelled = None
         if weight is not None and points.device.type == "cpu":
             labelled = (weight[..., 0] != 0).reshape(b * k).nonzero().squeeze(1)
             # all labelled: nothing to skip; none: keep the zero gradients that the flow's
             # parameters get from the full computation (the optimizer steps them either way)
             if 0 < len(labelled) < b * k:
-                log_prob = self.flow.log_prob(points.index_select(0, labelled))
-                full = points.new_zeros(b * k).index_copy(0, labelled, log_prob)
-                return full.reshape(b, k, 1)
-        return self.flow.log_prob(points).reshape(b, k, 1)
+                points = points.index_select(0, labelled)
+            else:
+                labelled = None
+        if more is not None:
+            log_prob = self.flow.log_prob(torch.cat([points, more.to(points)]))
+            log_prob, log_prob_more = log_prob[: len(points)], log_prob[len(points) :]
+        else:
+            log_prob, log_prob_more = self.flow.log_prob(points), None
+        if labelled is not None:
+            log_prob = points.new_zeros(b * k).index_copy(0, labelled, log_prob)
+        return log_prob.reshape(b, k, 1), log_prob_more
 
 
 class DLELoss(_FlowLoss):
@@ -346,9 +371,15 @@ class RLELoss(_FlowLoss):
     def _paper(self, pred: Tensor, sigma: Tensor, target: Tensor, weight: Tensor) -> Tensor:
         bar_mu = (target - pred) / sigma  # paper's reparameterization
         per_coord = (_neg_log_q(self.q, bar_mu) + torch.log(sigma)) * weight  # -log Q + log sigma
-        per_keypoint = -self.log_g(bar_mu, weight)  # -log G_phi, joint over D
-        if self.log_s:
-            per_keypoint = per_keypoint + self.log_normalizer(pred.device, pred.dtype)
+        if self.log_s and self.log_s_method == "sampling":
+            # log G_phi of the keypoints and of the points x_i ~ Q in one flow call
+            log_g, log_g_q = self._log_g_and_more(bar_mu, weight, self._sampling_points())
+            assert log_g_q is not None
+            per_keypoint = -log_g + _log_mean_exp(log_g_q)  # -log G_phi + log s
+        else:
+            per_keypoint = -self.log_g(bar_mu, weight)  # -log G_phi, joint over D
+            if self.log_s:
+                per_keypoint = per_keypoint + self.log_normalizer(pred.device, pred.dtype)
         return per_coord.sum(-1, keepdim=True) + per_keypoint * weight[..., :1]  # (B, K, 1)
 
     def log_normalizer(
@@ -388,12 +419,8 @@ class RLELoss(_FlowLoss):
         """
         method = method or self.log_s_method
         if method == "sampling":
-            x = self.log_s_points_q  # (n, D), x_i ~ Q
-            if self.log_s_resample:
-                seed = int(torch.randint(2**31 - 1, ()))  # the global generator: seeded runs repeat
-                x = q_samples(self.q, self.dim, len(x), seed).to(x)
-            x = x.to(device=device, dtype=dtype)
-            return torch.logsumexp(self.flow.log_prob(x), dim=0) - math.log(x.shape[0])
+            x = self._sampling_points().to(device=device, dtype=dtype)
+            return _log_mean_exp(self.flow.log_prob(x))
         if method != "grid":
             raise ValueError(f"unknown log_s method {method!r}; valid: 'sampling', 'grid'")
         r, n = self.log_s_range, self.log_s_points
@@ -404,6 +431,15 @@ class RLELoss(_FlowLoss):
         )
         log_qg = -_neg_log_q(self.q, grid).sum(-1) + self.flow.log_prob(grid)
         return torch.logsumexp(log_qg, dim=0) + self.dim * math.log(h)
+
+    def _sampling_points(self) -> Tensor:
+        """The points x_1..x_n ~ Q of the sampling estimate (n, D): the fixed buffer, or new
+        ones drawn now with ``log_s_resample``."""
+        x = self.log_s_points_q  # (n, D), x_i ~ Q
+        if self.log_s_resample:
+            seed = int(torch.randint(2**31 - 1, ()))  # the global generator: seeded runs repeat
+            x = q_samples(self.q, self.dim, len(x), seed).to(x)
+        return x
 
 
 LossFactory = Callable[..., KeypointLoss]

@@ -40,12 +40,14 @@ from posereg.data.transforms import (
 from posereg.metrics.coco import instance_score
 from posereg.models.build import model_from_checkpoint
 from posereg.outputs import os_error, write_atomic
+from posereg.runtime import is_onnx, load_onnx_model
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
     DRAW_LEVEL,
     FAST_NUM_SAMPLES,
     REPORT_LEVELS,
     PredictiveRegion,
+    SigmaCalibration,
     region_from_criterion,
 )
 
@@ -91,6 +93,9 @@ class PoseResult:
             depth_range``; root: pelvis, or mid-hip for COCO-17; the absolute distance is not
             predicted); None for 2D models.
         depth_sigma: (N, K) the sigma of that depth, mm, for 3D heads that predict one.
+        sigma_calibrated: (N, K, 2) c_k x sigma in image pixels: a Laplace scale per axis fitted
+            on the run's validation set (``Predictor.calibration``; c = 1 for a checkpoint
+            without one), so that E|error| ~ sigma_calibrated; None with ``sigma``.
     """
 
     keypoints: np.ndarray
@@ -102,6 +107,7 @@ class PoseResult:
     region_p: float | None = None
     depth: np.ndarray | None = None
     depth_sigma: np.ndarray | None = None
+    sigma_calibrated: np.ndarray | None = None
 
     def select(self, people: np.ndarray) -> PoseResult:
         """The result restricted to the people ``people`` (indices or a boolean mask)."""
@@ -119,6 +125,7 @@ class PoseResult:
             self.region_p,
             pick(self.depth),
             pick(self.depth_sigma),
+            pick(self.sigma_calibrated),
         )
 
 
@@ -164,6 +171,9 @@ class Predictor:
     Attributes:
         region: the model's :class:`posereg.uncertainty.PredictiveRegion` (radii r_p in units of
             sigma), computed once here from the head's loss and flow; None without a density.
+        calibration: the per-keypoint scales c_k of ``PoseResult.sigma_calibrated``
+            (:class:`posereg.uncertainty.SigmaCalibration`, from the checkpoint; c = 1 and
+            ``fitted=False`` when it holds none).
 
     Example:
         >>> predictor = Predictor.from_checkpoint("runs/synth_rle/best.pt")  # doctest: +SKIP
@@ -191,9 +201,20 @@ class Predictor:
         levels = tuple(sorted({*REPORT_LEVELS, float(region_level)}))
         # 2D models only: a 3D model's region is a ball in (u, v, d), not an image ellipse
         three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+        # an ONNX export carries the radii its flow gave at export (posereg.runtime)
+        exported = getattr(model, "predictive_region", None)
+        if exported is not None:
+            missing = [p for p in levels if all(abs(p - q) > 1e-9 for q in exported.levels)]
+            if missing:
+                raise ValueError(
+                    f"region_level {region_level:g}: the ONNX export holds regions at levels "
+                    f"{list(exported.levels)} only"
+                )
         self.region: PredictiveRegion | None = (
             None
             if three_d
+            else exported
+            if exported is not None
             else region_from_criterion(
                 getattr(model, "criterion", None), levels, num_samples=FAST_NUM_SAMPLES
             )
@@ -210,6 +231,7 @@ class Predictor:
         # median |error| / sigma of the checkpoint's evaluation (1 when unknown): the video
         # Kalman smoother's measurement noise is sigma x this; drawings use ``region``.
         self.sigma_scale = 1.0
+        self.calibration = SigmaCalibration.identity(skeleton.num_keypoints, 2)
         self.depth_range = DEPTH_RANGE_MM  # mm per unit of a 3D model's depth (data.depth_range_mm)
         self.name = "model"  # the run's name (set from a checkpoint)
         self.config: Config | None = None  # the checkpoint's config
@@ -222,10 +244,22 @@ class Predictor:
         device: str | torch.device | None = None,
         flip_test: bool | None = None,
         exif_orientation: bool = True,
+        backend: Literal["pytorch", "onnxruntime"] | None = None,
     ) -> Predictor:
-        """Build the model a posereg checkpoint was trained with and load its weights."""
+        """Build the model a posereg checkpoint was trained with and load its weights.
 
-        model, cfg, state = model_from_checkpoint(path)
+        ``backend``: ``"pytorch"`` (a ``.pt`` checkpoint) or ``"onnxruntime"`` (an ``.onnx`` file
+        that ``posereg export`` wrote, run by :class:`posereg.runtime.OnnxPoseModel` with the
+        same crops, flip test and decoding); None: by the file's suffix.
+        """
+        if backend not in (None, "pytorch", "onnxruntime"):
+            raise ValueError(f"backend must be 'pytorch' or 'onnxruntime', got {backend!r}")
+        if backend is None:
+            backend = "onnxruntime" if is_onnx(path) else "pytorch"
+        if backend == "onnxruntime":
+            model, cfg, state = load_onnx_model(path)
+        else:
+            model, cfg, state = model_from_checkpoint(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,
@@ -239,6 +273,9 @@ class Predictor:
         )
         predictor.metrics = dict(state.get("metrics") or {})
         predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
+        predictor.calibration = SigmaCalibration.from_state(
+            state, predictor.skeleton.num_keypoints, 2, str(path)
+        )
         predictor.name, predictor.config = cfg.name, cfg
         predictor.depth_range = cfg.data.depth_range_mm
         return predictor
@@ -315,7 +352,7 @@ class Predictor:
             depth = np.zeros((0, k)) if three_d else None
             return PoseResult(
                 empty, empty.copy(), np.zeros((0, k)), box_arr, np.zeros(0), region,
-                None if region is None else self.region_level, depth, depth,
+                None if region is None else self.region_level, depth, depth, empty.copy(),
             )  # fmt: skip
         h, w = self.input_size
         center, scale = box_to_center_scale(box_arr, w / h, self.padding)
@@ -351,6 +388,7 @@ class Predictor:
             region_p=None if region is None else self.region_level,
             depth=depth,
             depth_sigma=depth_sigma,
+            sigma_calibrated=None if sigma is None else self.calibration.apply(sigma),
         )
 
 
@@ -358,7 +396,8 @@ def result_entries(
     result: PoseResult, image_id: int, people: np.ndarray | None = None
 ) -> list[dict]:
     """COCO results entries (``image_id``, ``category_id``, ``bbox``, ``keypoints`` as x, y,
-    confidence triplets, ``score``, ``sigma`` (K x 2 pixels) for heads that predict one,
+    confidence triplets, ``score``, ``sigma`` (K x 2 pixels, the head's) and ``sigma_calibrated``
+    (K x 2 pixels, c_k x sigma) for heads that predict one,
     ``region`` (K x 2 semi-axes in pixels of the predictive ``region_p``-region) with
     ``region_p`` for heads whose loss learned a density, and for 3D models ``depth`` (K
     root-relative mm) and ``depth_sigma`` (K mm, with sigma)) of the people ``people`` (indices;
@@ -375,6 +414,8 @@ def result_entries(
         }
         if result.sigma is not None:
             entry["sigma"] = result.sigma[i].round(3).tolist()
+        if result.sigma_calibrated is not None:
+            entry["sigma_calibrated"] = result.sigma_calibrated[i].round(3).tolist()
         if result.region is not None:
             entry["region"] = result.region[i].round(3).tolist()
             entry["region_p"] = result.region_p
@@ -613,10 +654,11 @@ class PredictSummary:
     detections: LoadReport | None = None
     num_boxes: int = 0
     num_filtered_boxes: int = 0
+    calibration: str = ""  # where sigma_calibrated's c_k come from (SigmaCalibration.describe)
 
     def lines(self) -> list[str]:
         """The end-of-run report: boxes used, skips, then failures last (one summary line)."""
-        out = []
+        out = [self.calibration] if self.calibration else []
         d = self.detections
         if d is not None:
             filtered = self.num_filtered_boxes
@@ -659,8 +701,8 @@ def predict_files(
 
     predictions.json is a COCO results list (``image_id``, ``category_id``, ``keypoints`` with the
     confidence as third value, ``score``) with ``file_name``, ``source`` (the image's path as
-    given), ``bbox`` and, for heads that predict one, ``sigma`` (K x 2 pixels) and
-    ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is unique per file
+    given), ``bbox`` and, for heads that predict one, ``sigma`` and ``sigma_calibrated`` (K x 2
+    pixels) and ``region``/``region_p`` (see :func:`result_entries`) added. ``image_id`` is unique per file
     (:func:`image_ids`: the file name's number as in COCO, else the matched detections' integer
     ``image_id``, else a number after the largest so taken); overlays are ``STEM_pose.png``, or
     ``STEM_ID_pose.png`` where two files share a stem (:func:`overlay_names`). With ``boxes`` (COCO results json) each
@@ -732,6 +774,7 @@ def predict_files(
             result = predictor(image)
         finite = np.isfinite(result.keypoints).all(axis=(1, 2)) & np.isfinite(result.scores)
         if result.sigma is not None:
+            summary.calibration = predictor.calibration.describe("pixels")
             finite &= np.isfinite(result.sigma).all(axis=(1, 2))
         if not finite.all():
             summary.failed.append((str(path), f"{int((~finite).sum())} non-finite prediction(s)"))
@@ -754,6 +797,7 @@ def predict_files(
             canvas = draw_people(
                 image, result.keypoints[keep], predictor.skeleton, result.confidence[keep],
                 None if result.region is None else result.region[keep], result.boxes[keep],
+                None if result.sigma_calibrated is None else result.sigma_calibrated[keep],
             )  # fmt: skip
             ok, png = cv2.imencode(".png", canvas)
             if not ok:

@@ -38,6 +38,19 @@ the residual law directly, and Q G_phi / s would be far too narrow (for a Laplac
 the radius: a Laplace of half the scale; tests/test_uncertainty.py measures it). ``density=`` overrides the rule.
 
 L1, L2, heatmap and integral heads learn no density: :func:`region_from_criterion` returns None.
+
+Calibrated sigma (issue 19, item 3). Beside the region, a keypoint's sigma is reported in the
+units of the data (image pixels; mm for the lifter) as a Laplace scale fitted on held-out data:
+``sigma_calibrated = c_k * sigma`` per keypoint k (:class:`SigmaCalibration`). With the model
+
+    truth_d - mu_d = c_k * sigma_d * e_d,   e_d ~ Laplace(0, 1) iid   (per axis d)
+
+the log-likelihood of the validation residuals, sum -log(2 c_k sigma) - |r| / (c_k sigma), is
+maximal at c_k = mean over the keypoint's labelled residuals of |r_d| / sigma_d
+(:func:`fit_sigma_scale`): the Laplace MLE, so c_k * sigma is the scale whose E|r| matches the
+observed one (a calibrated model has E|r_d| = c_k sigma_d and P(|r_d| <= t c_k sigma_d) =
+1 - exp(-t)). It is a read-out for users, not a second density: the region above stays the
+flow's, and the two agree when the flow is close to a Laplace.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from posereg.errors import CheckpointError
 from posereg.losses import DLELoss, GaussianNLLLoss, L1Loss, L2Loss, LaplaceNLLLoss, RLELoss
 
 __all__ = [
@@ -61,6 +75,9 @@ __all__ = [
     "DRAW_LEVEL",
     "FAST_NUM_SAMPLES",
     "q_flow_normalizer",
+    "SigmaCalibration",
+    "fit_sigma_scale",
+    "laplace_within",
 ]
 
 #: Levels of a reliability diagram: 0.05, 0.10, ..., 0.95.
@@ -348,3 +365,147 @@ def region_from_criterion(
     norms = norms[keep]
     weights = None if weights is None else weights[keep]
     return PredictiveRegion(density, levels, _weighted_quantiles(norms, weights, levels), d)
+
+
+# --- calibrated sigma: a per-keypoint Laplace scale fitted on held-out data ---------------------
+
+#: The estimator of :func:`fit_sigma_scale`, recorded in checkpoints.
+SIGMA_SCALE_ESTIMATOR = "laplace_mle"
+#: Fewest labelled residuals (keypoints x axes) a keypoint needs for its own c_k; one with fewer
+#: takes the scale pooled over all keypoints (the standard error of c_k is about c_k / sqrt(n)).
+MIN_RESIDUALS = 10
+
+
+def laplace_within(t: np.ndarray | float) -> np.ndarray:
+    """P(|e| <= t) for e ~ Laplace(0, 1): 1 - exp(-t), the reliability diagram's prediction."""
+    return -np.expm1(-np.asarray(t, dtype=np.float64))
+
+
+def fit_sigma_scale(
+    residual: np.ndarray, sigma: np.ndarray, labelled: np.ndarray, per_axis: bool = False
+) -> np.ndarray:
+    """c (K, D): the Laplace MLE of the scale of ``residual / sigma`` per keypoint (module docstring).
+
+    c_k = mean_{i, d} |r_ikd| / sigma_ikd over the labelled instances i of keypoint k (and its D
+    axes; per axis d with ``per_axis``). Keypoints with under :data:`MIN_RESIDUALS` residuals take
+    the scale pooled over all keypoints (per axis with ``per_axis``); with none at all, 1.
+
+    Arguments:
+        residual: (N, K, D) truth - mu, in the units of ``sigma``.
+        sigma: (N, K, D) the head's sigma in the same units, > 0.
+        labelled: (N, K) bool, the residuals to use.
+        per_axis: one c per keypoint and axis instead of one per keypoint.
+
+    Returns:
+        (K, D) float64; with ``per_axis=False`` the D columns are equal.
+    """
+    residual = np.asarray(residual, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    n, k, d = residual.shape
+    ratio = np.abs(residual) / np.maximum(sigma, 1e-12)  # (N, K, D)
+    use = np.asarray(labelled, dtype=bool)[..., None] & np.isfinite(ratio)  # (N, K, D)
+    ratio = np.where(use, ratio, 0.0)
+    axes = (0,) if per_axis else (0, 2)
+    total = ratio.sum(axis=axes, keepdims=True).reshape(k, -1)  # (K, D or 1)
+    count = use.sum(axis=axes, keepdims=True).reshape(k, -1)
+    pooled_count = count.sum(axis=0)
+    pooled = np.where(
+        pooled_count > 0, total.sum(axis=0) / np.maximum(pooled_count, 1), 1.0
+    )  # (D or 1,)
+    scale = np.where(count >= MIN_RESIDUALS, total / np.maximum(count, 1), pooled)
+    return np.broadcast_to(scale, (k, d)).copy()
+
+
+@dataclass(frozen=True)
+class SigmaCalibration:
+    """Per-keypoint scales c (K, D) that turn a head's sigma into a calibrated one, c x sigma.
+
+    Saved in a checkpoint as ``state["sigma_calibration"]`` = :meth:`to_state`; a checkpoint
+    without it (older ones, runs evaluated against detections, heads without sigma) gives
+    c = 1 with ``fitted=False`` (:meth:`from_state`).
+
+    Attributes:
+        scale: (K, D) c_k per keypoint (and axis), the Laplace MLE of :func:`fit_sigma_scale`.
+        fitted: False for the identity that stands in for a missing calibration.
+        data: what it was fitted on (``"val"``: the run's validation set).
+        truth: what the residuals were measured against (``"labels"`` or ``"clean"``).
+
+    Example:
+        >>> cal = SigmaCalibration(np.array([[2.0, 2.0], [0.5, 0.5]]))
+        >>> cal.apply(np.ones((1, 2, 2))).tolist()
+        [[[2.0, 2.0], [0.5, 0.5]]]
+    """
+
+    scale: np.ndarray
+    fitted: bool = True
+    data: str = "val"
+    truth: str = "labels"
+
+    @classmethod
+    def identity(cls, num_keypoints: int, dim: int) -> SigmaCalibration:
+        """c = 1 everywhere, ``fitted=False``."""
+        return cls(np.ones((num_keypoints, dim)), fitted=False, data="none", truth="none")
+
+    @classmethod
+    def fit(
+        cls,
+        residual: np.ndarray,
+        sigma: np.ndarray,
+        labelled: np.ndarray,
+        per_axis: bool = False,
+        truth: str = "labels",
+    ) -> SigmaCalibration:
+        """:func:`fit_sigma_scale` on validation residuals (N, K, D), sigma (N, K, D), mask (N, K)."""
+        return cls(fit_sigma_scale(residual, sigma, labelled, per_axis), True, "val", truth)
+
+    def apply(self, sigma: np.ndarray) -> np.ndarray:
+        """c x sigma: (..., K, D) -> (..., K, D), in the units of ``sigma``."""
+        return np.asarray(sigma, dtype=np.float64) * self.scale
+
+    def to_state(self) -> dict:
+        """Plain values for a checkpoint (``weights_only``-safe)."""
+        return {
+            "scale": np.asarray(self.scale, dtype=np.float64).round(6).tolist(),
+            "estimator": SIGMA_SCALE_ESTIMATOR,
+            "data": self.data,
+            "truth": self.truth,
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict, num_keypoints: int, dim: int, source: str = "checkpoint"
+    ) -> SigmaCalibration:
+        """The calibration a checkpoint ``state`` holds; :meth:`identity` when it holds none.
+
+        Raises:
+            CheckpointError: a ``sigma_calibration`` entry that is not a (K, D) table of
+                non-negative finite numbers (names ``source``). (0 is a keypoint known exactly,
+                e.g. the lifter's pelvis, the origin of its root-relative joints.)
+        """
+        saved = state.get("sigma_calibration")
+        if saved is None:
+            return cls.identity(num_keypoints, dim)
+        try:
+            scale = np.asarray(saved["scale"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            scale = np.zeros(0)
+        if scale.shape != (num_keypoints, dim) or not (np.isfinite(scale) & (scale >= 0)).all():
+            raise CheckpointError(
+                f"{source}: sigma_calibration.scale must be {num_keypoints} x {dim} non-negative "
+                f"numbers (one per keypoint and axis), got {np.shape(scale)}"
+            )
+        return cls(scale, True, str(saved.get("data", "val")), str(saved.get("truth", "labels")))
+
+    def describe(self, units: str) -> str:
+        """One line for a CLI: where c comes from, or that it is 1."""
+        if not self.fitted:
+            return (
+                "sigma_calibrated = sigma (c = 1): the checkpoint holds no per-keypoint sigma "
+                "calibration (saved before posereg fitted one, or never evaluated on labelled "
+                "validation data)"
+            )
+        return (
+            f"sigma_calibrated = c_k x sigma ({units}), c_k fitted on the validation set "
+            f"(Laplace MLE, against the {self.truth}): c from {self.scale.min():.3g} to "
+            f"{self.scale.max():.3g}"
+        )

@@ -1,8 +1,10 @@
 """Drawing: skeletons with per-keypoint confidence and predictive-region ellipses (OpenCV, BGR).
 
-The ellipses are the calibrated p-regions of :mod:`posereg.uncertainty` (semi-axes
-r_p x sigma in pixels, computed by :meth:`posereg.uncertainty.PredictiveRegion.semi_axes`);
-this module draws what it is given and converts nothing.
+The ellipse outlines are the calibrated p-regions of :mod:`posereg.uncertainty` (semi-axes
+r_p x sigma in pixels, computed by :meth:`posereg.uncertainty.PredictiveRegion.semi_axes`); the
+translucent filled ellipses inside them are the calibrated sigma (c_k x sigma,
+:attr:`posereg.predict.PoseResult.sigma_calibrated`: the typical error, E|error| per axis).
+This module draws what it is given and converts nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import numpy as np
 
 from posereg.skeletons import Skeleton
 
-__all__ = ["draw_pose", "draw_people", "confidence_color", "tile"]
+__all__ = ["draw_pose", "draw_people", "confidence_color", "tile", "SIGMA_ALPHA"]
+
+#: Opacity of the calibrated-sigma discs: the image and the limbs stay readable through them.
+SIGMA_ALPHA = 0.35
 
 
 def confidence_color(c: float) -> tuple[int, int, int]:
@@ -30,6 +35,7 @@ def draw_pose(
     thickness: int = 2,
     limb_color: tuple[int, int, int] = (255, 180, 0),
     point_color: tuple[int, int, int] | None = None,
+    sigma_axes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw one pose on a copy of ``image`` (H, W, 3) uint8 BGR.
 
@@ -44,6 +50,9 @@ def draw_pose(
         limb_color: BGR colour of the limbs.
         point_color: one BGR colour for every keypoint (e.g. the truth beside a prediction);
             None: the confidence colour.
+        sigma_axes: (K, 2) semi-axes (x, y) in pixels of a filled ellipse drawn at
+            ``SIGMA_ALPHA`` opacity, e.g. :attr:`posereg.predict.PoseResult.sigma_calibrated`;
+            None or non-finite rows: none.
 
     Returns:
         The drawn image (H, W, 3) uint8.
@@ -60,6 +69,19 @@ def draw_pose(
         return int(round(pts[i, 0] * scale)), int(round(pts[i, 1] * scale))
 
     finite = np.isfinite(pts).all(axis=1)
+
+    def axes_of(semi: np.ndarray) -> tuple[int, int]:
+        return max(1, int(round(semi[0] * scale))), max(1, int(round(semi[1] * scale)))
+
+    if sigma_axes is not None:  # filled on a copy, blended once: translucent discs
+        sig = np.asarray(sigma_axes, dtype=np.float64)
+        layer = out.copy()
+        for i in range(k):
+            if finite[i] and np.isfinite(sig[i]).all():
+                cv2.ellipse(
+                    layer, p(i), axes_of(sig[i]), 0, 0, 360, colors[i], -1, cv2.LINE_AA, shift
+                )
+        out = cv2.addWeighted(layer, SIGMA_ALPHA, out, 1.0 - SIGMA_ALPHA, 0.0)
     for a, b in skeleton.limbs:
         if finite[a] and finite[b]:
             cv2.line(out, p(a), p(b), limb_color, thickness, cv2.LINE_AA, shift)
@@ -67,11 +89,9 @@ def draw_pose(
         semi = np.asarray(ellipse_axes, dtype=np.float64)
         for i in range(k):
             if finite[i] and np.isfinite(semi[i]).all():
-                axes = (
-                    max(1, int(round(semi[i, 0] * scale))),
-                    max(1, int(round(semi[i, 1] * scale))),
+                cv2.ellipse(
+                    out, p(i), axes_of(semi[i]), 0, 0, 360, colors[i], 1, cv2.LINE_AA, shift
                 )
-                cv2.ellipse(out, p(i), axes, 0, 0, 360, colors[i], 1, cv2.LINE_AA, shift)
     for i in range(k):
         if finite[i]:
             cv2.circle(
@@ -93,14 +113,18 @@ def draw_people(
     confidence: np.ndarray,
     ellipse_axes: np.ndarray | None,
     boxes: np.ndarray,
+    sigma_axes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw N people (box, limbs, region ellipses, keypoints) on a copy of ``image`` (H, W, 3) BGR.
+    """Draw N people (box, limbs, region ellipses, calibrated-sigma discs, keypoints) on a copy of
+    ``image`` (H, W, 3) BGR.
 
     Arguments:
         keypoints: (N, K, 2) pixels. confidence: (N, K).
         ellipse_axes: (N, K, 2) semi-axes in pixels (:attr:`posereg.predict.PoseResult.region`)
             or None.
         boxes: (N, 4) (x, y, w, h) pixels, drawn in grey.
+        sigma_axes: (N, K, 2) semi-axes in pixels of the translucent discs
+            (:attr:`posereg.predict.PoseResult.sigma_calibrated`) or None.
     """
     canvas = image.copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 300))
@@ -110,6 +134,7 @@ def draw_people(
         canvas = draw_pose(
             canvas, keypoints[i], skeleton, confidence[i],
             None if ellipse_axes is None else ellipse_axes[i], thickness=thickness,
+            sigma_axes=None if sigma_axes is None else sigma_axes[i],
         )  # fmt: skip
     return canvas
 

@@ -26,6 +26,7 @@ from posereg.engine.evaluate import (
 )
 from posereg.metrics import calibration, evaluate_coco, instance_score, oks
 from posereg.models.build import model_from_checkpoint
+from posereg.runtime import is_onnx, load_onnx_model
 from posereg.uncertainty import (
     RELIABILITY_LEVELS,
     REPORT_LEVELS,
@@ -94,7 +95,11 @@ class RunMetrics:
 
 
 def _region(model: torch.nn.Module) -> PredictiveRegion | None:
-    """The calibrated predictive region of the model's loss (None: no density, e.g. L1)."""
+    """The calibrated predictive region of the model's loss (None: no density, e.g. L1); an
+    ONNX export's is the one in its metadata (:mod:`posereg.runtime`)."""
+    exported = getattr(model, "predictive_region", None)
+    if exported is not None:
+        return exported
     criterion = getattr(model, "criterion", None)
     return None if criterion is None else region_from_criterion(criterion)
 
@@ -116,14 +121,20 @@ def checkpoint_of(run_dir: Path) -> Path:
 
 
 @torch.no_grad()
-def evaluate_run(run_dir: Path, npz_path: Path | None = None) -> RunMetrics:
+def evaluate_run(
+    run_dir: Path, npz_path: Path | None = None, checkpoint: Path | None = None
+) -> RunMetrics:
     """Evaluate a finished run on its synthetic validation set; writes ``predictions.npz``.
 
     Arguments:
         run_dir: the run folder (``best.pt`` or ``last.pt``, ``config.yaml``).
         npz_path: where to write the predictions (default ``run_dir/predictions.npz``).
+        checkpoint: evaluate this model instead of the run's: a checkpoint, or an ONNX export
+            run by ONNX Runtime (:mod:`posereg.runtime`, its own config and regions).
     """
-    model, cfg, _ = model_from_checkpoint(checkpoint_of(run_dir))
+    path = checkpoint if checkpoint is not None else checkpoint_of(run_dir)
+    load = load_onnx_model if is_onnx(path) else model_from_checkpoint
+    model, cfg, _ = load(path)
     device = torch.device("cpu")
     model.to(device).eval()
     _, val = build_datasets(cfg, train_split=False)

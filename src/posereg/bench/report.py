@@ -46,6 +46,8 @@ __all__ = [
     "spread",
     "compare",
     "regime_sentence",
+    "residual_over_sigma",
+    "learned_density_moments",
     "learned_marginal",
     "normalized_residuals",
     "plot_learned_density",
@@ -53,7 +55,7 @@ __all__ = [
     "write_report",
 ]
 
-GROUPS = ("ablation", "budget", "noise", "pretrained", "convention", "flow", "log_s")
+GROUPS = ("ablation", "budget", "noise", "pretrained", "convention", "flow", "log_s", "sigma")
 
 #: Arm name -> the label the report prints.
 ARM_LABELS = {
@@ -611,6 +613,24 @@ def _marginal_moments(
     return math.sqrt(m2), m4 / m2**2 - 3.0, grid, pg
 
 
+def _scaled_moments(criterion) -> tuple[float, float, float, int]:
+    """(std, excess kurtosis, half width, cells) of the learned marginal on a grid that follows
+    its own scale: a first pass on [-10, 10] finds the std s0, the second uses [-12 s0, 12 s0]
+    with 801 cells (~33 per s0)."""
+    s0, _, _, _ = _marginal_moments(criterion, 10.0, 801)
+    half, n = 12.0 * s0, 801
+    s, kurt, _, _ = _marginal_moments(criterion, half, n)
+    return s, kurt, half, n
+
+
+def learned_density_moments(criterion) -> dict[str, float]:
+    """``{"std", "excess_kurtosis"}`` of the learned marginal of bar_mu along x (the density
+    :func:`learned_marginal` integrates; Gaussian 0, Laplace 3), on the grid of
+    :func:`plot_learned_density`."""
+    s, kurt, _, _ = _scaled_moments(criterion)
+    return {"std": s, "excess_kurtosis": kurt}
+
+
 def plot_learned_density(criterion, residuals_x: np.ndarray | None, path: Path) -> dict[str, float]:
     """Fig. 4: the learned marginal of bar_mu next to a Gaussian and a Laplace of the same std
     (the learned marginal's) and the histogram of validation residuals; linear and log axes.
@@ -622,9 +642,7 @@ def plot_learned_density(criterion, residuals_x: np.ndarray | None, path: Path) 
     Returns:
         ``{"std", "excess_kurtosis"}`` of the learned marginal (Gaussian 0, Laplace 3).
     """
-    s0, _, _, _ = _marginal_moments(criterion, 10.0, 801)
-    half, n = 12.0 * s0, 801
-    s, kurt, grid, pg = _marginal_moments(criterion, half, n)
+    s, kurt, half, n = _scaled_moments(criterion)
     x = np.linspace(-6 * s, 6 * s, 601)
     learned = learned_marginal(criterion, x, half, n)
     gauss = np.exp(-0.5 * (x / s) ** 2) / (s * math.sqrt(2 * math.pi))
@@ -1057,6 +1075,126 @@ def _disagreements(
     return out
 
 
+# --------------------------------------------------------------------------- issue 19: sigma
+def residual_over_sigma(pred: dict[str, np.ndarray]) -> np.ndarray:
+    """Per keypoint, the mean over its visible instances and the 2 axes of |truth - mu| / sigma
+    from a ``predictions.npz`` dict: (K,), NaN for a keypoint never visible.
+
+    For a Laplace of scale sigma per axis E|truth - mu| / sigma = 1: 1 is calibrated for the
+    Laplace NLL; above 1 sigma understates the error, below 1 it overstates it.
+    """
+    if "sigma" not in pred:
+        raise ValueError("predictions.npz has no sigma (a head without a density)")
+    ratio = np.abs(pred["truth_clean"] - pred["keypoints"]) / np.maximum(pred["sigma"], 1e-12)
+    ratio = ratio.mean(-1)  # (N, K): mean over the axes
+    vis = pred["visible"].astype(bool)  # (N, K)
+    count = vis.sum(0)
+    total = np.where(vis, ratio, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _run_density_moments(run: dict) -> dict[str, float] | str:
+    """The learned density's moments of an RLE/DLE run from its checkpoint, or why not."""
+    from posereg.losses import DLELoss, RLELoss
+    from posereg.models.build import model_from_checkpoint
+
+    ckpt = _run_file(run, "best.pt") or _run_file(run, "last.pt")
+    if ckpt is None:
+        return "no checkpoint"
+    model, _, _ = model_from_checkpoint(ckpt)
+    criterion = getattr(model, "criterion", None)
+    if not isinstance(criterion, DLELoss | RLELoss):
+        return "no learned density"
+    return learned_density_moments(criterion)
+
+
+def _keypoint_names(run: dict, k: int) -> list[str]:
+    try:
+        cfg = _run_config(run)
+        if cfg is not None:
+            from posereg.models.build import data_skeleton
+
+            names = list(data_skeleton(cfg).keypoint_names)
+            if len(names) == k:
+                return names
+    except (OSError, ValueError, KeyError):
+        pass
+    return [str(i) for i in range(k)]
+
+
+def _sigma_section(results: dict) -> list[str]:
+    """Issue 19 item 2 (2D), group ``sigma``: what sigma means per arm."""
+    runs = _group(results, "sigma")
+    if not runs:
+        return []
+    out = ["## What sigma means (issue 19, group `sigma`)", ""]
+    header = ["arm", "seeds", "AP clean", "AP labels", "error / sqrt(area)", "mean |r| / sigma",
+              "Pearson conf-OKS", "keypoint AUROC (miss)", "coverage 0.9",
+              "excess kurtosis"]  # fmt: skip
+    rows, per_keypoint, notes = [], {}, set()
+    names: list[str] = []
+    for arm in _arms(runs):
+        mine = [r for r in runs if r["arm"] == arm]
+        ratios, kurt = [], []
+        for r in mine:
+            npz = _run_file(r, "predictions.npz")
+            if npz is not None:
+                pred = _load_npz(npz)
+                if "sigma" in pred:
+                    ratios.append(residual_over_sigma(pred))
+                    names = names or _keypoint_names(r, len(ratios[-1]))
+            if arm.startswith("rle"):
+                try:
+                    m = _run_density_moments(r)
+                except (OSError, ValueError, KeyError, RuntimeError) as e:
+                    m = f"{e}"
+                if isinstance(m, str):
+                    notes.add(f"{_label(arm)} seed {r['seed']}: {m}")
+                else:
+                    kurt.append(m["excess_kurtosis"])
+        if ratios:
+            per_keypoint[arm] = np.stack(ratios)  # (seeds, K)
+        cov = [(r["metrics"].get("coverage") or {}).get("0.9") for r in mine]
+        rows.append([
+            _label(arm), str(len(mine)),
+            spread(_metric(r, "ap_clean") for r in mine).fmt(),
+            spread(_metric(r, "ap_noisy") for r in mine).fmt(),
+            spread(_metric(r, "err_sqrt_area") for r in mine).fmt(4),
+            spread(float(np.nanmean(x)) for x in ratios).fmt(),
+            spread(_metric(r, "conf_oks_pearson") for r in mine).fmt(),
+            spread(_metric(r, "kpt_auroc_miss") for r in mine).fmt(),
+            spread(v for v in cov if _finite(v)).fmt(),
+            spread(kurt).fmt(2),
+        ])  # fmt: skip
+    out += _table(header, rows) + [""]
+    out += [
+        "Mean ± std over seeds. AP clean / AP labels: COCO OKS AP against the clean truth and "
+        "against the noisy labels; error / sqrt(area): mean keypoint error against the clean "
+        "truth. mean |r| / sigma: per keypoint the mean over its visible instances and both axes "
+        "of |truth - mu| / sigma (clean truth), then the mean over keypoints; 1 is calibrated "
+        "for a Laplace of scale sigma, below 1 sigma overstates the error. Pearson conf-OKS: the "
+        "instance score against the OKS to the truth (Tab. 6); keypoint AUROC: the keypoint "
+        "confidence flagging misses (error > 0.1 sqrt(area)); coverage 0.9: the share of "
+        "truth points inside the 90 % region of the loss's learned density (0.9 is calibrated). "
+        "Excess kurtosis: the learned density's marginal of bar_mu along x, from the checkpoint "
+        "(Gaussian 0, Laplace 3; RLE arms only: G_phi in the official convention, Q G_phi / s "
+        "with log s). '-': not defined for the arm (L1 trains no sigma).",
+        "",
+    ]
+    if per_keypoint:
+        arms = list(per_keypoint)
+        k = len(names)
+        kp_rows = []
+        for j in range(k):
+            kp_rows.append([names[j]] + [spread(per_keypoint[a][:, j]).fmt() for a in arms])
+        out += ["mean |r| / sigma per keypoint (mean ± std over seeds):", ""]
+        out += _table(["keypoint"] + [_label(a) for a in arms], kp_rows) + [""]
+    if notes:
+        out += ["Left out: " + "; ".join(sorted(notes)) + ".", ""]
+    return out
+
+
 def _generic_groups(results: dict) -> list[str]:
     out = []
     for group in dict.fromkeys(r.get("group") for r in results.get("runs", [])):
@@ -1086,6 +1224,7 @@ def write_report(results: dict, out_md: Path, image_dir: Path) -> None:
     density_lines, density = _density_section(results, out_md, image_dir)
     cost_lines, flops = _cost_section(results)
     lines += ablation_lines + sweep_lines + calib + flow_lines + density_lines + cost_lines
+    lines += _sigma_section(results)
     lines += _generic_groups(results)
     lines += _disagreements(ablation_claims, results, flow_claims, density, flops)
     out_md.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -20,9 +20,10 @@ from posereg.data.h36m import (
     load_videopose3d_3d,
 )
 from posereg.skeletons import H36M17, get_skeleton
-from posereg.synth.body import POSE_CLASSES, sample_bodies, skeleton_joint_indices
+from posereg.synth.body import skeleton_joint_indices
 from posereg.synth.camera import Cameras, load_h36m_calibrations, project_distorted
 from posereg.synth.noise import NoiseConfig, apply_label_noise
+from posereg.synth.prior import POSE_LABELS, PosePrior, sample_prior_bodies
 
 __all__ = [
     "LiftSet",
@@ -92,6 +93,7 @@ def synthetic_pairs(
     camera_file: str | None = None,
     pose_classes: tuple[str, ...] | None = None,
     noise_scale: float | None = None,
+    prior: PosePrior = "classes",
 ) -> LiftSet:
     """Synthetic pairs from the generator's bodies seen by the real Human3.6M cameras.
 
@@ -112,6 +114,9 @@ def synthetic_pairs(
             generator's default, every class but lying).
         noise_scale: replaces the setting's ``NoiseConfig.scale`` (the spread multiplier; None:
             the setting's own). Ignored for ``none``.
+        prior: the 3D poses (:data:`posereg.synth.prior.PosePrior`): ``classes`` draws from
+            ``pose_classes``; ``wide`` every joint within its limits, any orientation; ``mixed``
+            half of each. The pairs' ``actions`` are the class names, ``wide`` for wide poses.
     """
     import zlib
 
@@ -126,7 +131,8 @@ def synthetic_pairs(
     skel_in = get_skeleton(input_skeleton)
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), 11])
     calib = load_h36m_calibrations(camera_file)
-    bodies = sample_bodies(rng, num, tuple(pose_classes or SynthConfig().pose_classes))
+    classes = tuple(pose_classes or SynthConfig().pose_classes)
+    bodies = sample_prior_bodies(rng, num, prior, classes)
     idx = rng.integers(0, len(calib.names), num)
     cams = Cameras(K=calib.K[idx], R=calib.R[idx], t=calib.t[idx])
     h, w = int(calib.size[0, 0]), int(calib.size[0, 1])  # all Human3.6M cameras are ~1000 px
@@ -143,7 +149,7 @@ def synthetic_pairs(
         keypoints_2d=labels.keypoints,
         joints_3d=root_relative(joints_3d),
         input_skeleton=input_skeleton,
-        actions=np.asarray(tuple(POSE_CLASSES))[bodies.pose_class],
+        actions=np.asarray(POSE_LABELS)[bodies.pose_class],
     )
 
 

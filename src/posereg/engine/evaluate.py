@@ -41,6 +41,8 @@ from posereg.metrics import (
 )
 from posereg.metrics.mpjpe import Pose3DMetrics
 from posereg.models.build import model_from_checkpoint
+from posereg.runtime import is_onnx, load_onnx_model
+from posereg.uncertainty import SigmaCalibration
 
 logger = logging.getLogger("posereg.eval")
 
@@ -194,6 +196,9 @@ class EvalResult:
     # pixels. RLE's sigma is a relative scale (the flow models the residual's shape and
     # spread), so drawings multiply sigma by this to show the typical error.
     sigma_calibration: float = float("nan")
+    # per-keypoint c_k of the calibrated sigma c_k x sigma (Laplace MLE on these residuals,
+    # posereg.uncertainty.SigmaCalibration); saved in checkpoints; None without sigma or truth
+    sigma_fit: SigmaCalibration | None = None
     predictions: Predictions | None = None
     # the COCO results that were scored (after OKS-NMS with detection boxes); what eval --out writes
     entries: list[dict] | None = None
@@ -429,6 +434,9 @@ def evaluate_predictions(
             result.sigma_calibration = float(
                 np.median(abs_err / np.maximum(preds.sigma[visible], 1e-9))
             )
+            result.sigma_fit = SigmaCalibration.fit(
+                truth[..., :2] - preds.keypoints, preds.sigma, visible, truth=result.truth
+            )
         if "head_top" in skel.keypoint_names and "upper_neck" in skel.keypoint_names:
             from posereg.metrics.pck import head_size_from_joints
 
@@ -519,13 +527,17 @@ def run_evaluation(
     Arguments:
         cfg: the evaluation config (data and eval sections; the model section must describe the
             checkpoint's model, which :func:`load_model_state` checks).
-        checkpoint: a posereg checkpoint.
+        checkpoint: a posereg checkpoint, or an ONNX file ``posereg export`` wrote (run by ONNX
+            Runtime, :mod:`posereg.runtime`).
         device: where to run (default: CUDA when available).
         out: optional path for the COCO-results predictions json.
     """
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg, _ = model_from_checkpoint(checkpoint, cfg)
+    if is_onnx(checkpoint):  # ONNX Runtime's model goes through the same predict_dataset
+        model, cfg, _ = load_onnx_model(checkpoint, cfg)
+    else:
+        model, cfg, _ = model_from_checkpoint(checkpoint, cfg)
     model.to(dev)
     _, val = build_datasets(cfg, train_split=False)
     result = evaluate(model, val, cfg, dev)

@@ -39,6 +39,7 @@ from posereg.engine.rundir import clean_partial_writes, new_run_dir
 from posereg.metrics.mpjpe import Pose3DMetrics, evaluate_3d
 from posereg.models.build import LIFTER_KEYS, build_lift_model, lifter_from_checkpoint
 from posereg.models.lifter import FCLifter, predict_lifter
+from posereg.uncertainty import SigmaCalibration
 
 __all__ = [
     "LiftTrainResult",
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_lifter",
     "train_lift",
     "run_lift_evaluation",
+    "fit_lift_calibration",
 ]
 
 
@@ -73,9 +75,14 @@ def build_lift_data(cfg: LiftConfig, train: bool = True) -> tuple[LiftSet | None
     """(train, val) pairs for the config; ``train=False`` builds only the validation set."""
     d = cfg.data
     if d.source == "synth":
-        kw = {"noise": d.noise, "input_skeleton": d.input_skeleton, "camera_file": d.camera_file}
+        kw = {"noise": d.noise, "input_skeleton": d.input_skeleton, "camera_file": d.camera_file,
+              "prior": d.prior}  # fmt: skip
         val = synthetic_pairs(d.num_val, d.seed, "val", **kw)
         return (synthetic_pairs(d.num_train, d.seed, "train", **kw) if train else None), val
+    if d.prior != "classes":
+        raise ConfigError(
+            f"data.prior: {d.source} data has its own poses; {d.prior!r} is for synth"
+        )
     if d.input_skeleton != "h36m17":
         raise ConfigError(f"data.input_skeleton: {d.source} data is h36m17, not {d.input_skeleton}")
     if d.source == "h36m":
@@ -100,6 +107,22 @@ def evaluate_lifter(model: FCLifter, pairs: LiftSet) -> Pose3DMetrics:
     """MPJPE, PA-MPJPE, ... of the lifter on ``pairs`` (per action when the pairs have actions)."""
     joints, _ = predict_lifter(model, pairs.keypoints_2d)
     return evaluate_3d(joints, pairs.joints_3d, model.joint_names, pairs.actions)
+
+
+def fit_lift_calibration(model: FCLifter, pairs: LiftSet) -> SigmaCalibration | None:
+    """c (17, 3) of the lifter's calibrated sigma, c x sigma in mm, fitted on ``pairs`` (the
+    validation pairs): the Laplace MLE per joint and axis (:func:`posereg.uncertainty.fit_sigma_scale`).
+
+    Per axis because the lifter's errors are not isotropic: depth (z) is what a 2D pose leaves
+    ambiguous, and its sigma mostly sits at the sigmoid's cap (a constant per joint and axis), so
+    one c per joint would trade the z error against x and y. The pelvis is 0 by definition in
+    both prediction and truth, so its c is 0. None for a lifter without sigma (L1, L2).
+    """
+    if not model.has_sigma:
+        return None
+    joints, sigma = predict_lifter(model, pairs.keypoints_2d)
+    labelled = np.ones(joints.shape[:2], dtype=bool)
+    return SigmaCalibration.fit(pairs.joints_3d - joints, sigma, labelled, per_axis=True)
 
 
 def fit_lifter(
@@ -174,13 +197,18 @@ def fit_lifter(
     return model, LiftTrainResult(None, metrics, best, seconds, history)
 
 
-def _checkpoint_state(model: FCLifter, cfg: LiftConfig, epoch: int, metrics: Pose3DMetrics) -> dict:
+def _checkpoint_state(
+    model: FCLifter, cfg: LiftConfig, epoch: int, metrics: Pose3DMetrics, val_set: LiftSet
+) -> dict:
+    """The checkpoint dict, with the calibration of sigma fitted on ``val_set`` now."""
+    fit = fit_lift_calibration(model, val_set)
     return {
         "task": "lift",
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": to_dict(cfg),
         "epoch": epoch,
         "metrics": {"val": metrics.summary()},
+        **({} if fit is None else {"sigma_calibration": fit.to_state()}),
     }
 
 
@@ -225,11 +253,14 @@ def train_lift(
             )
             if metrics.mpjpe < best[0]:
                 best[0] = metrics.mpjpe
-                save_checkpoint(_checkpoint_state(model, cfg, epoch, metrics), run_dir / "best.pt")
+                save_checkpoint(
+                    _checkpoint_state(model, cfg, epoch, metrics, val_set), run_dir / "best.pt"
+                )
 
         model, result = fit_lifter(cfg, train_set, val_set, dev, log=log, on_epoch=on_epoch)
         save_checkpoint(
-            _checkpoint_state(model, cfg, cfg.train.epochs, result.metrics), run_dir / "last.pt"
+            _checkpoint_state(model, cfg, cfg.train.epochs, result.metrics, val_set),
+            run_dir / "last.pt",
         )
         (run_dir / "metrics.json").write_text(
             json.dumps(
@@ -257,7 +288,7 @@ def run_lift_evaluation(
             setting (the validation pairs would be made for another lifter); the message lists
             each key with both values and the ``--set`` that evaluates with the checkpoint's.
     """
-    model, saved = lifter_from_checkpoint(checkpoint, device or "cpu")
+    model, saved, _ = lifter_from_checkpoint(checkpoint, device or "cpu")
     differ = config_mismatch(to_dict(saved), to_dict(cfg), LIFTER_KEYS)
     if differ:
         fix = " ".join(  # JSON is YAML: a dict (loss_options) stays one --set value

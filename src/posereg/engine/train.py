@@ -350,6 +350,8 @@ def _fit(
 
     def checkpoint(name: str, metrics: dict[str, Any] | None = None) -> None:
         if info.is_main:
+            # c_k of the calibrated sigma, fitted at the evaluation whose metrics it carries
+            fit = None if result_eval is None or not metrics else result_eval.sigma_fit
             save_checkpoint(
                 {
                     "model": model.state_dict(),
@@ -363,6 +365,7 @@ def _fit(
                     "best": best,
                     "metrics": metrics or {},
                     "config": to_dict(cfg),
+                    **({} if fit is None else {"sigma_calibration": fit.to_state()}),
                 },
                 run_dir / name,
             )

@@ -5,11 +5,20 @@ torchvision's module names (``conv1``, ``bn1``, ``layer1.0.conv1``, ...), so at 
 torchvision ImageNet state_dict and the ``preact.*`` backbone of an official RLE checkpoint
 load one to one. HRNets come from timm (optional extra ``posereg[timm]``).
 
+Light backbones for deployment are torchvision's classification networks without their pooling
+and classifier (:class:`TorchvisionTrunk`: MobileNetV2/V3, ShuffleNetV2, RegNetY,
+EfficientNet-B0, with torchvision's module names, so its ImageNet state_dicts load one to one),
+and any timm model by ``timm:<name>`` (its last ``features_only`` map, :class:`TimmFeatures`).
+
+Every backbone reports ``out_channels`` (C) and ``stride`` (input pixels per feature pixel): the
+map heads size their maps from the stride, not from an assumed 32.
+
 One entry point, :func:`create_backbone`; each name is a small factory in ``BACKBONES``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import threading
@@ -20,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
@@ -33,9 +43,15 @@ from posereg.torchfile import (
 __all__ = [
     "BACKBONES",
     "DOWNLOAD_PROBE_TIMEOUT_S",
+    "LIGHT_BACKBONES",
     "PretrainedWeightsUnavailable",
     "ResNetTrunk",
+    "TIMM_PREFIX",
     "TimmBackbone",
+    "TimmFeatures",
+    "TorchvisionTrunk",
+    "WIDTH_BACKBONES",
+    "backbone_stride",
     "create_backbone",
     "init_from_checkpoint",
     "load_weights",
@@ -46,6 +62,14 @@ __all__ = [
     "resnet152",
     "hrnet_w32",
     "hrnet_w48",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "regnet_y_400mf",
+    "regnet_y_800mf",
+    "efficientnet_b0",
 ]
 
 #: Seconds to wait for a TCP connection to the weights server before giving up. Downloads of
@@ -74,6 +98,7 @@ class ResNetTrunk(nn.Module):
 
     Attributes:
         out_channels: C of the output feature map (512 * width * block.expansion).
+        stride: 32 (input pixels per feature pixel).
 
     Example:
         >>> trunk = ResNetTrunk(BasicBlock, (2, 2, 2, 2), width=0.25)
@@ -109,6 +134,7 @@ class ResNetTrunk(nn.Module):
         self.layer3 = self._make_layer(block, scaled(256), layers[2], stride=2)
         self.layer4 = self._make_layer(block, scaled(512), layers[3], stride=2)
         self.out_channels = self.inplanes
+        self.stride = 32
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -174,6 +200,7 @@ class TimmBackbone(nn.Module):
 
     Attributes:
         out_channels: C of the output feature map.
+        stride: 32.
     """
 
     def __init__(self, name: str, pretrained: bool = False, **kwargs: Any) -> None:
@@ -183,6 +210,7 @@ class TimmBackbone(nn.Module):
             name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs
         )
         self.out_channels: int = self.model.num_features
+        self.stride = 32
         #: Key prefix of the classifier in timm's checkpoints of this model (absent here).
         self.classifier_prefix: str = self.model.pretrained_cfg.get("classifier") or "classifier"
 
@@ -216,24 +244,198 @@ def resnet152(width: float = 1.0, **kwargs: Any) -> ResNetTrunk:
     return ResNetTrunk(Bottleneck, (3, 8, 36, 3), width, **kwargs)
 
 
-def _timm_width(name: str, width: float) -> None:
+#: The backbones that take a width multiplier (``model.width``).
+WIDTH_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def _no_width(name: str, width: float) -> None:
     if width != 1.0:
-        raise ValueError(f"backbone {name!r} (timm) has no width multiplier; got width={width}")
+        raise ValueError(
+            f"backbone {name!r} has no width multiplier (model.width applies to "
+            f"{', '.join(WIDTH_BACKBONES)}); got width={width:g}, use 1.0 or a smaller backbone"
+        )
 
 
 def hrnet_w32(width: float = 1.0, **kwargs: Any) -> TimmBackbone:
     """HRNet-W32 (timm ``hrnet_w32``), C = 2048 at stride 32."""
-    _timm_width("hrnet_w32", width)
+    _no_width("hrnet_w32", width)
     return TimmBackbone("hrnet_w32", **kwargs)
 
 
 def hrnet_w48(width: float = 1.0, **kwargs: Any) -> TimmBackbone:
     """HRNet-W48 (timm ``hrnet_w48``), C = 2048 at stride 32."""
-    _timm_width("hrnet_w48", width)
+    _no_width("hrnet_w48", width)
     return TimmBackbone("hrnet_w48", **kwargs)
 
 
-#: Name -> factory(width=1.0, **kwargs) -> module with ``out_channels``.
+# --- light backbones -------------------------------------------------------------------
+
+
+class TorchvisionTrunk(nn.Module):
+    """A torchvision classification network without its pooling and classifier.
+
+    The children that make the trunk (``features`` for MobileNet/EfficientNet, ``stem`` +
+    ``trunk_output`` for RegNet, ``conv1`` .. ``conv5`` for ShuffleNetV2) are kept under their
+    torchvision names and run in order, so torchvision's ImageNet state_dict loads one to one
+    (the dropped children's keys, the classifier's, are ignored by :func:`load_weights`).
+
+    Arguments:
+        network: the torchvision classification network.
+        trunk: names of its children that make the trunk, in the order its forward runs them.
+        out_channels: C of the last child's output.
+        stride: input pixels per output pixel (32 for every network here).
+
+    Attributes:
+        out_channels: C.
+        stride: the output stride.
+        ignored_prefixes: key prefixes of the dropped children (``classifier.``, ``fc.``).
+
+    Example:
+        >>> import torchvision
+        >>> trunk = TorchvisionTrunk(torchvision.models.mobilenet_v3_small(), ["features"], 576)
+        >>> trunk(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 576, 2, 2])
+    """
+
+    def __init__(
+        self, network: nn.Module, trunk: Sequence[str], out_channels: int, stride: int = 32
+    ) -> None:
+        super().__init__()
+        children = dict(network.named_children())
+        for name in trunk:
+            self.add_module(name, children[name])
+        self.trunk = tuple(trunk)
+        self.out_channels = out_channels
+        self.stride = stride
+        self.ignored_prefixes = tuple(f"{name}." for name in children if name not in trunk)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """images (B, 3, H, W) -> features (B, C, H/stride, W/stride) (rounded up)."""
+        for name in self.trunk:
+            x = getattr(self, name)(x)
+        return x
+
+
+def _torchvision(
+    name: str, trunk: Sequence[str], channels: int, width: float, **kwargs: Any
+) -> TorchvisionTrunk:
+    """torchvision's ``name`` network, random init (weights are loaded by create_backbone)."""
+    _no_width(name, width)
+    network = getattr(torchvision.models, name)(weights=None, **kwargs)
+    return TorchvisionTrunk(network, trunk, channels)
+
+
+def mobilenet_v2(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """MobileNetV2 (Sandler et al., CVPR 2018), ``features``: C = 1280 at stride 32."""
+    return _torchvision("mobilenet_v2", ["features"], 1280, width, **kwargs)
+
+
+def mobilenet_v3_small(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """MobileNetV3-Small (Howard et al., ICCV 2019), ``features``: C = 576 at stride 32."""
+    return _torchvision("mobilenet_v3_small", ["features"], 576, width, **kwargs)
+
+
+def mobilenet_v3_large(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """MobileNetV3-Large, ``features``: C = 960 at stride 32."""
+    return _torchvision("mobilenet_v3_large", ["features"], 960, width, **kwargs)
+
+
+_SHUFFLENET_TRUNK = ["conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"]
+
+
+def shufflenet_v2_x0_5(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """ShuffleNetV2 x0.5 (Ma et al., ECCV 2018), conv1 .. conv5: C = 1024 at stride 32."""
+    return _torchvision("shufflenet_v2_x0_5", _SHUFFLENET_TRUNK, 1024, width, **kwargs)
+
+
+def shufflenet_v2_x1_0(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """ShuffleNetV2 x1.0, conv1 .. conv5: C = 1024 at stride 32."""
+    return _torchvision("shufflenet_v2_x1_0", _SHUFFLENET_TRUNK, 1024, width, **kwargs)
+
+
+def regnet_y_400mf(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """RegNetY-400MF (Radosavovic et al., CVPR 2020), stem + trunk: C = 440 at stride 32."""
+    return _torchvision("regnet_y_400mf", ["stem", "trunk_output"], 440, width, **kwargs)
+
+
+def regnet_y_800mf(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """RegNetY-800MF, stem + trunk: C = 784 at stride 32."""
+    return _torchvision("regnet_y_800mf", ["stem", "trunk_output"], 784, width, **kwargs)
+
+
+def efficientnet_b0(width: float = 1.0, **kwargs: Any) -> TorchvisionTrunk:
+    """EfficientNet-B0 (Tan & Le, ICML 2019), ``features``: C = 1280 at stride 32."""
+    return _torchvision("efficientnet_b0", ["features"], 1280, width, **kwargs)
+
+
+#: ``timm:<name>``: any timm model, through :class:`TimmFeatures`.
+TIMM_PREFIX = "timm:"
+
+
+class TimmFeatures(nn.Module):
+    """Any timm model's deepest feature map, through timm's ``features_only`` API.
+
+    ``timm.create_model(name, features_only=True, out_indices=(-1,))``: the model without its
+    pooling and classifier, returning its last feature map; its channels and stride come from
+    timm's ``feature_info``, so a model whose last map is at stride 16 (many ViTs) reports 16.
+
+    Arguments:
+        name: the timm model name (without ``timm:``).
+        pretrained: False; True (timm's weights, downloaded: see create_backbone); or a local
+            weights file of the full timm model (loaded by timm, which drops the classifier).
+        kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
+
+    Attributes:
+        out_channels: C of the last feature map.
+        stride: its reduction (input pixels per feature pixel).
+
+    Example:
+        >>> backbone = TimmFeatures("resnet10t")
+        >>> backbone.out_channels, backbone.stride
+        (512, 32)
+    """
+
+    def __init__(self, name: str, pretrained: bool | str | os.PathLike = False, **kwargs: Any):
+        super().__init__()
+        timm = _import_timm(TIMM_PREFIX + name)
+        if pretrained is not False and pretrained is not True:
+            kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(pretrained)}}
+        self.model = timm.create_model(
+            name,
+            pretrained=pretrained is not False,
+            features_only=True,
+            out_indices=(-1,),
+            **kwargs,
+        )
+        self.out_channels = int(self.model.feature_info.channels()[-1])
+        self.stride = int(self.model.feature_info.reduction()[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """images (B, 3, H, W) -> features (B, C, H/stride, W/stride)."""
+        return self.model(x)[-1]
+
+
+def _check_timm_name(name: str) -> None:
+    """ValueError naming timm's closest models when timm has no model ``name``."""
+    timm = _import_timm(TIMM_PREFIX + name)
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; close names: {', '.join(TIMM_PREFIX + c for c in close)}" if close else ""
+        raise ValueError(
+            f"unknown timm model {name!r} in backbone {TIMM_PREFIX + name!r}{hint} "
+            "(timm.list_models() lists them all)"
+        )
+
+
+def _timm_features(name: str, width: float = 1.0, **kwargs: Any) -> TimmFeatures:
+    """``timm:<name>``: the model's deepest features_only map."""
+    _check_timm_name(name)
+    _no_width(TIMM_PREFIX + name, width)
+    return TimmFeatures(name, **kwargs)
+
+
+#: Name -> factory(width=1.0, **kwargs) -> module with ``out_channels`` and ``stride``. Any timm
+#: model is also a backbone by ``timm:<name>`` (:class:`TimmFeatures`).
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
@@ -242,7 +444,21 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet152": resnet152,
     "hrnet_w32": hrnet_w32,
     "hrnet_w48": hrnet_w48,
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "shufflenet_v2_x0_5": shufflenet_v2_x0_5,
+    "shufflenet_v2_x1_0": shufflenet_v2_x1_0,
+    "regnet_y_400mf": regnet_y_400mf,
+    "regnet_y_800mf": regnet_y_800mf,
+    "efficientnet_b0": efficientnet_b0,
 }
+
+#: The light backbones (deployment; docs/backbones.md), smallest first by parameters.
+LIGHT_BACKBONES = (
+    "shufflenet_v2_x0_5", "mobilenet_v3_small", "shufflenet_v2_x1_0", "mobilenet_v2",
+    "mobilenet_v3_large", "regnet_y_400mf", "efficientnet_b0", "regnet_y_800mf",
+)  # fmt: skip
 
 #: torchvision ImageNet weights used by ``pretrained=True``: V1, the weights the official RLE
 #: code loaded (``tm.resnetXX(pretrained=True)``), not torchvision's newer DEFAULT (V2).
@@ -252,6 +468,15 @@ TORCHVISION_WEIGHTS: dict[str, str] = {
     "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
     "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
     "resnet152": "ResNet152_Weights.IMAGENET1K_V1",
+    # the light backbones: torchvision's DEFAULT (its best ImageNet weights) of each
+    "mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V2",
+    "mobilenet_v3_small": "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+    "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+    "shufflenet_v2_x0_5": "ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1",
+    "shufflenet_v2_x1_0": "ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
+    "regnet_y_400mf": "RegNet_Y_400MF_Weights.IMAGENET1K_V2",
+    "regnet_y_800mf": "RegNet_Y_800MF_Weights.IMAGENET1K_V2",
+    "efficientnet_b0": "EfficientNet_B0_Weights.IMAGENET1K_V1",
 }
 
 
@@ -261,29 +486,50 @@ def create_backbone(
     """Create a backbone by name; returns the module and its output channels C.
 
     Arguments:
-        name: one of ``BACKBONES`` (resnet18/34/50/101/152, hrnet_w32/w48).
-        pretrained: ``False`` (random init), ``True`` (torchvision ImageNet V1 weights for
-            ResNets, timm's for HRNets; needs the network and fails within
-            ``DOWNLOAD_PROBE_TIMEOUT_S`` seconds with :class:`PretrainedWeightsUnavailable`
-            when offline, unless the file is already in the torch hub cache), or the path of
-            a local weights file (a torchvision/timm-style state_dict, ``.pth`` or
-            ``.safetensors``; its classifier keys are ignored, any other mismatch is an error).
+        name: one of ``BACKBONES`` (resnet18/34/50/101/152, hrnet_w32/w48, the light backbones
+            mobilenet_v2, mobilenet_v3_small/large, shufflenet_v2_x0_5/x1_0,
+            regnet_y_400mf/800mf, efficientnet_b0), or ``timm:<name>`` for any timm model.
+        pretrained: ``False`` (random init), ``True`` (torchvision's ImageNet weights for the
+            torchvision networks, V1 for the ResNets; timm's for HRNets and ``timm:`` models;
+            needs the network and fails within ``DOWNLOAD_PROBE_TIMEOUT_S`` seconds with
+            :class:`PretrainedWeightsUnavailable` when offline, unless the file is already in
+            the torch hub cache), or the path of a local weights file (a torchvision/timm-style
+            state_dict, ``.pth`` or ``.safetensors``; its classifier keys are ignored, any other
+            mismatch is an error).
         width: channel multiplier (ResNets only; ImageNet weights exist for 1.0 only).
         kwargs: the factory's own options (ResNet: ``norm_layer``, ``zero_init_residual``;
-            timm: passed to ``timm.create_model``).
+            torchvision networks: their constructor's; timm: passed to ``timm.create_model``).
 
     Returns:
-        ``(module, C)``: module maps images (B, 3, H, W) to features (B, C, H/32, W/32).
+        ``(module, C)``: module maps images (B, 3, H, W) to features (B, C, H/s, W/s), s =
+        ``module.stride`` (32 for every named backbone).
 
     Example:
         >>> backbone, channels = create_backbone("resnet18", width=0.5)
-        >>> channels, backbone(torch.randn(1, 3, 64, 48)).shape[1]
-        (256, 256)
+        >>> channels, backbone(torch.randn(1, 3, 64, 48)).shape[1], backbone.stride
+        (256, 256, 32)
     """
-    try:
-        factory = BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}") from None
+    timm_file = None  # a local weights file that timm loads itself
+    if name.startswith(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX) :]
+        _check_timm_name(timm_name)  # before any download or file
+        _no_width(name, width)
+
+        def factory(width: float = 1.0, **kw: Any) -> nn.Module:
+            return _timm_features(timm_name, width, **kw)
+
+        if pretrained is not False and pretrained is not True:
+            timm_file = Path(pretrained).expanduser()
+            if not timm_file.is_file():
+                raise FileNotFoundError(f"pretrained weights file not found: {timm_file}")
+    else:
+        try:
+            factory = BACKBONES[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}, or "
+                f"{TIMM_PREFIX}<name> for any timm model (e.g. {TIMM_PREFIX}resnet10t)"
+            ) from None
     if pretrained is not False and width != 1.0:
         raise ValueError(
             f"pretrained weights exist for width 1.0 only; got width={width} for {name!r}"
@@ -291,25 +537,53 @@ def create_backbone(
     download_timm = pretrained is True and name not in TORCHVISION_WEIGHTS
     if download_timm:
         _require_hf_hub(name)
+    if timm_file is not None:
+        kwargs = {**kwargs, "pretrained": timm_file}
+    elif download_timm:
         kwargs = {**kwargs, "pretrained": True}
     try:
         module = factory(width=width, **kwargs)
     except TypeError as e:
         raise ValueError(f"backbone {name!r} does not take options {sorted(kwargs)}: {e}") from None
     except Exception as e:
-        if not download_timm:
-            raise
-        # the hub's errors have many types (HTTP, timeouts, cache misses)
-        raise PretrainedWeightsUnavailable(
-            f"downloading timm's weights of {name!r} failed ({type(e).__name__}: {e}). "
-            f"Pass a local weights file: create_backbone({name!r}, pretrained='/path/to/weights')"
-        ) from e
+        if download_timm:  # the hub's errors have many types (HTTP, timeouts, cache misses)
+            raise PretrainedWeightsUnavailable(
+                f"downloading timm's weights of {name!r} failed ({type(e).__name__}: {e}). "
+                f"Pass a local weights file: create_backbone({name!r}, pretrained="
+                "'/path/to/weights')"
+            ) from e
+        if timm_file is not None:  # timm's loader raises what torch's load_state_dict raises
+            raise ValueError(
+                f"{timm_file}: not the weights of timm's {name[len(TIMM_PREFIX) :]!r} "
+                f"({type(e).__name__}: {e})"
+            ) from None
+        raise
 
     if pretrained is True and name in TORCHVISION_WEIGHTS:
         load_weights(module, _torchvision_state_dict(name), f"torchvision {name} weights")
+    elif timm_file is not None:
+        check_finite(module.state_dict(), str(timm_file))
     elif pretrained is not False and pretrained is not True:
         load_weights(module, _read_weights_file(pretrained), str(pretrained))
     return module, int(module.out_channels)
+
+
+def backbone_stride(name: str) -> int:
+    """The output stride of backbone ``name`` (input pixels per feature pixel), without weights.
+
+    32 for every name in ``BACKBONES`` (tested against each module's ``stride`` and its real
+    output); for ``timm:<name>`` timm's ``feature_info`` of the model built on the meta device
+    (no memory, no download).
+
+    Raises:
+        ValueError: an unknown name (listing the valid ones).
+    """
+    if name.startswith(TIMM_PREFIX):
+        with torch.device("meta"):
+            return _timm_features(name[len(TIMM_PREFIX) :]).stride
+    if name not in BACKBONES:
+        create_backbone(name)  # raises the error that lists the valid names
+    return 32
 
 
 def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -347,7 +621,8 @@ def load_weights(
 ) -> None:
     """Load a torchvision/timm-style state_dict into a backbone, reporting every mismatch.
 
-    Classifier keys (``fc.*`` for ResNets, the timm model's classifier) and a ``module.``
+    Classifier keys (``fc.*`` for ResNets, ``classifier.*`` / ``fc.*`` for the torchvision light
+    backbones, the timm model's classifier) and a ``module.``
     prefix are ignored. BN ``num_batches_tracked`` may be absent (old torchvision files).
 
     Arguments:
@@ -360,7 +635,12 @@ def load_weights(
         ValueError: naming the missing keys, unexpected keys and shape mismatches.
     """
     target = backbone.model if isinstance(backbone, TimmBackbone) else backbone
-    ignore = (backbone.classifier_prefix + ".",) if isinstance(backbone, TimmBackbone) else ("fc.",)
+    if isinstance(backbone, TimmBackbone):
+        ignore: tuple[str, ...] = (backbone.classifier_prefix + ".",)
+    elif isinstance(backbone, TorchvisionTrunk):
+        ignore = backbone.ignored_prefixes
+    else:
+        ignore = ("fc.",)
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
     sd = {k: v for k, v in sd.items() if not k.startswith(ignore)}
     own = target.state_dict()

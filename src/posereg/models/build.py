@@ -20,6 +20,7 @@ from posereg.checkpoint import config_mismatch, describe_mismatch, load_checkpoi
 from posereg.codecs import Codec
 from posereg.config import Config, ConfigError, LiftConfig, from_saved, to_dict
 from posereg.errors import CheckpointError
+from posereg.models.backbones import WIDTH_BACKBONES, backbone_stride
 from posereg.models.factory import create_pose_model, pose_head_options
 from posereg.models.heads import create_head
 from posereg.models.lifter import FCLifter
@@ -28,6 +29,7 @@ from posereg.skeletons import Skeleton, resolve_skeleton
 
 __all__ = [
     "data_skeleton",
+    "backbone_stride_of",
     "build_model",
     "codec_for",
     "check_depth",
@@ -48,8 +50,29 @@ def data_skeleton(cfg: Config) -> Skeleton:
     return resolve_skeleton(cfg.data.skeleton, ann, cfg.data.keypoints_field)
 
 
+def backbone_stride_of(cfg: Config) -> int:
+    """The stride of ``model.backbone``, checking that ``model.width`` applies to it.
+
+    Raises:
+        ConfigError: an unknown backbone (listing the valid ones), or a width other than 1 for a
+            backbone without a width multiplier.
+    """
+    m = cfg.model
+    try:
+        stride = backbone_stride(m.backbone)
+    except ValueError as e:
+        raise ConfigError(f"model.backbone: {e}") from None
+    if m.width != 1.0 and m.backbone not in WIDTH_BACKBONES:
+        raise ConfigError(
+            f"model.width: {m.width:g}, but backbone {m.backbone!r} has no width multiplier "
+            f"(model.width applies to {', '.join(WIDTH_BACKBONES)}); remove model.width or set 1.0"
+        )
+    return stride
+
+
 def build_model(cfg: Config) -> TopDownModel:
     """The TopDownModel a config describes (backbone + ``model.head`` with its loss and flow)."""
+    backbone_stride_of(cfg)
     skeleton = data_skeleton(cfg)
     return create_pose_model(
         backbone=cfg.model.backbone,
@@ -70,7 +93,7 @@ def codec_for(cfg: Config) -> Codec:
     """The codec of the head ``cfg.model`` describes: the targets its datasets must encode.
 
     Built from the head alone, on the meta device (no weights, no backbone): a head's codec
-    depends on the input size and the head's options only.
+    depends on the input size, the backbone's stride and the head's options only.
     """
     return _meta_head(cfg).codec
 
@@ -78,8 +101,11 @@ def codec_for(cfg: Config) -> Codec:
 def _meta_head(cfg: Config) -> nn.Module:
     m = cfg.model
     options = pose_head_options(dict(m.head_options), m.loss, dict(m.loss_options), 2, m.norm_mu)
+    stride = backbone_stride_of(cfg)
     with torch.device("meta"):
-        return create_head(m.head, 1, 1, tuple(cfg.data.input_size), **options)
+        return create_head(
+            m.head, 1, 1, tuple(cfg.data.input_size), stride=stride, backbone=m.backbone, **options
+        )
 
 
 def check_depth(cfg: Config) -> None:
@@ -172,8 +198,8 @@ def build_lift_model(cfg: LiftConfig) -> FCLifter:
 
 def lifter_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[FCLifter, LiftConfig]:
-    """The lifter and its config from a ``posereg train`` lifting checkpoint.
+) -> tuple[FCLifter, LiftConfig, dict[str, Any]]:
+    """The lifter, its config and the checkpoint dict from a ``posereg train`` lifting checkpoint.
 
     Raises:
         CheckpointError: not a lifting checkpoint (e.g. a top-down model's), or another model.
@@ -192,4 +218,4 @@ def lifter_from_checkpoint(
         raise CheckpointError(
             f"{path}: does not fit the lifter its config describes ({e})"
         ) from None
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), cfg, state

@@ -26,6 +26,12 @@ def pose_head_options(
     take one of them says so (``ValueError`` listing its options) instead of ignoring it.
     """
     options = dict(head_options or {})
+    for key in ("stride", "backbone", "feature_stride"):
+        if key in options:
+            raise ValueError(
+                f"head_options {key!r}: set by the backbone (its name and output stride), not "
+                "a head option"
+            )
     for key, value, unset in (
         ("loss", loss, None),
         ("loss_options", loss_options, {}),
@@ -67,7 +73,7 @@ def create_pose_model(
         loss_options: the loss's own options, e.g. ``{"convention": "paper", "q": "gaussian"}``.
         pretrained: backbone weights: False, True (ImageNet; online) or a local file path
             (see ``create_backbone``).
-        width: backbone channel multiplier (ResNets).
+        width: backbone channel multiplier (ResNets; any other backbone refuses width != 1).
         norm_mu: the official normalized linear layer for mu (regression head).
         backbone_options: extra options of the backbone factory.
         head: the head's name (``regression``, ``heatmap``, ...).
@@ -79,7 +85,8 @@ def create_pose_model(
         ``model.predict(images)`` -> decoded keypoints.
 
     Raises:
-        ValueError: an unknown head (listing the valid ones) or an option it does not take.
+        ValueError: an unknown head or backbone (listing the valid ones), an option it does not
+            take, or an input size a map head cannot take at the backbone's stride.
 
     Example:
         >>> import torch
@@ -96,5 +103,8 @@ def create_pose_model(
     module, channels = create_backbone(
         backbone, pretrained=pretrained, width=width, **(backbone_options or {})
     )
-    pose_head = create_head(head, channels, num_keypoints, tuple(input_size), **options)
+    pose_head = create_head(
+        head, channels, num_keypoints, tuple(input_size), stride=module.stride, backbone=backbone,
+        **options,
+    )  # fmt: skip
     return TopDownModel(module, pose_head)

@@ -337,8 +337,8 @@ class RegressionHead(nn.Module):
 def deconv_layers(in_channels: int, channels: int = 256, num_layers: int = 3) -> nn.Sequential:
     """SimpleBaseline's upsampling: ``num_layers`` x (ConvTranspose 4x4 stride 2, BN, ReLU).
 
-    Each layer doubles h and w (padding 1, no output padding, no bias), so stride-32 features
-    become stride-4 maps. Weights are normal(0, 0.001), BN weight 1 and bias 0 (official init).
+    Each layer doubles h and w (padding 1, no output padding, no bias), so three turn stride-32
+    features into stride-4 maps. Weights are normal(0, 0.001), BN weight 1 and bias 0 (official init).
     Module names (``deconv_layers.{3i}``, ``.{3i + 1}``) follow the official pose_resnet.
     """
     layers: list[nn.Module] = []
@@ -358,23 +358,31 @@ def _final_layer(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def _map_head_input_size(name: str, input_size: Sequence[int]) -> tuple[int, int]:
-    """(H, W) checked for a map head: multiples of 32, or the stride-32 features (rounded up by
-    the backbone) would give maps of another size than the codec's ``input / 4``."""
+def _map_head_input_size(
+    name: str, input_size: Sequence[int], stride: int = 32, backbone: str | None = None
+) -> tuple[int, int]:
+    """(H, W) checked for a map head: multiples of the backbone's stride, or its features
+    (rounded up) would give maps of another size than the codec's ``input / map stride``."""
     h, w = int(input_size[0]), int(input_size[1])
-    if h % 32 or w % 32:
-        fit = f"{-(-h // 32) * 32}x{-(-w // 32) * 32}"
+    if h % stride or w % stride:
+        fit = f"{-(-h // stride) * stride}x{-(-w // stride) * stride}"
+        whose = f"backbone {backbone!r}" if backbone else "the backbone"
         raise ValueError(
-            f"the {name} head needs an input size whose sides are multiples of 32 (its maps come "
-            f"from stride-32 features), got {h}x{w}; e.g. {fit}"
+            f"the {name} head needs an input size whose sides are multiples of {stride} (its maps "
+            f"come from the stride-{stride} features of {whose}), got {h}x{w}; e.g. {fit}"
         )
     return h, w
 
 
-def _map_size(input_size: tuple[int, int], num_layers: int) -> tuple[int, int]:
-    """(h, w) of the maps from stride-32 features after ``num_layers`` doublings."""
-    stride = 32 // 2**num_layers
-    return input_size[0] // stride, input_size[1] // stride
+def _map_size(input_size: tuple[int, int], num_layers: int, stride: int = 32) -> tuple[int, int]:
+    """(h, w) of the maps from stride-``stride`` features after ``num_layers`` doublings."""
+    if stride % 2**num_layers:
+        raise ValueError(
+            f"{num_layers} deconvolutions (num_deconv) double stride-{stride} features past the "
+            f"input resolution; use at most {stride.bit_length() - 1}"
+        )
+    map_stride = stride // 2**num_layers
+    return input_size[0] // map_stride, input_size[1] // map_stride
 
 
 # ----------------------------------------------------------------------------- heatmap
@@ -407,17 +415,19 @@ class HeatmapHead(nn.Module):
     """SimpleBaseline: deconv trunk + 1x1 conv -> K heatmaps; MSE on Gaussian targets; argmax decode.
 
     Arguments:
-        in_channels: C of the backbone's stride-32 feature map.
+        in_channels: C of the backbone's feature map.
         num_keypoints: K.
-        input_size: (H, W) of the model input.
+        input_size: (H, W) of the model input; its sides must be multiples of ``feature_stride``.
         deconv_channels: channels of each deconvolution (256).
-        num_deconv: number of deconvolutions (3: maps at 1/4 of the input).
+        num_deconv: number of deconvolutions (3: maps at 1/4 of the input from stride 32).
         sigma: Gaussian sigma in map pixels; default 2 at a 64-pixel-high map, scaled with the
             map height (256x192 -> 2, 384x288 -> 3 as the official configs, 64x48 -> 0.5).
         unbiased: sub-pixel Gaussian centres (see :class:`posereg.codecs.HeatmapCodec`).
         refine: ``"quarter"`` (official), ``"taylor"`` (DARK-style) or ``"none"``.
         shift_flipped: the official flip-test shift of the flipped-back maps by one map pixel
             to the right (SimpleBaseline ``TEST.SHIFT_HEATMAP``).
+        feature_stride: the backbone's output stride (``backbone.stride``; 32 for every named
+            backbone); the maps are at ``feature_stride / 2**num_deconv`` of the input.
 
     Example:
         >>> head = HeatmapHead(64, 17, (256, 192), deconv_channels=32)
@@ -437,21 +447,22 @@ class HeatmapHead(nn.Module):
         unbiased: bool = False,
         refine: str = "quarter",
         shift_flipped: bool = True,
+        feature_stride: int = 32,
     ) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.dim = 2
-        self.input_size = _map_head_input_size("heatmap", input_size)
+        self.input_size = _map_head_input_size("heatmap", input_size, feature_stride)
         self.shift_flipped = shift_flipped
         self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
         self.final_layer = _final_layer(deconv_channels, num_keypoints)
-        heatmap_size = _map_size(self.input_size, num_deconv)
+        heatmap_size = _map_size(self.input_size, num_deconv, feature_stride)
         if sigma is None:
             sigma = 2.0 * heatmap_size[0] / 64.0
         self.codec = HeatmapCodec(self.input_size, heatmap_size, sigma, unbiased, refine)  # type: ignore[arg-type]
 
     def forward(self, features: Tensor) -> HeatmapOutput:
-        """features (B, C, h, w) -> heatmaps (B, K, 8h, 8w) (with 3 deconvolutions)."""
+        """features (B, C, h, w) -> heatmaps (B, K, 2^n h, 2^n w) (n = num_deconv, 3)."""
         return HeatmapOutput(self.final_layer(self.deconv_layers(features)))
 
     def loss(self, output: HeatmapOutput, target: Tensor, target_weight: Tensor) -> Tensor:
@@ -494,15 +505,16 @@ class IntegralHead(nn.Module):
     maximum would report one peak's height. With sigma: c = 1 - mean_d sigma_d (Eq. 9).
 
     Arguments:
-        in_channels: C of the backbone's stride-32 feature map.
+        in_channels: C of the backbone's feature map.
         num_keypoints: K.
-        input_size: (H, W) of the model input.
+        input_size: (H, W) of the model input; its sides must be multiples of ``feature_stride``.
         deconv_channels: channels of each deconvolution (256).
-        num_deconv: number of deconvolutions (3: maps at 1/4 of the input).
+        num_deconv: number of deconvolutions (3: maps at 1/4 of the input from stride 32).
         depth: d for the volumetric 3D variant (K x d x h x w volumes, soft-argmax over three
             axes, keypoints (B, K, 3) with ``z = E[i_z] / d - 0.5``); None for 2D maps.
         with_sigma: predict sigma from the pooled features (integral_rle).
         criterion: a :mod:`posereg.losses` loss; one that uses sigma needs ``with_sigma``.
+        feature_stride: the backbone's output stride (see :class:`HeatmapHead`).
 
     Example:
         >>> head = IntegralHead(64, 17, (256, 192), deconv_channels=32, criterion=L1Loss())
@@ -521,6 +533,7 @@ class IntegralHead(nn.Module):
         depth: int | None = None,
         with_sigma: bool = False,
         criterion: nn.Module | None = None,
+        feature_stride: int = 32,
     ) -> None:
         super().__init__()
         if criterion is not None and not with_sigma and not isinstance(criterion, L1Loss | L2Loss):
@@ -534,17 +547,18 @@ class IntegralHead(nn.Module):
         self.depth = depth
         self.dim = 2 if depth is None else 3
         name = "integral_rle" if with_sigma else "integral"
-        self.input_size = _map_head_input_size(name, input_size)
+        self.input_size = _map_head_input_size(name, input_size, feature_stride)
         self.deconv_layers = deconv_layers(in_channels, deconv_channels, num_deconv)
         self.final_layer = _final_layer(deconv_channels, num_keypoints * (depth or 1))
         self.fc_sigma = (
             NormLinear(in_channels, num_keypoints * self.dim, norm=False) if with_sigma else None
         )
         self.criterion = criterion
-        self.codec = IntegralCodec(self.input_size, _map_size(self.input_size, num_deconv))
+        map_size = _map_size(self.input_size, num_deconv, feature_stride)
+        self.codec = IntegralCodec(self.input_size, map_size)
 
     def forward(self, features: Tensor) -> IntegralOutput:
-        """features (B, C, h, w) -> mu (B, K, D), prob (B, K, [d,] 8h, 8w), sigma (B, K, D) or None."""
+        """features (B, C, h, w) -> mu (B, K, D), prob (B, K, [d,] 2^n h, 2^n w), sigma or None."""
         logits = self.final_layer(self.deconv_layers(features))  # (B, K * d, h, w)
         b, _, h, w = logits.shape
         if self.depth is not None:
@@ -622,6 +636,7 @@ def heatmap_head(
     unbiased: bool = False,
     refine: str = "quarter",
     shift_flipped: bool = True,
+    feature_stride: int = 32,
 ) -> HeatmapHead:
     """SimpleBaseline's heatmap head (see :class:`HeatmapHead`)."""
     return HeatmapHead(
@@ -634,6 +649,7 @@ def heatmap_head(
         unbiased,
         refine,
         shift_flipped,
+        feature_stride,
     )
 
 
@@ -646,12 +662,14 @@ def integral_head(
     depth: int | None = None,
     loss: str = "l1",
     loss_options: dict[str, Any] | None = None,
+    feature_stride: int = 32,
 ) -> IntegralHead:
     """Integral regression (Sun et al.): soft-argmax + L1; ``depth`` for the 3D volumetric variant."""
     criterion = _build_criterion(loss, 2 if depth is None else 3, loss_options)
     return IntegralHead(
-        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, False, criterion
-    )
+        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, False,
+        criterion, feature_stride,
+    )  # fmt: skip
 
 
 def integral_rle_head(
@@ -663,12 +681,14 @@ def integral_rle_head(
     depth: int | None = None,
     loss: str = "rle",
     loss_options: dict[str, Any] | None = None,
+    feature_stride: int = 32,
 ) -> IntegralHead:
     """Integral + RLE (RLE paper Tab. 2b): soft-argmax mu, FC sigma on pooled features, RLE loss."""
     criterion = _build_criterion(loss, 2 if depth is None else 3, loss_options)
     return IntegralHead(
-        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, True, criterion
-    )
+        in_channels, num_keypoints, input_size, deconv_channels, num_deconv, depth, True,
+        criterion, feature_stride,
+    )  # fmt: skip
 
 
 #: Name -> factory(in_channels, num_keypoints, input_size, **options) -> a :class:`PoseHead`.
@@ -685,21 +705,29 @@ def create_head(
     in_channels: int,
     num_keypoints: int,
     input_size: tuple[int, int],
+    *,
+    stride: int = 32,
+    backbone: str | None = None,
     **options: Any,
 ) -> nn.Module:
     """Create a head by name; it implements :class:`PoseHead`.
 
     Arguments:
         name: one of :data:`HEADS`.
-        in_channels: C of the backbone's feature map (stride 32 for the map-based heads).
+        in_channels: C of the backbone's feature map.
         num_keypoints: K.
-        input_size: (H, W) of the model input.
+        input_size: (H, W) of the model input; for the map heads its sides must be multiples
+            of ``stride``.
+        stride: the backbone's output stride (``backbone.stride``), which the map heads size
+            their maps from.
+        backbone: the backbone's name, for the error messages.
         options: the factory's own keyword options (e.g. ``loss``, ``loss_options``, ``dim``,
             ``deconv_channels``, ``sigma``, ``refine``, ``depth``).
 
     Raises:
-        ValueError: an unknown name (listing the valid ones) or an option the head does not take
-            (listing the ones it does).
+        ValueError: an unknown name (listing the valid ones), an option the head does not take
+            (listing the ones it does), or an input size that does not fit the stride (naming
+            the backbone and its stride).
 
     Example:
         >>> head = create_head("heatmap", 64, 17, (256, 192), deconv_channels=16)
@@ -712,10 +740,13 @@ def create_head(
         raise ValueError(f"unknown head {name!r}; valid: {', '.join(HEADS)}") from None
     if num_keypoints < 1:
         raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
-    params = list(inspect.signature(factory).parameters)[3:]
+    params = [p for p in list(inspect.signature(factory).parameters)[3:] if p != "feature_stride"]
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise ValueError(
             f"head {name!r} does not take options {unknown}; valid options: {', '.join(params)}"
         )
+    if "feature_stride" in inspect.signature(factory).parameters:  # a map head
+        _map_head_input_size(name, input_size, stride, backbone)
+        options["feature_stride"] = stride
     return factory(in_channels, num_keypoints, input_size, **options)

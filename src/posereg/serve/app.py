@@ -301,6 +301,12 @@ def _response(
                 region=None
                 if result.region is None
                 else (float(result.region[i, k, 0]), float(result.region[i, k, 1])),
+                sigma_calibrated=None
+                if result.sigma_calibrated is None
+                else (
+                    float(result.sigma_calibrated[i, k, 0]),
+                    float(result.sigma_calibrated[i, k, 1]),
+                ),
             )
             for k in range(len(names))
         ]
@@ -312,6 +318,7 @@ def _response(
         image_width=int(image.shape[1]),
         image_height=int(image.shape[0]),
         sigma_calibration=predictor.sigma_scale,
+        sigma_calibration_fitted=predictor.calibration.fitted,
         region_p=result.region_p if result.region is not None else None,
         people=people,
         timings=timings,
@@ -418,6 +425,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             input_size=predictor.input_size,
             flip_test=predictor.flip_test,
             sigma_calibration=predictor.sigma_scale,
+            sigma_calibration_fitted=predictor.calibration.fitted,
+            keypoint_sigma_scale=[
+                (float(x), float(y)) for x, y in predictor.calibration.scale.tolist()
+            ],
             metrics={
                 k: v
                 for k, v in predictor.metrics.items()

@@ -26,7 +26,15 @@ class Keypoint(BaseModel):
     )
     sigma: tuple[float, float] | None = Field(
         description="per-axis (x, y) sigma in pixels; null when the head predicts none. "
-        "A relative scale: see region for what it means in pixels"
+        "The head's raw output, a relative scale: see sigma_calibrated and region for what it "
+        "means in pixels"
+    )
+    sigma_calibrated: tuple[float, float] | None = Field(
+        default=None,
+        description="per-axis (x, y) calibrated sigma in pixels, c_k x sigma: a Laplace scale "
+        "per keypoint fitted on the run's validation set, so the mean |error| per axis is about "
+        "this (c_k = 1 when the checkpoint holds no calibration: see sigma_calibration_fitted); "
+        "null when the head predicts no sigma",
     )
     region: tuple[float, float] | None = Field(
         default=None,
@@ -65,6 +73,11 @@ class PredictResponse(BaseModel):
         description="median |error| / sigma of the checkpoint's evaluation (1 when unknown): "
         "sigma x this is the median error in pixels"
     )
+    sigma_calibration_fitted: bool = Field(
+        default=False,
+        description="whether the checkpoint holds per-keypoint scales c_k fitted on its "
+        "validation set; false: sigma_calibrated = sigma (c = 1)",
+    )
     region_p: float | None = Field(
         default=None,
         description="the probability level p of each keypoint's region (0.9); null when the "
@@ -97,6 +110,14 @@ class ModelInfo(BaseModel):
     input_size: tuple[int, int] = Field(description="(h, w) of the model input")
     flip_test: bool
     sigma_calibration: float
+    sigma_calibration_fitted: bool = Field(
+        default=False, description="whether keypoint_sigma_scale was fitted (else all 1)"
+    )
+    keypoint_sigma_scale: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="per keypoint, the (x, y) scales c_k of sigma_calibrated = c_k x sigma "
+        "(Laplace MLE on the validation residuals; 1 when not fitted)",
+    )
     metrics: dict[str, float | int | str | bool | None] = Field(
         description="the checkpoint's evaluation metrics (e.g. AP, sigma_calibration)"
     )

@@ -34,6 +34,8 @@ __all__ = [
     "sample_angles",
     "forward_kinematics",
     "sample_bodies",
+    "pose_bodies",
+    "shoulder_elevation_cap",
 ]
 
 # The model's joints: a superset of COCO-17, MPII-16 and Human3.6M-17, plus three render-only
@@ -664,11 +666,18 @@ def _normalise_and_clip(a: np.ndarray) -> np.ndarray:
         a[:, plane] = (a[:, plane] + 180.0) % 360.0 - 180.0
     a = np.clip(a, _LO, _HI)
     for side in ("l", "r"):
-        # Arms behind the back (plane toward -90) cannot rise above about 60 degrees.
         plane, elev = _D[f"{side}_sh_plane"], _D[f"{side}_sh_elev"]
-        cap = 60.0 + 120.0 * np.clip((a[:, plane] + 90.0) / 60.0, 0.0, 1.0)
-        a[:, elev] = np.minimum(a[:, elev], cap)
+        a[:, elev] = np.minimum(a[:, elev], shoulder_elevation_cap(a[:, plane]))
     return a
+
+
+def shoulder_elevation_cap(plane: np.ndarray) -> np.ndarray:
+    """The highest shoulder elevation (N,) in degrees for a plane of elevation (N,) in degrees.
+
+    A pose-dependent limit: arms behind the back (plane toward -90) cannot rise above about 60
+    degrees; from plane -30 on, the full 180.
+    """
+    return 60.0 + 120.0 * np.clip((plane + 90.0) / 60.0, 0.0, 1.0)
 
 
 def sample_angles(
@@ -725,6 +734,21 @@ def sample_bodies(
         on_side = _rot(1, np.where(how == 2, 90.0, -90.0))
         lie = np.where((how < 2)[:, None, None], on_back_or_front, on_side)
         root[lying] = root[lying] @ lie
+    return pose_bodies(height, girth, offsets, angles, pose_class, root)
+
+
+def pose_bodies(
+    height: np.ndarray,
+    girth: np.ndarray,
+    offsets: np.ndarray,
+    angles: np.ndarray,
+    pose_class: np.ndarray,
+    root: np.ndarray,
+) -> Bodies:
+    """Pose N people and put them on the floor: forward kinematics of ``angles`` (N, NUM_DOFS)
+    with rest ``offsets`` (N, J, 3) and pelvis rotation ``root`` (N, 3, 3), then lift each so
+    that its lowest body surface (``CLEARANCE``) touches z = 0. The pelvis stays at x = y = 0.
+    """
     joints, frames = forward_kinematics(offsets, _local_rotations(angles), root)
     floor = (joints[..., 2] - CLEARANCE * height[:, None]).min(axis=1)
     joints[..., 2] -= floor[:, None]

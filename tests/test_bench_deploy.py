@@ -43,7 +43,8 @@ def test_models_are_counted_and_exported_as_posereg_builds_them(models):
     assert m.gflops == pytest.approx(gflops(model, crops[:1]), rel=1e-9) and m.gflops > 0
     # the ONNX graph that is timed computes what the eager model does
     session = bench_deploy.ort_session(m.onnx, 1)
-    keypoints, scores, sigma = session.run(None, {"images": crops.numpy()})
+    names = ["keypoints", "scores", "sigma"]
+    keypoints, scores, sigma = session.run(names, {"images": crops.numpy()})
     with torch.no_grad():
         expected = m.model.predict(crops)
     np.testing.assert_allclose(keypoints, expected.keypoints.numpy(), atol=1e-4)
@@ -51,7 +52,7 @@ def test_models_are_counted_and_exported_as_posereg_builds_them(models):
     # INT8 is timed once posereg exports it (posereg export --int8); until then a reason
     if hasattr(posereg.export, "quantize_int8"):
         assert m.int8 is not None and m.int8_reason is None
-        int8 = bench_deploy.ort_session(m.int8, 1).run(None, {"images": crops.numpy()})
+        int8 = bench_deploy.ort_session(m.int8, 1).run(names, {"images": crops.numpy()})
         assert [a.shape for a in int8] == [keypoints.shape, scores.shape, sigma.shape]
     else:
         assert m.int8 is None and "INT8" in m.int8_reason

@@ -385,6 +385,21 @@ class Server:
             self.process.wait()
 
 
+def random_int8_onnx(
+    backbone: str, folder: Path, input_size: tuple[int, int] = (256, 192), width: float = 1.0
+) -> Path:
+    """The INT8 ONNX export (with posereg's metadata, so that ``posereg serve`` runs it) of
+    :func:`random_checkpoint`: ``posereg export`` to float32, then ``quantize_int8`` on 8 random
+    crops (``posereg export --int8`` calibrates on training crops, which a random model has
+    none of; the graph and its cost are the same)."""
+    from posereg.export import export_checkpoint, quantize_int8
+
+    checkpoint = random_checkpoint(backbone, folder / f"random_{backbone}.pt", input_size, width)
+    float_path, _ = export_checkpoint(checkpoint, folder / f"random_{backbone}.onnx", check=False)
+    crops = np.random.default_rng(0).standard_normal((8, 3, *input_size)).astype(np.float32)
+    return quantize_int8(float_path, folder / f"random_{backbone}.int8.onnx", crops)
+
+
 def load_test(
     server: Server, body: bytes, headers: dict, clients: int, requests: int
 ) -> dict[str, float]:
@@ -564,14 +579,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["detectors"] = detector_latency(
                 args.detectors, image, args.threads, args.rounds, args.detector_iters
             )
-        serve = list(args.serve) + [
-            random_checkpoint(b, Path(tmp) / f"random_{b}.pt", tuple(args.input_size), args.width)
-            for b in ([] if "serve" in args.skip else args.serve_backbones)
-        ]
+        size, serve = tuple(args.input_size), list(args.serve)
+        if "serve" not in args.skip:
+            for b in args.serve_backbones:
+                serve.append(random_checkpoint(b, Path(tmp) / f"random_{b}.pt", size, args.width))
+            for b in args.serve_int8_backbones:
+                folder = Path(tmp) / "int8"
+                serve.append(random_int8_onnx(b, folder, size, args.width))
         if "serve" in args.skip:
             pass
         elif not serve:
-            results["skipped"]["serve"] = "no --serve MODEL or --serve-backbones given"
+            results["skipped"]["serve"] = "no --serve MODEL or --serve-*backbones given"
         else:
             results["serve"] = serve_rps(
                 serve, image_path, boxes, args.clients, args.requests, args.serve_rounds,
@@ -597,6 +615,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="checkpoints (.pt) or exports (.onnx) to load-test")  # fmt: skip
     parser.add_argument("--serve-backbones", nargs="+", default=[], metavar="NAME",
                         help="also load-test random-weight checkpoints of these backbones")  # fmt: skip
+    parser.add_argument("--serve-int8-backbones", nargs="+", default=[], metavar="NAME",
+                        help="and INT8 ONNX exports of random-weight checkpoints of these")  # fmt: skip
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=20, help="per client and round")
     parser.add_argument("--serve-rounds", type=int, default=3)

@@ -80,7 +80,7 @@ def test_latency_throughput_and_detector_rows(models):
     results = {
         "machine": bench_deploy.machine(), "threads": [1, 2], "rounds": 2, "iters": 1,
         "input_size": list(SIZE), "photo": image_path.name, "crops": rows, "throughput": [tp],
-        "detectors": [det], "skipped": {"serve": "no --serve MODEL or --serve-backbones given"},
+        "detectors": [det], "skipped": {"serve": "no --serve MODEL or --serve-*backbones given"},
         "load_avg_after": [0.0, 0.0, 0.0],
     }  # fmt: skip
     text = bench_deploy.markdown(results)
@@ -88,17 +88,21 @@ def test_latency_throughput_and_detector_rows(models):
     line = next(x for x in text.splitlines() if x.startswith("| resnet18 | 0.71 |"))
     assert line.count("|") == 10 and f"{row['ms']['ort'][2]:.1f}" in line
     assert "| ssdlite320_mobilenet_v3_large | 3.4 | 21.3 |" in text
-    assert "serve: skipped (no --serve MODEL or --serve-backbones given)" in text
+    assert "serve: skipped (no --serve MODEL or --serve-*backbones given)" in text
 
 
 def test_serve_is_load_tested_as_a_real_subprocess(tmp_path):
-    checkpoint = bench_deploy.random_checkpoint("resnet18", tmp_path / "tiny.pt", SIZE, 0.25)
+    # the INT8 export of a random checkpoint (random_checkpoint writes that .pt on the way);
+    # one server, the .pt path of posereg serve is tests/test_serve.py's
+    int8 = bench_deploy.random_int8_onnx("resnet18", tmp_path, SIZE, 0.25)
+    assert (tmp_path / "random_resnet18.pt").is_file() and int8.name.endswith(".int8.onnx")
     image_path, boxes = bench_deploy.photo()
-    (row,) = bench_deploy.serve_rps([checkpoint], image_path, boxes[:2], clients=2, requests=2,
-                                    rounds=1)  # fmt: skip
-    assert row["requests"] == 4 and row["boxes"] == 2 and len(row["rounds"]) == 1
-    assert 0 < row["requests_per_s"] and math.isfinite(row["p90_ms"])
-    assert row["p50_ms"] <= row["p90_ms"]
+    rows = bench_deploy.serve_rps([int8], image_path, boxes[:2], clients=2, requests=2, rounds=1)
+    assert [r["model"] for r in rows] == [str(int8)]
+    for row in rows:
+        assert row["requests"] == 4 and row["boxes"] == 2 and len(row["rounds"]) == 1
+        assert 0 < row["requests_per_s"] and math.isfinite(row["p90_ms"])
+        assert row["p50_ms"] <= row["p90_ms"]
 
 
 def test_main_writes_the_json_it_prints(tmp_path, capsys):
@@ -111,6 +115,6 @@ def test_main_writes_the_json_it_prints(tmp_path, capsys):
     results = json.loads(out.read_text())
     (row,) = results["crops"]
     assert f"| resnet18 | {row['params_m']:.2f} | {row['gflops']:.2f} | " in text
-    assert results["skipped"] == {"serve": "no --serve MODEL or --serve-backbones given"}
+    assert results["skipped"] == {"serve": "no --serve MODEL or --serve-*backbones given"}
     assert results["machine"]["onnxruntime"] == onnxruntime.__version__
     assert bench_deploy.main(["--serve", str(tmp_path / "missing.pt")]) == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -54,6 +55,13 @@ def test_models_are_counted_and_exported_as_posereg_builds_them(models):
         assert m.int8 is not None and m.int8_reason is None
         int8 = bench_deploy.ort_session(m.int8, 1).run(names, {"images": crops.numpy()})
         assert [a.shape for a in int8] == [keypoints.shape, scores.shape, sigma.shape]
+        # every convolution runs in INT8 (QLinearConv) once ONNX Runtime optimises the graph:
+        # trained_like_norms keeps the folded conv biases distinct, so each is quantised
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(m.int8.with_suffix(".optimized.onnx"))
+        onnxruntime.InferenceSession(str(m.int8), options, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+        assert ops.count("QLinearConv") == 20 and "Conv" not in ops  # ResNet-18: 20 convs
     else:
         assert m.int8 is None and "INT8" in m.int8_reason
 

@@ -17,7 +17,7 @@ Four measurements, each printed as a Markdown table and all written to ``--json`
 * Throughput in crops per second at batch 8 and 32 (what video and serve run), same backends, at
   the largest ``--threads``.
 * Person detectors (``posereg.detect``) per image on a real photo (COCO 000000197388.jpg, 640 x
-  427), their COCO weights when torchvision's cache has them, else random weights (the same
+  392), their COCO weights when torchvision's cache has them, else random weights (the same
   computation; the table says which).
 * ``posereg serve``'s requests per second for each ``--serve`` model (a .pt checkpoint, or an
   .onnx export where posereg serves those): a real server subprocess on a loopback port, 8

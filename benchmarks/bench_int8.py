@@ -64,15 +64,21 @@ def _outputs(path: Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keypoints, sigma
 
 
-def _latency_ms(run, repeats: int) -> float:
-    for _ in range(10):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def _latency_ms(runs: dict, repeats: int, rounds: int = 10) -> dict[str, float]:
+    """Median ms of each callable in ``runs``, interleaved: ``rounds`` rounds of ``repeats /
+    rounds`` calls of each in turn, so that a shared machine's changing load falls on every arm
+    alike (it moves single runs by 2-5x here)."""
+    for run in runs.values():
+        for _ in range(10):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -93,8 +99,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     _, cfg, _ = model_from_checkpoint(args.checkpoint)
-    if args.latency_only:
-        results = json.loads((out / "results.json").read_text())
+    if args.latency_only:  # keeps the arms of an earlier run, when there is one
+        earlier = out / "results.json"
+        results = json.loads(earlier.read_text()) if earlier.is_file() else {"arms": {}}
+        results["checkpoint"] = str(args.checkpoint)
     else:
         results = _accuracy(args, cfg)
     _latency(args, cfg, results)
@@ -149,15 +157,15 @@ def _latency(args: argparse.Namespace, cfg, results: dict) -> None:
         big_float, out / "latency_int8.onnx", calibration_crops(big, 64), int8_exclusions(big_float)
     )
     crop = calibration_crops(big, 1)
-    latency = {}
-    for arm, path in (("float32", big_float), ("int8", big_int8)):
-        session = _session(path, 1)
-        latency[f"onnxruntime_{arm}_ms"] = _latency_ms(
-            lambda s=session: s.run(["keypoints"], {"images": crop}), args.repeats
-        )
+    sessions = {
+        arm: _session(path, 1) for arm, path in (("float32", big_float), ("int8", big_int8))
+    }
+    x = torch.from_numpy(crop)
+    runs = {f"onnxruntime_{arm}_ms": (lambda s=s: s.run(["keypoints"], {"images": crop}))
+            for arm, s in sessions.items()}  # fmt: skip
     with torch.no_grad():
-        x = torch.from_numpy(crop)
-        latency["pytorch_eager_float32_ms"] = _latency_ms(lambda: model.predict(x), args.repeats)
+        runs["pytorch_eager_float32_ms"] = lambda: model.predict(x)
+        latency = _latency_ms(runs, args.repeats)
     latency["int8_speedup"] = latency["onnxruntime_float32_ms"] / latency["onnxruntime_int8_ms"]
     results["latency"] = {
         "input_size": list(size), "batch": 1, "threads": 1, **latency,

@@ -108,8 +108,8 @@ def report(observed: dict, gap: dict, gap_axes: dict) -> None:
 
 
 def plot(
-    path: str, title: str, observed: dict, gap: dict, names: list[str], scale: np.ndarray,
-    axes: str, unit: str,
+    path: str, title: str, observed: dict, gap: dict, gap_axes: dict, names: list[str],
+    scale: np.ndarray, axes: str, unit: str,
 ) -> None:  # fmt: skip
     """The reliability diagram (left) and the fitted c per keypoint and axis (right)."""
     import matplotlib
@@ -122,7 +122,7 @@ def plot(
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated Laplace")
     for name, color in zip(VARIANTS, COLORS, strict=True):
         ax.plot(levels, observed[name], marker="o", ms=3, color=color,
-                label=f"{name} (gap {gap[name]:.3f})")  # fmt: skip
+                label=f"{name} (gap {gap[name]:.3f}; per axis {gap_axes[name]:.3f})")  # fmt: skip
     ax.set(xlabel="Laplace's predicted fraction p = 1 - exp(-t)",
            ylabel="observed fraction of |r_d| <= t b", xlim=(0, 1), ylim=(0, 1),
            title=f"sigma as a Laplace scale b ({unit}), held out")  # fmt: skip
@@ -189,7 +189,7 @@ def run_2d(args: argparse.Namespace) -> dict:
     title = (f"{Path(args.checkpoint).parent.name}: {cfg.model.loss} "
              f"({cfg.model.loss_options.get('convention', '')}), step {steps}, "
              f"{len(residual)} validation instances")  # fmt: skip
-    plot(args.out, title, observed, gap, names, c_axes, "xy", "px")
+    plot(args.out, title, observed, gap, gap_axes, names, c_axes, "xy", "px")
     return {"checkpoint": str(args.checkpoint), "step": steps,
             "observed": {n: o.tolist() for n, o in observed.items()}, "gap": gap,
             "gap_per_axis": gap_axes, "c_k": dict(zip(names, c_full.tolist(), strict=True)),
@@ -228,7 +228,7 @@ def run_lift(args: argparse.Namespace) -> dict:
         print(f"the checkpoint's saved c: max |difference| to this fit {diff:.2e}")
     title = (f"{Path(args.lift_checkpoint).parent.name}: lifter, {cfg.model.loss} "
              f"({cfg.model.loss_options.get('convention', '')}), {len(val)} validation pairs")  # fmt: skip
-    plot(args.lift_out, title, observed, gap, names, c_axes, "xyz", "mm")
+    plot(args.lift_out, title, observed, gap, gap_axes, names, c_axes, "xyz", "mm")
     return {"checkpoint": str(args.lift_checkpoint),
             "observed": {n: o.tolist() for n, o in observed.items()}, "gap": gap,
             "gap_per_axis": gap_axes, "c": dict(zip(names, c_axes.tolist(), strict=True)),

@@ -21,7 +21,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from _real_data import tiny_config
 from posereg.config import ConfigError, load_config, to_dict
-from posereg.models import HEADS, create_backbone, create_pose_model
+from posereg.models import HEADS, create_backbone, create_head, create_pose_model
 from posereg.models import backbones as bb
 from posereg.models.build import backbone_stride_of, build_model, codec_for
 
@@ -212,6 +212,8 @@ def test_a_map_head_names_the_backbone_and_its_stride(tmp_path):
     assert "got 64x48; e.g. 64x64" in msg, msg
     with pytest.raises(ValueError, match=r"multiples of 32 .*'efficientnet_b0'.* got 64x40"):
         create_pose_model("efficientnet_b0", head="integral_rle", input_size=(64, 40))
+    with pytest.raises(ValueError, match="num_deconv=6: 64x upsampling of stride-32 features"):
+        create_head("heatmap", 8, K, (64, 64), num_deconv=6)
 
 
 def _targets(model: nn.Module, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

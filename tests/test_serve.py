@@ -219,6 +219,9 @@ def test_model_health_and_openapi(server):
     assert info["skeleton"] == "coco17" and info["keypoint_names"][9] == "left_wrist"
     assert info["input_size"] == [64, 48] and info["flip_test"] is True
     assert info["metrics"] == {"AP": 0.0123, "sigma_calibration": 1.5}
+    # a checkpoint without per-keypoint scales: c = 1, and the answer says so
+    assert info["sigma_calibration_fitted"] is False
+    assert info["keypoint_sigma_scale"] == [[1.0, 1.0]] * 17
     assert info["limits"] == {
         "max_upload_mb": 1.0, "max_boxes": MAX_BOXES, "timeout_s": 30.0, "max_pixels": 64_000_000
     }  # fmt: skip
@@ -230,7 +233,7 @@ def test_model_health_and_openapi(server):
     assert set(post["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert {"200", "400", "413", "415", "422", "503"} <= set(post["responses"])
     person = spec["components"]["schemas"]["Keypoint"]["properties"]
-    assert {"name", "x", "y", "confidence", "sigma", "region"} == set(person)
+    assert {"name", "x", "y", "confidence", "sigma", "sigma_calibrated", "region"} == set(person)
     assert "region_p" in spec["components"]["schemas"]["PredictResponse"]["properties"]
     status, _, page = server.request("GET", "/")
     assert status == 200 and b"<canvas" in page and b"/v1/predict" in page

@@ -217,10 +217,16 @@ def test_training_fits_c_on_the_validation_set_and_saves_it(tmp_path):
         assert np.array(saved["scale"]).shape == (K, 2)
     model, cfg_saved, _ = model_from_checkpoint(run / "last.pt")
     _, val_set = build_datasets(cfg_saved)
-    fit = evaluate(model, val_set, cfg_saved, torch.device("cpu")).sigma_fit
+    evaluated = evaluate(model, val_set, cfg_saved, torch.device("cpu"))
     saved = np.array(load_checkpoint(run / "last.pt")["sigma_calibration"]["scale"])
-    np.testing.assert_allclose(saved, fit.scale, rtol=1e-5)
-    np.testing.assert_array_equal(saved[:, 0], saved[:, 1])  # one c per keypoint in 2D
+    np.testing.assert_allclose(saved, evaluated.sigma_fit.scale, rtol=1e-5)
+    # per keypoint and axis, on the residuals of the labelled validation keypoints, in pixels
+    preds, truth = evaluated.predictions, val_set.table.keypoints
+    expected = fit_sigma_scale(
+        truth[..., :2] - preds.keypoints, preds.sigma, truth[..., 2] > 0, per_axis=True
+    )
+    np.testing.assert_allclose(saved, expected, rtol=1e-5)
+    assert not np.array_equal(saved[:, 0], saved[:, 1])
     predictor = Predictor.from_checkpoint(run / "last.pt", device="cpu")
     assert predictor.calibration.fitted
     np.testing.assert_allclose(predictor.calibration.scale, saved)

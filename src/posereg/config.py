@@ -521,12 +521,16 @@ class ModelConfig:
     (e.g. ``{sigma: 2.0}``, ``{deconv_channels: 256}``) go in ``head_options``. ``loss`` and
     ``loss_options`` are the head's loss (None: its default, RLE for ``regression``); ``norm_mu``
     is a regression-head option. A head rejects options it does not take, naming the ones it does.
+    ``backbone`` is a name from posereg.models.backbones.BACKBONES (ResNets, HRNets, the light
+    ones: docs/backbones.md) or ``timm:<name>``; ``width`` is the ResNets' channel multiplier, and
+    any other backbone needs 1.0 (checked with the backbone, by posereg.models.build, since this
+    module imports no model code).
     """
 
     backbone: str = "resnet50"
     head: str = "regression"
     head_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    width: float = 1.0
+    width: float = 1.0  # ResNets only
     pretrained: bool | str = False  # True: torchvision/timm weights (online); str: a local file
     init_from: str | None = None  # a posereg checkpoint whose backbone initialises this one
     norm_mu: bool = True

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from posereg.config import Config, to_dict
-from posereg.models.build import data_skeleton, model_from_checkpoint
+from posereg.data.dataset import TopDownDataset
+from posereg.models.build import codec_for, data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
 from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY
@@ -290,7 +291,10 @@ def check_onnx(
 
 
 def export_metadata(
-    model: TopDownModel, cfg: Config, metrics: dict[str, Any] | None = None
+    model: TopDownModel,
+    cfg: Config,
+    metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The ``metadata_props`` that make an ONNX file a posereg export (:data:`EXPORT_VERSION`).
 
@@ -306,6 +310,9 @@ def export_metadata(
         model: the trained model (its criterion gives the radii).
         cfg: the config it was trained with.
         metrics: the checkpoint's evaluation metrics (``sigma_calibration`` among them).
+        calibration: the checkpoint's per-keypoint sigma calibration
+            (``state["sigma_calibration"]``, :meth:`posereg.uncertainty.SigmaCalibration.to_state`);
+            None when it holds none (the ONNX model then reports c = 1, as the checkpoint does).
     """
     metrics = dict(metrics or {})
     levels = tuple(sorted({*RELIABILITY_LEVELS, *REPORT_LEVELS, DRAW_LEVEL}))
@@ -318,6 +325,7 @@ def export_metadata(
         "region": "" if region is None else json.dumps(dataclasses.asdict(region)),
         "sigma_calibration": repr(float(metrics.get("sigma_calibration", 1.0))),
         "metrics": json.dumps(metrics, default=str),
+        "sigma_calibration_fit": "" if calibration is None else json.dumps(calibration),
         "precision": "float32",
     }
 
@@ -333,9 +341,6 @@ def calibration_crops(cfg: Config, num_images: int) -> np.ndarray:
         ValueError: the training data is missing (naming the key and file), or no crop of it
             is usable (no labelled person, every picked image unreadable).
     """
-    from posereg.data.dataset import TopDownDataset
-    from posereg.models.build import codec_for
-
     d = cfg.data
     for key, value, ok in (
         ("data.train_ann", d.train_ann, Path(d.train_ann).is_file()),
@@ -344,8 +349,9 @@ def calibration_crops(cfg: Config, num_images: int) -> np.ndarray:
         if not ok:
             raise ValueError(
                 f"--int8 calibrates on training crops, but {key} of the checkpoint's config, "
-                f"{value}, is not there (run the export where the training data is, or make it "
-                "first: posereg data synth for a synthetic set)"
+                f"{value}, is not there (relative paths are read from the current folder: run the "
+                "export where the training data is, or make it first: posereg data synth for a "
+                "synthetic set)"
             )
     common: dict[str, Any] = dict(
         input_size=tuple(d.input_size),
@@ -390,7 +396,9 @@ def int8_exclusions(path: str | os.PathLike) -> list[str]:
     and the decode after the head (the scores' ``1 - mean_d sigma``, Eq. 9): sigma is a
     probability-scale quantity in (0, 1) whose small values set the regions and the scores, and
     those nodes cost nothing next to the backbone. Found by the exporter's module scopes
-    (``/model/head/fc_sigma/...``); nodes outside ``/model/`` (the decode) are kept too.
+    (``/model/head/fc_sigma/...``); nodes outside ``/model/`` (the decode) are kept too. The
+    names are the TorchScript-based exporter's (``export_onnx(dynamo=False)``, what ``posereg
+    export`` uses); the dynamo exporter names nodes otherwise, and nothing would be kept.
     """
     onnx = _require("onnx")
     graph = onnx.load(str(path)).graph
@@ -415,7 +423,8 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 class _Crops:
-    """ONNX Runtime's CalibrationDataReader over crops (N, 3, H, W), one batch of 1 at a time."""
+    """Crops (N, 3, H, W), one batch of 1 at a time: an ONNX Runtime ``CalibrationDataReader``
+    (any class with ``get_next`` is one, by its ``__subclasshook__``)."""
 
     def __init__(self, crops: np.ndarray) -> None:
         self.crops = crops
@@ -454,7 +463,7 @@ def quantize_int8(
     """
     onnx = _require("onnx")
     quantization = _require("onnxruntime.quantization")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import QuantFormat, QuantType
 
     proto = onnx.load(str(float_path))
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -464,13 +473,12 @@ def quantize_int8(
             f"with an axis), got opset {opset}"
         )
     exclude = int8_exclusions(float_path) if exclude is None else exclude
-    reader = type("CropReader", (_Crops, CalibrationDataReader), {})(crops)
     path = Path(path)
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work, _quiet_root_logger():
         # (ONNX Runtime logs advice to pre-process the model, on the root logger: shape inference
         # and fusions, which the exporter's graph already has: static shapes, BN folded)
         quantization.quantize_static(
-            str(float_path), str(Path(work) / "int8.onnx"), reader,
+            str(float_path), str(Path(work) / "int8.onnx"), _Crops(crops),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
@@ -551,7 +559,7 @@ def export_checkpoint(
     if not overwrite:
         refuse_existing(path)
     model, cfg, state = model_from_checkpoint(checkpoint)
-    metadata = export_metadata(model, cfg, state.get("metrics"))
+    metadata = export_metadata(model, cfg, state.get("metrics"), state.get("sigma_calibration"))
     size = tuple(cfg.data.input_size)
     if not int8:
         export_onnx(model, path, size, opset=opset, metadata=metadata)  # type: ignore[arg-type]

@@ -183,4 +183,7 @@ def load_onnx_model(
     model = OnnxPoseModel(session, head, _OUTPUT_TYPES[meta["head_output"]], region)
     metrics = json.loads(meta.get("metrics") or "{}")
     metrics.setdefault("sigma_calibration", float(meta.get("sigma_calibration", 1.0)))
-    return model, cfg, {"metrics": metrics, "metadata": meta}
+    state: dict[str, Any] = {"metrics": metrics, "metadata": meta}
+    if meta.get("sigma_calibration_fit"):  # the checkpoint's per-keypoint c_k (SigmaCalibration)
+        state["sigma_calibration"] = json.loads(meta["sigma_calibration_fit"])
+    return model, cfg, state

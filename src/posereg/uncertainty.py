@@ -41,13 +41,14 @@ L1, L2, heatmap and integral heads learn no density: :func:`region_from_criterio
 
 Calibrated sigma (issue 19, item 3). Beside the region, a keypoint's sigma is reported in the
 units of the data (image pixels; mm for the lifter) as a Laplace scale fitted on held-out data:
-``sigma_calibrated = c_k * sigma`` per keypoint k (:class:`SigmaCalibration`). With the model
+``sigma_calibrated = c_kd * sigma_d`` per keypoint k and axis d (:class:`SigmaCalibration`).
+With the model
 
-    truth_d - mu_d = c_k * sigma_d * e_d,   e_d ~ Laplace(0, 1) iid   (per axis d)
+    truth_d - mu_d = c_kd * sigma_d * e_d,   e_d ~ Laplace(0, 1) iid   (per axis d)
 
-the log-likelihood of the validation residuals, sum -log(2 c_k sigma) - |r| / (c_k sigma), is
-maximal at c_k = mean over the keypoint's labelled residuals of |r_d| / sigma_d
-(:func:`fit_sigma_scale`): the Laplace MLE, so c_k * sigma is the scale whose E|r| matches the
+the log-likelihood of the validation residuals, sum -log(2 c sigma) - |r| / (c sigma), is
+maximal at c_kd = mean over the keypoint's labelled residuals of |r_d| / sigma_d
+(:func:`fit_sigma_scale`; pooled over the axes with ``per_axis=False``): the Laplace MLE, so c_k * sigma is the scale whose E|r| matches the
 observed one (a calibrated model has E|r_d| = c_k sigma_d and P(|r_d| <= t c_k sigma_d) =
 1 - exp(-t)). It is a read-out for users, not a second density: the region above stays the
 flow's, and the two agree when the flow is close to a Laplace.

@@ -196,7 +196,7 @@ class EvalResult:
     # pixels. RLE's sigma is a relative scale (the flow models the residual's shape and
     # spread), so drawings multiply sigma by this to show the typical error.
     sigma_calibration: float = float("nan")
-    # per-keypoint c_k of the calibrated sigma c_k x sigma (Laplace MLE on these residuals,
+    # per keypoint and axis c_kd of the calibrated sigma c x sigma (Laplace MLE on these residuals,
     # posereg.uncertainty.SigmaCalibration); saved in checkpoints; None without sigma or truth
     sigma_fit: SigmaCalibration | None = None
     predictions: Predictions | None = None
@@ -434,9 +434,12 @@ def evaluate_predictions(
             result.sigma_calibration = float(
                 np.median(abs_err / np.maximum(preds.sigma[visible], 1e-9))
             )
+            # per axis: the official head's sigma is ~0.6 as wide in y as in x relative to the
+            # error (benchmarks/bench_sigma_calibration.py, docs/uncertainty.md)
             result.sigma_fit = SigmaCalibration.fit(
-                truth[..., :2] - preds.keypoints, preds.sigma, visible, truth=result.truth
-            )
+                truth[..., :2] - preds.keypoints, preds.sigma, visible, per_axis=True,
+                truth=result.truth,
+            )  # fmt: skip
         if "head_top" in skel.keypoint_names and "upper_neck" in skel.keypoint_names:
             from posereg.metrics.pck import head_size_from_joints
 

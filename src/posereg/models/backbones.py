@@ -381,8 +381,9 @@ class TimmFeatures(nn.Module):
 
     Arguments:
         name: the timm model name (without ``timm:``).
-        pretrained: False; True (timm's weights, downloaded: see create_backbone); or a local
-            weights file of the full timm model (loaded by timm, which drops the classifier).
+        pretrained: timm's weights (downloaded: see create_backbone).
+        state_dict: weights of the full timm model (e.g. read from a local file), loaded by
+            timm's own loader, which drops the classifier and adapts them to ``features_only``.
         kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
 
     Attributes:
@@ -395,14 +396,20 @@ class TimmFeatures(nn.Module):
         (512, 32)
     """
 
-    def __init__(self, name: str, pretrained: bool | str | os.PathLike = False, **kwargs: Any):
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = False,
+        state_dict: Mapping[str, Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         timm = _import_timm(TIMM_PREFIX + name)
-        if pretrained is not False and pretrained is not True:
-            kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(pretrained)}}
+        if state_dict is not None:
+            kwargs = {**kwargs, "pretrained_cfg_overlay": {"state_dict": dict(state_dict)}}
         self.model = timm.create_model(
             name,
-            pretrained=pretrained is not False,
+            pretrained=pretrained or state_dict is not None,
             features_only=True,
             out_indices=(-1,),
             **kwargs,
@@ -509,7 +516,7 @@ def create_backbone(
         >>> channels, backbone(torch.randn(1, 3, 64, 48)).shape[1], backbone.stride
         (256, 256, 32)
     """
-    timm_file = None  # a local weights file that timm loads itself
+    timm_file = None  # a local weights file, read here and loaded by timm
     if name.startswith(TIMM_PREFIX):
         timm_name = name[len(TIMM_PREFIX) :]
         _check_timm_name(timm_name)  # before any download or file
@@ -519,9 +526,8 @@ def create_backbone(
             return _timm_features(timm_name, width, **kw)
 
         if pretrained is not False and pretrained is not True:
-            timm_file = Path(pretrained).expanduser()
-            if not timm_file.is_file():
-                raise FileNotFoundError(f"pretrained weights file not found: {timm_file}")
+            timm_file = str(pretrained)  # read here (checked, weights only), loaded by timm
+            kwargs = {**kwargs, "state_dict": _read_weights_file(pretrained)}
     else:
         try:
             factory = BACKBONES[name]
@@ -537,9 +543,7 @@ def create_backbone(
     download_timm = pretrained is True and name not in TORCHVISION_WEIGHTS
     if download_timm:
         _require_hf_hub(name)
-    if timm_file is not None:
-        kwargs = {**kwargs, "pretrained": timm_file}
-    elif download_timm:
+    if download_timm:
         kwargs = {**kwargs, "pretrained": True}
     try:
         module = factory(width=width, **kwargs)
@@ -561,9 +565,7 @@ def create_backbone(
 
     if pretrained is True and name in TORCHVISION_WEIGHTS:
         load_weights(module, _torchvision_state_dict(name), f"torchvision {name} weights")
-    elif timm_file is not None:
-        check_finite(module.state_dict(), str(timm_file))
-    elif pretrained is not False and pretrained is not True:
+    elif pretrained is not False and pretrained is not True and timm_file is None:
         load_weights(module, _read_weights_file(pretrained), str(pretrained))
     return module, int(module.out_channels)
 

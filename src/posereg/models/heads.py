@@ -378,8 +378,8 @@ def _map_size(input_size: tuple[int, int], num_layers: int, stride: int = 32) ->
     """(h, w) of the maps from stride-``stride`` features after ``num_layers`` doublings."""
     if stride % 2**num_layers:
         raise ValueError(
-            f"{num_layers} deconvolutions (num_deconv) double stride-{stride} features past the "
-            f"input resolution; use at most {stride.bit_length() - 1}"
+            f"num_deconv={num_layers}: {2**num_layers}x upsampling of stride-{stride} features "
+            f"gives no whole map stride; use a num_deconv whose 2**num_deconv divides {stride}"
         )
     map_stride = stride // 2**num_layers
     return input_size[0] // map_stride, input_size[1] // map_stride

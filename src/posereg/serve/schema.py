@@ -31,8 +31,8 @@ class Keypoint(BaseModel):
     )
     sigma_calibrated: tuple[float, float] | None = Field(
         default=None,
-        description="per-axis (x, y) calibrated sigma in pixels, c_k x sigma: a Laplace scale "
-        "per keypoint fitted on the run's validation set, so the mean |error| per axis is about "
+        description="per-axis (x, y) calibrated sigma in pixels, c_k x sigma: a Laplace scale per "
+        "keypoint and axis fitted on the run's validation set, so the mean |error| per axis is about "
         "this (c_k = 1 when the checkpoint holds no calibration: see sigma_calibration_fitted); "
         "null when the head predicts no sigma",
     )

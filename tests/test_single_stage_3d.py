@@ -18,6 +18,7 @@ from posereg.config import Config, ConfigError, DataConfig, EvalConfig, ModelCon
 from posereg.data.badinput import BadInputError
 from posereg.data.dataset import TopDownDataset, TransformConfig
 from posereg.data.depth import root_joints
+from posereg.decode import root_relative_depth
 from posereg.engine.eval3d import evaluate_depth
 from posereg.engine.evaluate import primary_metric, primary_score
 from posereg.metrics.mpjpe import back_project
@@ -192,13 +193,13 @@ def test_a_perfect_prediction_back_projects_to_the_generators_joints(synth3d):
     labelled = clean[..., 2] > 0
     assert labelled.sum() > 20
     assert np.abs(uv - clean[..., :2])[labelled].max() < 0.02  # px (the file rounds to 1e-3 px)
-    # a perfect (u, v, d), d with any common offset (the metric makes it root-relative): ~0 mm
-    depth = t.joints_3d[..., 2] / 2000.0 + 0.3
+    # a perfect (u, v, d), d with any common offset (the depth codec makes it root-relative): ~0 mm
+    depth = root_relative_depth(t.joints_3d[..., 2] / 2000.0 + 0.3, root_joints(ds.skeleton), 2000)
     result = evaluate_depth(uv, depth, ds)
     assert result.mpjpe < 1e-6 and result.pa_mpjpe < 1e-6 and result.num_poses == len(t)
     # 100 mm too deep on the right wrist alone: MPJPE = |ray to 100 mm further| / 17 per pose
     wrong = depth.copy()
-    wrong[:, 10] += 100.0 / 2000.0
+    wrong[:, 10] += 100.0
     ray = np.linalg.norm(t.joints_3d[:, 10] / t.joints_3d[:, 10, 2:3], axis=-1) * 100.0
     assert evaluate_depth(uv, wrong, ds).mpjpe == pytest.approx(float(np.mean(ray / 17)), rel=1e-6)
 

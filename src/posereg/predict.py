@@ -31,13 +31,9 @@ from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.dataset import image_to_tensor
 from posereg.data.depth import DEPTH_RANGE_MM, root_joints
 from posereg.data.image_io import read_image
-from posereg.data.transforms import (
-    box_to_center_scale,
-    crop_to_image,
-    get_affine_transform,
-    warp_crop,
-)
-from posereg.metrics.coco import instance_score
+from posereg.data.transforms import box_to_center_scale, get_affine_transform, warp_crop
+from posereg.decode import decode_crops
+from posereg.metrics.coco import instance_score, make_coco_predictions
 from posereg.models.build import model_from_checkpoint
 from posereg.outputs import os_error, write_atomic
 from posereg.runtime import is_onnx, load_onnx_model
@@ -364,30 +360,22 @@ class Predictor:
         ]
         images = torch.stack(crops).to(self.device)
         dec = self.model.predict(images, self.flip_test, self.skeleton.flip_index)
-        mu = dec.keypoints[..., :2].float().cpu().double().numpy()  # (N, K, 2) crop-normalized
-        confidence = dec.scores.float().cpu().double().numpy()
-        sigma = depth = depth_sigma = None
-        if dec.sigma is not None:
-            sigma = dec.sigma[..., :2].float().cpu().double().numpy() * scale[:, None, :]
+        root = root_joints(self.skeleton) if three_d else None
+        poses = decode_crops(dec, center, scale, root, self.depth_range)
+        sigma = poses.sigma
         region = None
         if sigma is not None and self.region is not None:
             region = self.region.semi_axes(sigma, self.region_level)  # (N, K, 2) px
-        if three_d:  # (u, v, d): d made root-relative (official), in mm
-            d = dec.keypoints[..., 2].float().cpu().double().numpy()
-            root = list(root_joints(self.skeleton))
-            depth = (d - d[:, root].mean(axis=1, keepdims=True)) * self.depth_range
-            if dec.sigma is not None:
-                depth_sigma = dec.sigma[..., 2].float().cpu().double().numpy() * self.depth_range
         return PoseResult(
-            keypoints=crop_to_image(mu, center, scale),
+            keypoints=poses.keypoints,
             sigma=sigma,
-            confidence=confidence,
+            confidence=poses.confidence,
             boxes=box_arr,
-            scores=instance_score(confidence, det, self.score_rule),
+            scores=instance_score(poses.confidence, det, self.score_rule),
             region=region,
             region_p=None if region is None else self.region_level,
-            depth=depth,
-            depth_sigma=depth_sigma,
+            depth=poses.depth,
+            depth_sigma=poses.depth_sigma,
             sigma_calibrated=None if sigma is None else self.calibration.apply(sigma),
         )
 
@@ -401,30 +389,23 @@ def result_entries(
     ``region`` (K x 2 semi-axes in pixels of the predictive ``region_p``-region) with
     ``region_p`` for heads whose loss learned a density, and for 3D models ``depth`` (K
     root-relative mm) and ``depth_sigma`` (K mm, with sigma)) of the people ``people`` (indices;
-    default all) of ``result``, rounded as posereg writes them."""
-    entries = []
-    for i in range(len(result.keypoints)) if people is None else people:
-        flat = np.concatenate([result.keypoints[i], result.confidence[i][:, None]], axis=1)
-        entry = {
-            "image_id": image_id,
-            "category_id": 1,
-            "bbox": result.boxes[i].round(2).tolist(),
-            "keypoints": flat.round(3).reshape(-1).tolist(),
-            "score": float(result.scores[i]),
-        }
-        if result.sigma is not None:
-            entry["sigma"] = result.sigma[i].round(3).tolist()
-        if result.sigma_calibrated is not None:
-            entry["sigma_calibrated"] = result.sigma_calibrated[i].round(3).tolist()
-        if result.region is not None:
-            entry["region"] = result.region[i].round(3).tolist()
-            entry["region_p"] = result.region_p
-        if result.depth is not None:
-            entry["depth"] = result.depth[i].round(1).tolist()
-        if result.depth_sigma is not None:
-            entry["depth_sigma"] = result.depth_sigma[i].round(1).tolist()
-        entries.append(entry)
-    return entries
+    default all) of ``result``, rounded as posereg writes them
+    (:func:`posereg.metrics.make_coco_predictions`, the writer evaluation uses too)."""
+    r = result if people is None else result.select(np.asarray(people, dtype=int))
+    return make_coco_predictions(
+        np.full(len(r.keypoints), image_id),
+        r.keypoints,
+        r.confidence,
+        scores=r.scores,
+        boxes=r.boxes,
+        sigma=r.sigma,
+        sigma_calibrated=r.sigma_calibrated,
+        region=r.region,
+        region_p=r.region_p,
+        depth=r.depth,
+        depth_sigma=r.depth_sigma,
+        decimals=3,
+    )
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

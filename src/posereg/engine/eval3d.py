@@ -4,7 +4,9 @@ The protocol of Integral regression (Sun et al., ECCV 2018) and of the official 
 (``rlepose/datasets/h36m.py``, ``H36m.evaluate``):
 
 1. the predicted depth is made root-relative (``d_k - d_root``; the official model does this in
-   its forward at evaluation) and scaled to mm (``x depth_range``, official 2000 mm);
+   its forward at evaluation) and scaled to mm (``x depth_range``, official 2000 mm), by the one
+   depth codec :func:`posereg.decode.root_relative_depth` that ``posereg predict`` uses too
+   (:func:`posereg.engine.evaluate.predict_dataset` hands it over in mm);
 2. the camera depth of each joint is the ground-truth root depth plus that: ``Z_k = Z_root^gt +
    (d_k - d_root) * depth_range`` (the absolute distance is not predicted);
 3. the predicted image point (u, v) (image pixels, after the flip test) is back-projected with the
@@ -26,29 +28,20 @@ __all__ = ["camera_joints", "evaluate_depth"]
 
 
 def camera_joints(
-    uv: np.ndarray,
-    depth: np.ndarray,
-    root_depth: np.ndarray,
-    intrinsics: np.ndarray,
-    root: tuple[int, ...],
-    depth_range: float,
+    uv: np.ndarray, depth: np.ndarray, root_depth: np.ndarray, intrinsics: np.ndarray
 ) -> np.ndarray:
-    """Predicted camera-frame joints from (u, v) and normalized depth, with the true root depth.
+    """Predicted camera-frame joints from (u, v) and root-relative depth, with the true root depth.
 
     Arguments:
         uv: (N, K, 2) predicted image pixels.
-        depth: (N, K) predicted normalized depth d (any offset: it is made root-relative).
+        depth: (N, K) predicted root-relative depth, mm (:func:`posereg.decode.root_relative_depth`).
         root_depth: (N,) ground-truth camera depth of the root, mm.
         intrinsics: (N, 3, 3).
-        root: the root joints (their mean is the root).
-        depth_range: mm per unit of d (official 2000).
 
     Returns:
         (N, K, 3) mm, camera frame (not yet root-relative).
     """
-    relative = depth - depth[:, list(root)].mean(axis=1, keepdims=True)
-    z = root_depth[:, None] + relative * depth_range
-    return back_project(uv, z, intrinsics)
+    return back_project(uv, root_depth[:, None] + depth, intrinsics)
 
 
 def evaluate_depth(
@@ -58,7 +51,8 @@ def evaluate_depth(
 
     Arguments:
         uv: (N, K, 2) predicted image pixels, dataset order.
-        depth: (N, K) predicted normalized depth d, dataset order.
+        depth: (N, K) predicted root-relative depth, mm, dataset order
+            (:attr:`posereg.engine.evaluate.Predictions.depth`).
         dataset: a dataset built with ``depth_range`` (its table holds joints_3d, intrinsics).
         keep: (N,) instances to count (e.g. not on unreadable images); default all.
     """
@@ -68,10 +62,7 @@ def evaluate_depth(
     keep = np.ones(len(table), dtype=bool) if keep is None else keep
     root = root_joints(dataset.skeleton)
     truth = table.joints_3d[keep]
-    pred = camera_joints(
-        uv[keep], depth[keep], root_of(truth, root)[:, 2], table.intrinsics[keep], root,
-        dataset.depth_range,
-    )  # fmt: skip
+    pred = camera_joints(uv[keep], depth[keep], root_of(truth, root)[:, 2], table.intrinsics[keep])
     pred_rel = pred - root_of(pred, root)[:, None]
     truth_rel = truth - root_of(truth, root)[:, None]
     return evaluate_3d(pred_rel, truth_rel, dataset.skeleton.keypoint_names)

@@ -27,7 +27,9 @@ from torch.utils.data import DataLoader
 
 from posereg.config import Config, ConfigError
 from posereg.data.dataset import TopDownDataset, collate
+from posereg.data.depth import DEPTH_RANGE_MM, root_joints
 from posereg.data.transforms import crop_to_image
+from posereg.decode import decode_crops
 from posereg.engine import distributed as D
 from posereg.engine.builders import build_datasets
 from posereg.engine.eval3d import evaluate_depth
@@ -86,8 +88,8 @@ class Predictions:
         valid: (N,) False where the image was unreadable (``on_bad_image="skip"``): those rows
             are zeros and no metric uses them. None: all valid.
         bad_files: the unreadable images' paths, one per invalid instance.
-        depth: (N, K) the predicted normalized depth d of a 3D model (``data.depth``), as the
-            head outputs it (not yet root-relative); None for 2D models.
+        depth: (N, K) a 3D model's (``data.depth``) predicted root-relative depth, mm
+            (:func:`posereg.decode.root_relative_depth`); None for 2D models.
     """
 
     keypoints: np.ndarray
@@ -240,7 +242,8 @@ def predict_dataset(
     workers: int = 0,
     info: D.DistInfo | None = None,
 ) -> Predictions:
-    """Run ``model.predict`` on every instance (sharded across ranks, gathered on all).
+    """Run ``model.predict`` on every instance (sharded across ranks, gathered on all) and map
+    it to image space with :func:`posereg.decode.decode_crops` (as :class:`posereg.predict.Predictor`).
 
     Instances whose image was unreadable (``on_bad_image="skip"``) get zero rows and
     ``valid=False``.
@@ -261,16 +264,18 @@ def predict_dataset(
     bad_files: list[str] = []
     has_sigma = False
     indices = [i for batch in sampler for i in batch]
+    three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
+    root = root_joints(dataset.skeleton) if three_d else None
+    depth_range = dataset.depth_range if dataset.depth_range is not None else DEPTH_RANGE_MM
     for batch in loader:
         dec = model.predict(batch.image.to(device), flip_test, dataset.skeleton.flip_index)
-        mu = _numpy(dec.keypoints[..., :2])  # (B, K, 2) crop-normalized
-        has_sigma = dec.sigma is not None
-        sigma = _numpy(dec.sigma[..., :2]) if has_sigma else np.zeros_like(mu)
-        kp = crop_to_image(mu, batch.center, batch.scale)
-        # (B, K) normalized depth of a 3D model (zeros for 2D ones)
-        depth = _numpy(dec.keypoints[..., 2]) if dec.keypoints.shape[-1] == 3 else mu[..., 0] * 0.0
+        poses = decode_crops(dec, batch.center, batch.scale, root, depth_range)
+        has_sigma = poses.sigma is not None
+        sigma = poses.sigma if has_sigma else np.zeros_like(poses.normalized)
+        # (B, K) root-relative depth of a 3D model, mm (zeros for 2D ones)
+        depth = poses.depth if poses.depth is not None else np.zeros_like(poses.confidence)
         parts.append(
-            (mu, kp, sigma * batch.scale[:, None, :], _numpy(dec.scores), batch.valid, depth)
+            (poses.normalized, poses.keypoints, sigma, poses.confidence, batch.valid, depth)
         )
         bad_files += batch.bad_files
     model.train(was_training)
@@ -296,15 +301,10 @@ def predict_dataset(
     invalid = ~valid
     for a in (normalized, keypoints, sig, conf, depth):
         a[invalid] = 0.0
-    three_d = getattr(getattr(model, "head", None), "dim", 2) == 3
     return Predictions(
         keypoints, sig if with_sigma else None, conf, normalized, valid, all_bad,
         depth if three_d else None,
     )  # fmt: skip
-
-
-def _numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().float().cpu().numpy().astype(np.float64)
 
 
 def mean_pose(dataset: TopDownDataset) -> np.ndarray:
@@ -354,24 +354,25 @@ def coco_results(
 ) -> list[dict]:
     """COCO results entries of the instances :func:`kept_instances` keeps (none for unreadable images).
 
-    Each entry also carries ``sigma`` (K x 2 image pixels) when the model predicts one.
+    Written by :func:`posereg.metrics.make_coco_predictions`, the writer of ``posereg predict``
+    too, at full precision (``decimals=None``: AP is that of the unrounded predictions). Each
+    entry also carries ``sigma`` (K x 2 image pixels) when the model predicts one, and ``depth``
+    (K root-relative mm) for a 3D model.
     """
     table = dataset.table
     keep = kept_instances(preds, dataset)
     det = cfg.eval.use_detections and cfg.data.detections
     areas = dataset.scales[:, 0] * dataset.scales[:, 1]
-    entries = make_coco_predictions(
+    return make_coco_predictions(
         table.image_ids[table.image_index][keep],
         preds.keypoints[keep],
         preds.confidence[keep],
         bbox_scores=table.bbox_scores[keep] if det else None,
         areas=areas[keep] if with_areas else None,
         rule=cfg.eval.score_rule,
+        sigma=None if preds.sigma is None else preds.sigma[keep],
+        depth=None if preds.depth is None else preds.depth[keep],
     )
-    if preds.sigma is not None:
-        for entry, sig in zip(entries, preds.sigma[keep], strict=True):
-            entry["sigma"] = sig.round(3).tolist()
-    return entries
 
 
 def evaluate_predictions(

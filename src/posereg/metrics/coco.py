@@ -629,6 +629,10 @@ def instance_score(
     return fn(kp, bs)
 
 
+def _rounded(a: np.ndarray, decimals: int | None) -> list:
+    return (a if decimals is None else a.round(decimals)).tolist()
+
+
 def make_coco_predictions(
     image_ids: Sequence[int] | np.ndarray,
     keypoints: np.ndarray,
@@ -638,36 +642,74 @@ def make_coco_predictions(
     *,
     rule: str = "official",
     category_id: int = 1,
+    scores: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+    sigma_calibrated: np.ndarray | None = None,
+    region: np.ndarray | None = None,
+    region_p: float | None = None,
+    depth: np.ndarray | None = None,
+    depth_sigma: np.ndarray | None = None,
+    decimals: int | None = None,
 ) -> list[dict]:
-    """COCO results entries from image-space predictions.
+    """COCO results entries from image-space predictions: the one writer of ``posereg eval``
+    (:func:`posereg.engine.evaluate.coco_results`) and ``posereg predict``
+    (:func:`posereg.predict.result_entries`).
 
     Arguments:
-        image_ids: (N,) image ids (``Batch.image_id``).
-        keypoints: (N, K, 2) image-pixel keypoints (:func:`crop_to_image` output).
-        keypoint_scores: (N, K) per-keypoint confidences.
+        image_ids: (N,) each person's image id (``Batch.image_id``).
+        keypoints: (N, K, 2) image-pixel keypoints (:func:`posereg.decode.decode_crops` output).
+        keypoint_scores: (N, K) per-keypoint confidences (each triplet's third value).
         bbox_scores: (N,) detection scores, or None with ground-truth boxes.
         areas: (N,) areas kept for OKS-NMS (the official code uses the crop box area,
             ``scale_w * scale_h``).
         rule: instance score rule (:func:`instance_score`).
         category_id: the person category.
+        scores: (N,) instance scores already computed (``PoseResult.scores``); None:
+            ``instance_score(keypoint_scores, bbox_scores, rule)``.
+        boxes: (N, 4) (x, y, w, h) pixels -> ``bbox``.
+        sigma, sigma_calibrated, region: (N, K, 2) pixels -> ``sigma``, ``sigma_calibrated``,
+            ``region`` (with ``region_p``).
+        depth, depth_sigma: (N, K) root-relative mm -> ``depth``, ``depth_sigma``.
+        decimals: round the pixel values (keypoint triplets, sigma, region) to this many
+            decimals, boxes to 2 and depths to 1, as ``posereg predict`` writes them; None (the
+            default, evaluation's) keeps full precision, so AP is that of the unrounded
+            predictions. Scores are never rounded.
 
     Returns:
-        ``[{image_id, category_id, keypoints (3K, confidence as the third value), score[, area]}]``.
+        ``[{image_id, category_id, keypoints (3K, confidence as the third value), score[, bbox,
+        sigma, sigma_calibrated, region, region_p, depth, depth_sigma, area]}]``, in order.
     """
     keypoints = np.asarray(keypoints, dtype=np.float64)
     kp_scores = np.asarray(keypoint_scores, dtype=np.float64)
-    scores = instance_score(kp_scores, bbox_scores, rule)
+    if scores is None:
+        scores = instance_score(kp_scores, bbox_scores, rule)
     flat = np.concatenate([keypoints[..., :2], kp_scores[..., None]], axis=-1).reshape(
         len(keypoints), -1
     )
+    box_decimals = None if decimals is None else 2
+    depth_decimals = None if decimals is None else 1
     out = []
     for n in range(len(keypoints)):
         entry = {
             "image_id": int(image_ids[n]),
             "category_id": int(category_id),
-            "keypoints": flat[n].tolist(),
+            "keypoints": _rounded(flat[n], decimals),
             "score": float(scores[n]),
         }
+        if boxes is not None:
+            entry["bbox"] = _rounded(np.asarray(boxes[n], dtype=np.float64), box_decimals)
+        if sigma is not None:
+            entry["sigma"] = _rounded(sigma[n], decimals)
+        if sigma_calibrated is not None:
+            entry["sigma_calibrated"] = _rounded(sigma_calibrated[n], decimals)
+        if region is not None:
+            entry["region"] = _rounded(region[n], decimals)
+            entry["region_p"] = region_p
+        if depth is not None:
+            entry["depth"] = _rounded(depth[n], depth_decimals)
+        if depth_sigma is not None:
+            entry["depth_sigma"] = _rounded(depth_sigma[n], depth_decimals)
         if areas is not None:
             entry["area"] = float(areas[n])
         out.append(entry)

@@ -301,7 +301,7 @@ def trained_lifter(tmp_path_factory) -> Path:
     pairs = synthetic_pairs(128, seed=1, noise="none")
     cfg = dataclasses.replace(LIFT_CFG, train=LiftTrainConfig(epochs=1, batch_size=32, threads=1))
     model, result = fit_lifter(cfg, pairs, pairs)
-    state = _checkpoint_state(model, cfg, 1, result.metrics)
+    state = _checkpoint_state(model, cfg, 1, result.metrics, pairs)
     return save_checkpoint(state, tmp_path_factory.mktemp("lifter") / "best.pt")
 
 

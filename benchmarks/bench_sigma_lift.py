@@ -12,7 +12,11 @@ x 0.7 per epoch, gradient clipping 1. Only the loss changes between the arms:
 - ``rle_paper_log_s``: ``{q: laplace, convention: paper, log_s: true}`` (Eq. 8 with the
   normaliser log s of appendix E, estimated by sampling, docs/losses.md);
 - ``laplace_nll``: log(2 sigma) + |residual| / sigma per coordinate;
-- ``l1``, ``l2`` (the ratio's denominator; the paper's baseline).
+- ``l1``, ``l2`` (the ratio's denominator; the paper's baseline);
+- a probe, only with ``--arms``: ``rle_paper_log_s_resample``, the paper arm with new points
+  x_i ~ Q at every step (``log_s_resample``). For the log s arms the raw numbers also hold
+  the trained flow's log s on the loss's points (``log_s_loss``) and on 2^16 points of another
+  scramble (``log_s_check``): a flow that fits the loss's fixed points makes the first too low.
 
 Per seed (initialisation, batch order, dropout) the arms run one after the other with the same
 data (data seed 0), so machine load hits them alike. Reported per arm, mean +- std over seeds:
@@ -50,6 +54,7 @@ import torch
 from posereg.config import load_lift_config
 from posereg.data.lift import LiftSet
 from posereg.engine.lift import build_lift_data, fit_lifter
+from posereg.losses import RLELoss
 from posereg.models.lifter import FCLifter
 from posereg.skeletons import get_skeleton
 from posereg.uncertainty import region_from_criterion
@@ -63,8 +68,18 @@ ARMS: dict[str, tuple[str, dict]] = {
     "rle_paper_log_s": ("rle", {"q": "laplace", "convention": "paper", "log_s": True}),
     "laplace_nll": ("laplace_nll", {}),
     "l1": ("l1", {}),
+    # a probe, not in the default arms: new points x_i ~ Q at every step, so that the flow
+    # cannot fit the fixed ones
+    "rle_paper_log_s_resample": (
+        "rle",
+        {"q": "laplace", "convention": "paper", "log_s": True, "log_s_resample": True},
+    ),
 }
-SIGMA_ARMS = ("rle_official", "rle_paper_log_s", "laplace_nll")
+DEFAULT_ARMS = ("l2", "rle_official", "rle_paper_log_s", "laplace_nll", "l1")
+SIGMA_ARMS = ("rle_official", "rle_paper_log_s", "laplace_nll", "rle_paper_log_s_resample")
+#: points and scramble seed of the check of a trained flow's log s (another scramble than the
+#: loss's, 128 x the 3D default)
+CHECK_POINTS, CHECK_SEED = 2**16, 12345
 CAP = 0.95
 
 
@@ -79,7 +94,18 @@ def sigma_stats(model: FCLifter, pairs: LiftSet) -> dict[str, float | list[float
     region = region_from_criterion(model.criterion, levels=(0.9,), dim=3, num_samples=100_000)
     assert region is not None
     bar_mu = ((target - mu) / sigma).double().numpy()
-    return {
+    extra = {}
+    crit = model.criterion
+    if isinstance(crit, RLELoss) and crit.log_s:
+        # the loss's estimate of log s on its points vs an estimate on many other points: a
+        # flow that fits the loss's points makes the first too low
+        check = RLELoss(dim=3, q=crit.q, convention="paper", log_s=True, flow=crit.flow,
+                        log_s_samples=CHECK_POINTS, log_s_seed=CHECK_SEED)  # fmt: skip
+        extra = {
+            "log_s_loss": float(crit.log_normalizer()) if not crit.log_s_resample else None,
+            "log_s_check": float(check.log_normalizer()),
+        }
+    return extra | {
         "sigma_at_cap": float((sigma >= CAP).float().mean()),
         "residual_over_sigma": [float(v) for v in per_joint],
         "coverage_90": float(np.mean(region.contains(bar_mu, 0.9))),
@@ -141,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "lift_synth_rle.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     ap.add_argument("--epochs", type=int, help="default: the config's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="bench_sigma_lift.json", help="raw numbers (and resume)")

@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     root = args.root.resolve()
+    json_path = args.json.resolve() if args.json is not None else None
     root.mkdir(parents=True, exist_ok=True)
     arms = [a for a in ARMS if a.name in args.arms]
     load = os.getloadavg()
@@ -214,12 +215,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from posereg.engine.synthdata import ensure_synthetic_dataset
 
     cfg = load_config(str(REPO / "configs/synth_rle.yaml"), [])
-    cwd = os.getcwd()
+    # the configs' data paths are relative: generation, training and evaluation run in root
     os.chdir(root)
-    try:
-        ensure_synthetic_dataset(cfg.data.synth)
-    finally:
-        os.chdir(cwd)
+    ensure_synthetic_dataset(cfg.data.synth)
 
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
     runs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -256,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown_table(summary))
     text = json.dumps(summary, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if json_path is not None:
+        json_path.write_text(text + "\n")
 
 
 if __name__ == "__main__":

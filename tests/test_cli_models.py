@@ -37,8 +37,11 @@ def test_export_cli_writes_onnx_that_matches_pytorch(tmp_path):
     assert err < 1e-4
     import onnx
 
-    graph = onnx.load(str(tmp_path / "m.onnx")).graph
-    assert [o.name for o in graph.output] == ["keypoints", "scores", "sigma"]
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    # the decoded outputs, then the head's own (posereg.runtime runs the flip test from them)
+    names = [o.name for o in model.graph.output]
+    assert names == ["keypoints", "scores", "sigma", "head.mu", "head.sigma"]
+    assert "posereg_export" in {p.key for p in model.metadata_props}  # a posereg export
 
 
 def test_convert_cli_then_info_and_predict(tmp_path):

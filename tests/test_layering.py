@@ -38,6 +38,7 @@ INFERENCE_MODULES = (
     "posereg.lift",
     "posereg.convert",
     "posereg.runtime",
+    "posereg.decode",
 )
 
 

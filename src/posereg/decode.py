@@ -4,8 +4,8 @@ The one place where a top-down model's decoded crop output (``model.predict``: c
 keypoints, sigma and scores, :class:`posereg.codecs.DecodedKeypoints`) becomes image pixels and
 millimetres. Evaluation (:func:`posereg.engine.evaluate.predict_dataset`) and prediction
 (:class:`posereg.predict.Predictor`) both call :func:`decode_crops`, and both write their COCO
-results entries through :func:`posereg.metrics.make_coco_predictions`, so they cannot drift. Inference code may import this module (it imports
-nothing of :mod:`posereg.engine`).
+results entries through :func:`posereg.metrics.make_coco_predictions`, so they cannot drift.
+Inference code may import this module (it imports nothing of :mod:`posereg.engine`).
 
 - crop geometry: ``x_img = center + mu x scale`` (:func:`posereg.data.transforms.crop_to_image`),
   ``sigma_img = sigma_hat x scale`` per axis;

@@ -397,20 +397,22 @@ _ABLATION = ("l2", "l1", "gaussian_nll", "laplace_nll", "dle", "rle_gaussian", "
              "heatmap", "integral", "integral_rle")  # fmt: skip
 
 
+def _arms_at(
+    name: str, group: str, arms: tuple[str, ...], steps: int, seeds: tuple[int, ...], what: str,
+    budget_minutes: float | None = None,
+) -> Profile:  # fmt: skip
+    """A profile of ``arms`` (:data:`METHODS`) x ``seeds`` at ``steps``, COCO-like noise."""
+    exps = tuple(
+        Experiment(METHODS[arm], group, s, steps, QUICK_DATA) for s in seeds for arm in arms
+    )
+    description = f"{what} at {steps} steps, COCO-like noise, seeds {list(seeds)}"
+    return Profile(name, exps, description, budget_minutes, seeds)
+
+
 def quick(seeds: tuple[int, ...] = (0, 1, 2)) -> Profile:
     """Issue 10 item 1: every loss and head at one fixed budget, COCO-like noise, 3 seeds."""
-    exps = tuple(
-        Experiment(METHODS[arm], "ablation", s, QUICK_STEPS, QUICK_DATA)
-        for s in seeds
-        for arm in _ABLATION
-    )
-    return Profile(
-        "quick",
-        exps,
-        f"loss and head ablation at {QUICK_STEPS} steps, COCO-like noise, seeds {list(seeds)}",
-        90.0,
-        seeds,
-    )
+    what = "loss and head ablation"
+    return _arms_at("quick", "ablation", _ABLATION, QUICK_STEPS, seeds, what, 90.0)
 
 
 def sweep(seeds: tuple[int, ...] = (0, 1, 2), mid: int = QUICK_STEPS) -> Profile:
@@ -500,18 +502,7 @@ def sigma(seeds: tuple[int, ...] = (0, 1, 2)) -> Profile:
     """Issue 19 item 2 (2D): what sigma means under RLE official, RLE paper + log s, the Laplace
     NLL and L1 at the sweep's 1800-step budget, COCO-like noise, 3 seeds. The official RLE and
     L1 runs are the sweep's (the same keys, reused from the cache)."""
-    exps = tuple(
-        Experiment(METHODS[arm], "sigma", s, SIGMA_STEPS, QUICK_DATA)
-        for s in seeds
-        for arm in SIGMA_ARMS
-    )
-    return Profile(
-        "sigma",
-        exps,
-        f"{', '.join(SIGMA_ARMS)} at {SIGMA_STEPS} steps, COCO-like noise, seeds {list(seeds)}",
-        None,
-        seeds,
-    )
+    return _arms_at("sigma", "sigma", SIGMA_ARMS, SIGMA_STEPS, seeds, ", ".join(SIGMA_ARMS))
 
 
 #: For tests: two methods, a tiny generated set, a few steps, a small model and input.

@@ -48,8 +48,8 @@ METADATA_KEY = "posereg_export"
 #: Version 1: ``config`` (JSON, skeleton resolved), ``region`` (JSON of a PredictiveRegion, or
 #: empty), ``sigma_calibration``, ``sigma_calibration_fit`` (JSON of the checkpoint's per-keypoint
 #: :class:`posereg.uncertainty.SigmaCalibration`, or empty), ``metrics`` (JSON), ``precision``
-#: (float32 / int8),
-#: ``head_output`` (the head's output class) and the graph outputs ``head.FIELD``.
+#: (float32 / int8), ``head_output`` (the head's output class) and the graph outputs
+#: ``head.FIELD``.
 EXPORT_VERSION = 1
 #: Prefix of the graph outputs that are the head's output fields (``head.mu``, ``head.sigma``).
 HEAD_PREFIX = "head."

@@ -10,8 +10,9 @@ generator.
 Joint limits (degrees; ``posereg.synth.body.DOF_LIMITS``, one table for both priors): active
 range of motion from the American Academy of Orthopaedic Surgeons, *Joint Motion: Method of
 Measuring and Recording* (1965), and Norkin & White, *Measurement of Joint Motion: A Guide to
-Goniometry*; the range of motion of healthy adults, not of trained acrobats. Two limits depend on another joint, in the spirit of Akhter & Black,
-"Pose-conditioned joint angle limits for 3D human pose reconstruction" (CVPR 2015):
+Goniometry*; the range of motion of healthy adults, not of trained acrobats. Two limits depend
+on another joint, in the spirit of Akhter & Black, "Pose-conditioned joint angle limits for 3D
+human pose reconstruction" (CVPR 2015):
 
 - shoulder elevation behind the back (plane of elevation toward -90) stops at about 60
   (:func:`posereg.synth.body.shoulder_elevation_cap`, shared with the classes);

@@ -101,12 +101,21 @@ def test_docs_name_only_files_that_predict_writes(tmp_path):
 
 
 # --------------------------------------------------------------------------- Ctrl-C
+def _as_a_terminal_job() -> None:
+    """In the child before exec: Ctrl-C as a terminal's foreground job has it (SIG_DFL, so that
+    Python installs its KeyboardInterrupt handler). A SIG_IGN left in the test process by an
+    earlier test would be inherited, and the child would rightly ignore Ctrl-C (as a shell's
+    background job does)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_train(*args: str) -> subprocess.Popen:
     """``posereg train ARGS`` in its own process group (as a terminal's foreground job)."""
     return subprocess.Popen(
         [str(BIN / "posereg"), "train", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+        preexec_fn=_as_a_terminal_job,
     )  # fmt: skip
 
 

@@ -128,6 +128,9 @@ def _ctrl_c_while_reading(fifo: Path, proc: subprocess.Popen) -> tuple[int, str]
         _, err = proc.communicate(timeout=120)
     finally:
         os.close(fd)
+        if proc.poll() is None:  # it ignored the Ctrl-C: leave no process behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     return proc.returncode, err
 
 

@@ -323,7 +323,6 @@ def export_metadata(
         METADATA_KEY: str(EXPORT_VERSION),
         "config": json.dumps(to_dict(saved)),
         "region": "" if region is None else json.dumps(dataclasses.asdict(region)),
-        "sigma_calibration": repr(float(metrics.get("sigma_calibration", 1.0))),
         "metrics": json.dumps(metrics, default=str),
         "sigma_calibration_fit": "" if calibration is None else json.dumps(calibration),
         "precision": "float32",

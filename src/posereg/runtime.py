@@ -46,7 +46,7 @@ __all__ = [
 #: posereg export.
 METADATA_KEY = "posereg_export"
 #: Version 1: ``config`` (JSON, skeleton resolved), ``region`` (JSON of a PredictiveRegion, or
-#: empty), ``sigma_calibration``, ``sigma_calibration_fit`` (JSON of the checkpoint's per-keypoint
+#: empty), ``sigma_calibration_fit`` (JSON of the checkpoint's per-keypoint
 #: :class:`posereg.uncertainty.SigmaCalibration`, or empty), ``metrics`` (JSON), ``precision``
 #: (float32 / int8), ``head_output`` (the head's output class) and the graph outputs
 #: ``head.FIELD``.
@@ -184,7 +184,6 @@ def load_onnx_model(
         region = replace(region, levels=tuple(region.levels), radii=tuple(region.radii))
     model = OnnxPoseModel(session, head, _OUTPUT_TYPES[meta["head_output"]], region)
     metrics = json.loads(meta.get("metrics") or "{}")
-    metrics.setdefault("sigma_calibration", float(meta.get("sigma_calibration", 1.0)))
     state: dict[str, Any] = {"metrics": metrics, "metadata": meta}
     if meta.get("sigma_calibration_fit"):  # the checkpoint's per-keypoint c_k (SigmaCalibration)
         state["sigma_calibration"] = json.loads(meta["sigma_calibration_fit"])

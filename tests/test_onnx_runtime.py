@@ -270,6 +270,15 @@ def _cli_error(capsys, *args: object) -> str:
     return lines[0]
 
 
+def test_an_onnx_export_given_where_a_checkpoint_is_needed_is_one_line(trained, capsys):
+    """export (whose default output would be the file itself) and lift take a .pt only."""
+    for args in (("export", "--checkpoint", trained["onnx"]),
+                 ("lift", "--checkpoint", trained["onnx"], trained["config"])):  # fmt: skip
+        line = _cli_error(capsys, *args)
+        assert f"{trained['onnx']}: not a posereg checkpoint" in line, line
+        assert "it is an ONNX model" in line and "exists" not in line, line
+
+
 def test_an_onnx_file_that_posereg_did_not_export_is_one_line(tmp_path, trained, capsys):
     foreign = _not_a_posereg_export(tmp_path / "foreign.onnx")
     needles = (str(foreign), "not a posereg export", "posereg export --checkpoint")

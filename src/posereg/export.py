@@ -37,7 +37,8 @@ from posereg.data.dataset import TopDownDataset
 from posereg.models.build import codec_for, data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
-from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY
+from posereg.runtime import EXPORT_VERSION, HEAD_PREFIX, METADATA_KEY, is_onnx
+from posereg.torchfile import CHECKPOINT_WHAT, read_torch_file
 from posereg.uncertainty import (
     DRAW_LEVEL,
     FAST_NUM_SAMPLES,
@@ -553,6 +554,8 @@ def export_checkpoint(
             "weights need DequantizeLinear with an axis (below opset 13 ONNX Runtime writes a "
             "model that it cannot load)"
         )
+    if is_onnx(checkpoint):  # its default output would be itself
+        read_torch_file(checkpoint, CHECKPOINT_WHAT)  # "not a posereg checkpoint: it is ONNX"
     suffix = ".int8.onnx" if int8 else ".onnx"
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(suffix)
     if not overwrite:

@@ -116,7 +116,12 @@ def read_torch_file(path: str | Path, what: str, map_location: str | torch.devic
         raise FileNotFoundError(2, f"not found (expected {what})", str(path))
     with path.open("rb") as f:
         head = f.read(64)
-    found = describe_content(head, path.stat().st_size)
+    # ONNX is a protobuf with no fixed first bytes: known by its suffix
+    found = (
+        "it is an ONNX model (posereg export's output: predict, serve and eval take it)"
+        if path.suffix.lower() == ".onnx"
+        else describe_content(head, path.stat().st_size)
+    )
     if found is not None:
         raise TorchFileError(f"{path}: not {what}: {found}")
     try:

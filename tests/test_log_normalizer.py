@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from posereg.flows import RealNVP
-from posereg.losses import LOG_S_SAMPLES, RLELoss, _neg_log_q, build_loss, q_samples
+from posereg.losses import LOG_S_RESAMPLE, LOG_S_SAMPLES, RLELoss, _neg_log_q, build_loss, q_samples
 
 #: s per dimension when G_phi = Q: integral of Q^2 (Laplace e^-|x|/2: 1/4; N(0, 1): 1/(2 sqrt pi))
 S_QQ = {"laplace": 0.25, "gaussian": 1 / (2 * math.sqrt(math.pi))}
@@ -61,6 +61,9 @@ def _random_flow(dim: int, seed: int, scale: float = 1.0) -> RealNVP:
 
 
 def _criterion(flow: nn.Module, dim: int, q: str, **options) -> RLELoss:
+    """The estimator on its fixed points unless ``log_s_resample=True`` is given (the
+    accuracy checks hold one draw of the points fixed, in 3D too)."""
+    options.setdefault("log_s_resample", False)
     return RLELoss(dim=dim, q=q, convention="paper", log_s=True, flow=flow, **options)
 
 
@@ -175,6 +178,19 @@ def test_resampling_draws_new_points_each_call_and_repeats_under_a_seed():
     assert abs(first - reference) < TOLERANCE[3] and abs(second - reference) < TOLERANCE[3]
     torch.manual_seed(0)
     assert float(crit.log_normalizer(dtype=torch.float64).detach()) == first  # seeded runs repeat
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_3d_resamples_by_default_and_2d_keeps_its_fixed_points(dim):
+    """LOG_S_RESAMPLE: a 3D flow trained against fixed points fits them (docs/losses.md), so
+    the 3D default draws new points at each call; 2D keeps the deterministic fixed ones."""
+    crit = RLELoss(dim=dim, convention="paper", log_s=True, flow=_random_flow(dim, 0))
+    assert crit.log_s_resample is LOG_S_RESAMPLE[dim] is (dim == 3)
+    torch.manual_seed(0)
+    first, second = (float(crit.log_normalizer(dtype=torch.float64).detach()) for _ in range(2))
+    assert (first != second) is (dim == 3)
+    assert build_loss("rle", dim=dim, convention="paper", log_s=True).log_s_resample is (dim == 3)
+    assert build_loss("rle", dim=dim, log_s_resample=False).log_s_resample is False
 
 
 @pytest.mark.parametrize("q", ["laplace", "gaussian"])

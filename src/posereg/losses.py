@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from posereg.flows import RealNVP
 
 __all__ = [
+    "LOG_S_RESAMPLE",
     "LOG_S_SAMPLES",
     "SIGMA_EPS",
     "KeypointLoss",
@@ -63,6 +64,12 @@ _AMP = 1.0 / math.sqrt(2 * math.pi)  # the official code's Q constant
 #: error of log s is <= 0.0075 for random flows at these n, and log s costs <= 1.1x the train
 #: step of the main 2D model and of the lifter; in 3D, 1024 points would cost the lifter ~1.15x.
 LOG_S_SAMPLES: dict[int, int] = {2: 1024, 3: 512}
+
+#: Default of ``RLELoss(log_s_resample=...)`` per dimension D (other D: the 3D value): new
+#: points x_i ~ Q at every step in 3D, where a flow trained against fixed points fits them
+#: (measured on the lifter, docs/losses.md); the fixed, deterministic points in 2D, where it
+#: was not seen.
+LOG_S_RESAMPLE: dict[int, bool] = {2: False, 3: True}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -268,9 +275,10 @@ class RLELoss(_FlowLoss):
         log_s: add the normalizer log s = log integral Q G_phi (appendix E), so that
             Q G_phi / s is a normalized density; paper convention only. How it is computed:
             ``log_s_method`` (see :meth:`log_normalizer`).
-        log_s_method: ``"sampling"`` (default): importance sampling from Q on a fixed set of
-            ``log_s_samples`` points; ``"grid"``: the appendix's Riemann sum (the reference,
-            256^2 or 48^3 flow evaluations per step).
+        log_s_method: ``"sampling"`` (default): importance sampling from Q on
+            ``log_s_samples`` points (fixed, or new at each step: ``log_s_resample``);
+            ``"grid"``: the appendix's Riemann sum (the reference, 256^2 or 48^3 flow
+            evaluations per step).
         log_s_samples: number n of points x_i ~ Q of the sampling estimate (default
             :data:`LOG_S_SAMPLES`: 1024 for D=2, 512 for D=3), drawn once (:func:`q_samples`,
             seed ``log_s_seed``) and held in the non-persistent buffer ``log_s_points_q``, so
@@ -280,7 +288,10 @@ class RLELoss(_FlowLoss):
             global generator) instead of using the fixed ones: the error of log s becomes
             noise around an (almost) unbiased value instead of a fixed offset, and the flow
             cannot fit the particular points; the loss is then reproducible only under a
-            fixed ``torch.manual_seed``. Default False (deterministic).
+            fixed ``torch.manual_seed``. Default None: :data:`LOG_S_RESAMPLE` for ``dim``,
+            True in 3D (trained against 512 fixed points the 3D flow fits them: log s ends
+            3.0 too low and the lifter 1.4x worse; docs/losses.md) and False in 2D (the
+            deterministic fixed points, not fitted at 1024 points).
         log_s_range: grid method: half-width r of the integration box, in units of sigma.
         log_s_points: grid method: points per dimension (default 256 for D=2, 48 for D=3).
         flow: the density G_phi; any module with ``log_prob(x: (N, D)) -> (N,)``.
@@ -305,7 +316,7 @@ class RLELoss(_FlowLoss):
         log_s_method: Literal["sampling", "grid"] = "sampling",
         log_s_samples: int | None = None,
         log_s_seed: int = 0,
-        log_s_resample: bool = False,
+        log_s_resample: bool | None = None,
         log_s_range: float = 10.0,
         log_s_points: int | None = None,
         flow: nn.Module | None = None,
@@ -332,6 +343,8 @@ class RLELoss(_FlowLoss):
         self.convention = convention
         self.log_s = log_s
         self.log_s_method = log_s_method
+        if log_s_resample is None:
+            log_s_resample = LOG_S_RESAMPLE.get(dim, LOG_S_RESAMPLE[3])
         self.log_s_resample = log_s_resample
         self.log_s_range = log_s_range
         self.log_s_points = log_s_points or (256 if dim == 2 else 48)
@@ -403,16 +416,17 @@ class RLELoss(_FlowLoss):
           independent draws). The estimate is good while G_phi is not much narrower than Q:
           the relative variance E_Q[G^2] / s^2 grows as G_phi concentrates. With the default n
           (1024 in 2D, 512 in 3D) it is within 0.0075 of the reference for random flows in 2D
-          and 3D, and 0.03 for a flow 4x narrower in 3D (docs/losses.md, the tests). The
-          points are fixed, so the loss is deterministic and its error is a fixed offset, not
-          noise (``log_s_resample=True``: new points at every call, noise instead). Over
+          and 3D, and 0.03 for a flow 4x narrower in 3D (docs/losses.md, the tests). With
+          fixed points (the 2D default) the loss is deterministic and its error is a fixed
+          offset; with ``log_s_resample`` (the 3D default) new points at every call make it
+          noise instead. Over
           32 scramble seeds the error's mean is <= 0.002 and its std 0.001-0.007 for random
           flows at the defaults (``benchmarks/bench_log_s.py --accuracy``). In the loss
           (``forward``) the flow runs once on the labelled keypoints and these points
           concatenated (:meth:`_log_g_and_more`), which this method's separate call would not.
           Trained against fixed points, a 3D flow (512 points) fits them: log s on them ends
-          3.0 below its value (measured on the lifter; in 2D not seen); in 3D train with
-          ``log_s_resample=True`` (docs/losses.md).
+          3.0 below its value (measured on the lifter; in 2D not seen), which is why 3D
+          resamples by default (:data:`LOG_S_RESAMPLE`, docs/losses.md).
         * ``"grid"``: the appendix's Riemann sum, the midpoint rule on ``log_s_points`` cells
           per dimension covering [-log_s_range, log_s_range]^D (cell centres avoid the Laplace
           kink at 0); 256^2 or 48^3 flow evaluations. In 3D with the Laplace Q the default

@@ -46,6 +46,7 @@ __all__ = [
     "read_bytes",
     "is_jpeg",
     "decode_bgr",
+    "check_image_size",
     "read_image",
     "read_exif_orientation",
     "apply_orientation",
@@ -231,6 +232,29 @@ def decode_bgr(
         raise BadInputError(path, record, "cannot decode image (corrupt or unsupported format)")
     pixels = _to_bgr8(image, path, record)
     return DecodedImage(pixels, 1.0, (pixels.shape[0], pixels.shape[1]))
+
+
+def check_image_size(
+    decoded: DecodedImage, height: int, width: int, path: str | Path, record: str = ""
+) -> None:
+    """BadInputError when a decoded image is not the size the annotation file gives it.
+
+    Arguments:
+        decoded: the decoded image (possibly reduced: OpenCV's reduced decoders give the full
+            size only up to rounding, so the reduced pixels are compared then).
+        height, width: the size in the annotation file; 0 when unknown (nothing is checked).
+        path, record: named in the error.
+    """
+    if height <= 0 or width <= 0 or decoded.full_size == (height, width):
+        return
+    r = decoded.reduction
+    if decoded.pixels.shape[:2] != (math.ceil(height / r), math.ceil(width / r)):
+        raise BadInputError(
+            path,
+            record,
+            f"image is {decoded.full_size[0]}x{decoded.full_size[1]} (h x w) but the "
+            f"annotation file says {height}x{width}; the labels would not line up",
+        )
 
 
 def read_exif_orientation(data: bytes) -> int:

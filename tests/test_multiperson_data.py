@@ -13,6 +13,7 @@ import torch
 from pycocotools.coco import COCO
 from torchvision.transforms import v2
 
+from _real_data import real
 from posereg.config import MultiPersonDataConfig, MultiPersonTransformConfig
 from posereg.data.badinput import BadInputError
 from posereg.data.coco import load_coco_instances
@@ -283,3 +284,23 @@ def test_loader_batches_lists_of_images_and_targets(multi_set: Path) -> None:
         assert target["labels"].shape == (n,) and target["keypoints"].shape == (n, 17, 3)
         b = target["boxes"]
         assert ((b >= 0) & (b <= 128)).all() and (b[:, 2:] > b[:, :2]).all()
+
+
+def test_real_coco_images_give_all_their_people_and_the_unlabelled_ones_as_boxes() -> None:
+    """The COCO val2017 fixtures: 4 photos of other sizes, 14 people, 2 of them unlabelled."""
+    ann = real("coco", "test_coco.json")
+    coco = COCO(str(ann))
+    flip = MultiPersonTransformConfig(augment=True, flip_prob=1.0, scale=(1.0, 1.0), translate=0.0)
+    ds = MultiPersonDataset.from_coco(ann, ann.parent, transform=flip)
+    assert len(ds) == 4
+    assert ds.report.adjustments() == {"no labelled keypoint, kept as a box-only target": 2}
+    for i in range(len(ds)):
+        image, target = ds[i]
+        img = coco.loadImgs(target["image_id"])[0]
+        assert image.shape == (3, img["height"], img["width"])
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+        expected = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, 17, 3)
+        mirrored = expected[:, COCO17.flip_index]
+        mirrored[..., 0] = np.where(mirrored[..., 2] > 0, img["width"] - 1 - mirrored[..., 0], 0)
+        np.testing.assert_allclose(target["keypoints"].numpy(), mirrored, atol=1e-3)
+        assert len(target["boxes"]) == len(anns)

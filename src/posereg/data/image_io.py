@@ -2,8 +2,10 @@
 
 Colour order: every pixel array in posereg is (h, w, 3) uint8 **BGR**, OpenCV's order (what
 ``cv2.imread`` returns, and what ``cv2.imwrite`` and :mod:`posereg.viz` expect);
-:func:`posereg.data.dataset.image_to_tensor` is the one place that turns BGR into the RGB model
-input.
+:func:`posereg.data.dataset.image_to_tensor` is the one place that turns BGR into the RGB,
+mean/std-normalised input of top-down models; ``MultiPersonDataset`` (:mod:`posereg.data.multiperson`)
+gives detection models RGB in [0, 1] instead, as torchvision's detection models normalise
+themselves.
 
 Decoders (measured on the COCO fixtures, one thread; docs/data.md has the numbers):
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -14,10 +15,14 @@ from pycocotools.coco import COCO
 from torchvision.transforms import v2
 
 from _real_data import real
-from posereg.config import MultiPersonDataConfig, MultiPersonTransformConfig
+from posereg.config import ConfigError, MultiPersonDataConfig, MultiPersonTransformConfig
 from posereg.data.badinput import BadInputError
 from posereg.data.coco import load_coco_instances
-from posereg.data.multiperson import MultiPersonDataset, build_multiperson_loader
+from posereg.data.multiperson import (
+    MultiPersonDataset,
+    build_multiperson_loader,
+    build_multiperson_transforms,
+)
 from posereg.skeletons import COCO17
 from posereg.synth.generate import SynthConfig, generate
 
@@ -304,3 +309,18 @@ def test_real_coco_images_give_all_their_people_and_the_unlabelled_ones_as_boxes
         mirrored[..., 0] = np.where(mirrored[..., 2] > 0, img["width"] - 1 - mirrored[..., 0], 0)
         np.testing.assert_allclose(target["keypoints"].numpy(), mirrored, atol=1e-3)
         assert len(target["boxes"]) == len(anns)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"flip_prob": 1.5}, "flip_prob: 1.5 is out of range; allowed: in [0, 1]"),
+        ({"scale": (1.2, 0.8)}, "scale must be (min, max) with min <= max, got (1.2, 0.8)"),
+        ({"max_size": 0}, "max_size: 0 is out of range; allowed: >= 1"),
+    ],
+)
+def test_bad_augmentation_settings_are_config_errors_naming_the_key(
+    settings: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_multiperson_transforms(MultiPersonTransformConfig(**settings), COCO17)

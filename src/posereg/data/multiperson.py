@@ -55,7 +55,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from posereg.config import MultiPersonDataConfig, MultiPersonTransformConfig
+from posereg.config import (
+    ConfigError,
+    MultiPersonDataConfig,
+    MultiPersonTransformConfig,
+    validate,
+)
 from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.image_io import check_image_size, decode_bgr, read_bytes
 from posereg.data.instances import InstanceTable, keypoints_outside_image, missing_image_detail
@@ -126,7 +131,13 @@ def build_multiperson_transforms(
     (``tv_tensors.BoundingBoxes``), ``keypoints`` (``tv_tensors.KeyPoints`` (N, K, 2)) and
     ``visibility`` (:class:`KeypointVisibility`). The dataset clamps and sanitizes the boxes
     after it. Returns None when there is nothing to do.
+
+    Raises:
+        ConfigError: a setting out of its range (``posereg.config.validate``), naming it.
     """
+    validate(config)
+    if config.scale[0] > config.scale[1]:
+        raise ConfigError(f"scale must be (min, max) with min <= max, got {config.scale}")
     steps: list[v2.Transform] = []
     if config.augment:
         if config.flip_prob > 0:

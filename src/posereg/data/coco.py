@@ -360,6 +360,7 @@ def load_coco_instances(
                 continue
             aid = _int_id(ann.get("id"))
             iid = _int_id(ann.get("image_id"))
+            # posereg.data.multiperson reads the image id back from this text (tested there)
             record = (
                 f"annotation id {aid} (image id {iid})" if aid is not None else f"annotation #{i}"
             )

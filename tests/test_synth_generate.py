@@ -244,7 +244,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path: Path, kwargs: dict, messa
          "image_size[0]: expected an integer, got 256.5"),
         (lambda: SynthConfig.from_dict({"noise": {"scael": 0.5}}),
          "unknown config key noise.scael; valid keys here: scale,"),
-        (lambda: SynthConfig.preset("harder"), "unknown synth preset 'harder'; valid: easy, medium, hard"),
+        (lambda: SynthConfig.preset("harder"), "unknown synth preset 'harder'; valid: easy, medium, hard, multi"),
         (lambda: apply_overrides(SynthConfig(), ["noise.scale=-1"]),
          "noise.scale: -1.0 is out of range; allowed: >= 0"),
         (lambda: apply_overrides(SynthConfig(), ["people_per_image=1..3..5"]),

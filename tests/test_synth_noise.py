@@ -113,9 +113,11 @@ def test_default_spread_is_cocos_measured_sigma(coco_noise: tuple) -> None:
 
 def test_presets_keep_their_relative_difficulty_and_other_scales_can_be_set() -> None:
     """easy, medium and hard are 0.5, 1 and 1.5 times the default (COCO's) spread, as they were
-    relative to the old default; the default config is medium's; any scale can be set."""
+    relative to the old default (multi, the multi-person scenes, has medium's); the default
+    config is medium's; any scale can be set."""
     ratios = {p: SynthConfig.preset(p).noise.scale / NoiseConfig().scale for p in PRESETS}
-    assert ratios == pytest.approx({"easy": 0.5, "medium": 1.0, "hard": 1.5}, rel=1e-12)
+    expected = {"easy": 0.5, "medium": 1.0, "hard": 1.5, "multi": 1.0}
+    assert ratios == pytest.approx(expected, rel=1e-12)
     assert SynthConfig().noise == SynthConfig.preset("medium").noise == NoiseConfig()
     assert SynthConfig.preset("hard", noise={"scale": 2 * COCO_SCALE}).noise.scale == 2 * COCO_SCALE
     assert apply_overrides(SynthConfig.preset("easy"), ["noise.scale=1.0"]).noise.scale == 1.0

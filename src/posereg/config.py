@@ -37,6 +37,8 @@ __all__ = [
     "from_saved",
     "DataConfig",
     "SynthDataConfig",
+    "MultiPersonTransformConfig",
+    "MultiPersonDataConfig",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
@@ -511,6 +513,76 @@ class DataConfig:
         "det_score_threshold": FRACTION, "input_size": AT_LEAST_1, "workers": NON_NEGATIVE,
         "depth_range_mm": POSITIVE,
     }  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiPersonTransformConfig:
+    """Image-level augmentation of multi-person images (posereg.data.multiperson), all through
+    ``torchvision.transforms.v2`` on the image, the boxes and the keypoints together.
+
+    With ``augment``, in this order: a horizontal flip (left/right keypoints swapped), then
+    ``v2.RandomAffine`` (rotation, scale, translation about the image centre, same canvas), then
+    ``v2.ColorJitter``. Always, last: ``v2.Resize`` of the longer side to ``max_size`` when set,
+    then ``v2.SanitizeBoundingBoxes`` (people whose box left the image are dropped).
+
+    Arguments:
+        augment: apply the random augmentation (False for evaluation).
+        flip_prob: probability of a horizontal flip.
+        rotation_deg: rotation U(-r, r) degrees (0 = off; a rotated box is the box around the
+            rotated corners, so it grows).
+        scale: (min, max) zoom factor of the affine map.
+        translate: largest shift, as a fraction of the image width / height.
+        color_jitter: brightness, contrast and saturation factors U(1 - j, 1 + j); 0 = off.
+        max_size: longer image side after resizing (aspect kept); None keeps the size.
+        min_box_size: boxes narrower or lower than this (pixels, after the transforms) are
+            dropped with their person.
+    """
+
+    augment: bool = False
+    flip_prob: float = 0.5
+    rotation_deg: float = 0.0
+    scale: tuple[float, float] = (0.75, 1.25)
+    translate: float = 0.1
+    color_jitter: float = 0.0
+    max_size: int | None = None
+    min_box_size: float = 1.0
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "flip_prob": FRACTION, "rotation_deg": Range(0, 180), "scale": POSITIVE,
+        "translate": FRACTION, "color_jitter": Range(0, 1), "max_size": AT_LEAST_1,
+        "min_box_size": AT_LEAST_1,
+    }  # fmt: skip
+
+
+@dataclasses.dataclass
+class MultiPersonDataConfig:
+    """Image-level multi-person data (posereg.data.multiperson, docs/multiperson.md).
+
+    COCO person_keypoints files (COCO, the synthetic ``multi`` preset); every non-crowd person
+    of an image is a target, crowd regions are ignore regions.
+
+    Arguments:
+        train_ann, train_images, val_ann, val_images: annotation json and the folder its
+            ``file_name`` entries are relative to, per split.
+        keypoints_field: the annotation field the keypoints are read from (``keypoints_clean``
+            trains on the synthetic sets' noise-free truth).
+        keep_empty_images: keep images without any person target (negative images).
+        workers: data-loader worker processes.
+        transform: the augmentation of the training split (validation: none, same resize).
+    """
+
+    train_ann: str = "data/synth_multi/annotations/person_keypoints_train.json"
+    train_images: str = "data/synth_multi/images/train"
+    val_ann: str = "data/synth_multi/annotations/person_keypoints_val.json"
+    val_images: str = "data/synth_multi/images/val"
+    keypoints_field: str = "keypoints"
+    keep_empty_images: bool = True
+    workers: int = 2
+    transform: MultiPersonTransformConfig = dataclasses.field(
+        default_factory=lambda: MultiPersonTransformConfig(augment=True)
+    )
+
+    ranges: ClassVar[dict[str, Range]] = {"workers": NON_NEGATIVE}
 
 
 @dataclasses.dataclass

@@ -280,6 +280,7 @@ def load_coco_instances(
     strict: bool = False,
     with_3d: bool = False,
     keypoints_field: str = "keypoints",
+    keep_crowd: bool = False,
 ) -> tuple[InstanceTable, LoadReport]:
     """Read a COCO person_keypoints json (and optionally detections) into an InstanceTable.
 
@@ -297,6 +298,9 @@ def load_coco_instances(
         strict: raise :class:`BadInputError` on the first bad record instead of skipping it.
         with_3d: also read each annotation's ``joints_3d`` and ``camera.K``
             (:func:`read_3d_fields`); one without them is a :class:`BadInputError`, never a skip.
+        keep_crowd: keep the boxes of the crowd annotations (``iscrowd: 1``; never instances) in
+            ``table.crowd_boxes`` / ``table.crowd_image_index``, as ignore regions for
+            image-level models (counted as an adjustment); False: counted skips.
 
     Returns:
         The instances and the load report (kept / skipped per reason).
@@ -338,6 +342,7 @@ def load_coco_instances(
         "intrinsics": [],
     }
     any_clean = False
+    crowd_rows: list[tuple[int, np.ndarray]] = []  # (image index, box (x, y, w, h))
     if with_3d and detections is not None:
         raise BadInputError(
             source, "", "3D evaluation (data.depth: true) needs ground-truth boxes, not detections"
@@ -355,6 +360,7 @@ def load_coco_instances(
                 continue
             aid = _int_id(ann.get("id"))
             iid = _int_id(ann.get("image_id"))
+            # posereg.data.multiperson reads the image id back from this text (tested there)
             record = (
                 f"annotation id {aid} (image id {iid})" if aid is not None else f"annotation #{i}"
             )
@@ -401,6 +407,24 @@ def load_coco_instances(
                     f"iscrowd {crowd!r}, expected 0 or 1",
                     strict=strict,
                 )
+                continue
+            if crowd and keep_crowd:
+                box, reason, detail = check_box(ann.get("bbox"))
+                if box is None:
+                    report.skip(source, record, "crowd region: " + reason, detail, strict=strict)
+                    continue
+                box = clip_box(box, *sizes[by_id[iid]])
+                if box[2] <= 0 or box[3] <= 0:
+                    report.skip(
+                        source,
+                        record,
+                        "box outside the image",
+                        f"bbox {ann['bbox']}",
+                        strict=strict,
+                    )
+                    continue
+                crowd_rows.append((by_id[iid], box))
+                report.adjust(source, record, "crowd annotation kept as an ignore region")
                 continue
             if crowd:
                 report.skip(source, record, "crowd annotation", strict=False)
@@ -573,6 +597,12 @@ def load_coco_instances(
         else None,
         intrinsics=np.asarray(rows["intrinsics"], dtype=np.float64).reshape(-1, 3, 3)
         if with_3d
+        else None,
+        crowd_image_index=np.asarray([i for i, _ in crowd_rows], dtype=np.int64)
+        if keep_crowd
+        else None,
+        crowd_boxes=np.asarray([b for _, b in crowd_rows], dtype=np.float64).reshape(-1, 4)
+        if keep_crowd
         else None,
     )
     return table, report

@@ -10,7 +10,6 @@ ImageNet mean/std (RGB), and encode the keypoints with the codec.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from posereg.codecs import Codec, RegressionCodec
 from posereg.config import TransformConfig
 from posereg.data.badinput import BadInputError, LoadReport
 from posereg.data.depth import depth_target, root_joints
-from posereg.data.image_io import decode_bgr, max_reduction, read_bytes
+from posereg.data.image_io import check_image_size, decode_bgr, max_reduction, read_bytes
 from posereg.data.instances import InstanceTable
 from posereg.data.transforms import (
     affine_points,
@@ -512,15 +511,7 @@ class TopDownDataset(Dataset):
             read_bytes(path, record), path, record, reduction, self.transform.jpeg_decoder
         )
         h, w = (int(v) for v in self.table.image_sizes[self.table.image_index[index]])
-        if h > 0 and w > 0 and decoded.full_size != (h, w):
-            r = decoded.reduction  # OpenCV's reduced decoders give the full size up to rounding
-            if decoded.pixels.shape[:2] != (math.ceil(h / r), math.ceil(w / r)):
-                raise BadInputError(
-                    path,
-                    record,
-                    f"image is {decoded.full_size[0]}x{decoded.full_size[1]} (h x w) but the "
-                    f"annotation file says {h}x{w}; the labels would not line up",
-                )
+        check_image_size(decoded, h, w, path, record)
         return decoded.pixels, decoded.reduction
 
     def _jitter_and_occlude(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 Colour order: every pixel array in posereg is (h, w, 3) uint8 **BGR**, OpenCV's order (what
 ``cv2.imread`` returns, and what ``cv2.imwrite`` and :mod:`posereg.viz` expect);
-:func:`posereg.data.dataset.image_to_tensor` is the one place that turns BGR into the RGB model
-input.
+:func:`posereg.data.dataset.image_to_tensor` is the one place that turns BGR into the RGB,
+mean/std-normalised input of top-down models; ``MultiPersonDataset`` (:mod:`posereg.data.multiperson`)
+gives detection models RGB in [0, 1] instead, as torchvision's detection models normalise
+themselves.
 
 Decoders (measured on the COCO fixtures, one thread; docs/data.md has the numbers):
 
@@ -46,6 +48,7 @@ __all__ = [
     "read_bytes",
     "is_jpeg",
     "decode_bgr",
+    "check_image_size",
     "read_image",
     "read_exif_orientation",
     "apply_orientation",
@@ -231,6 +234,29 @@ def decode_bgr(
         raise BadInputError(path, record, "cannot decode image (corrupt or unsupported format)")
     pixels = _to_bgr8(image, path, record)
     return DecodedImage(pixels, 1.0, (pixels.shape[0], pixels.shape[1]))
+
+
+def check_image_size(
+    decoded: DecodedImage, height: int, width: int, path: str | Path, record: str = ""
+) -> None:
+    """BadInputError when a decoded image is not the size the annotation file gives it.
+
+    Arguments:
+        decoded: the decoded image (possibly reduced: OpenCV's reduced decoders give the full
+            size only up to rounding, so the reduced pixels are compared then).
+        height, width: the size in the annotation file; 0 when unknown (nothing is checked).
+        path, record: named in the error.
+    """
+    if height <= 0 or width <= 0 or decoded.full_size == (height, width):
+        return
+    r = decoded.reduction
+    if decoded.pixels.shape[:2] != (math.ceil(height / r), math.ceil(width / r)):
+        raise BadInputError(
+            path,
+            record,
+            f"image is {decoded.full_size[0]}x{decoded.full_size[1]} (h x w) but the "
+            f"annotation file says {height}x{width}; the labels would not line up",
+        )
 
 
 def read_exif_orientation(data: bytes) -> int:

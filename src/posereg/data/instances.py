@@ -52,6 +52,10 @@ class InstanceTable:
             else None.
         intrinsics: (N, 3, 3) float64 camera matrices K of each instance's image, with
             ``joints_3d``; else None.
+        crowd_image_index: (C,) int64 image index of each crowd region (``iscrowd: 1``
+            annotations, never instances), when the loader kept them (``keep_crowd``); else None.
+        crowd_boxes: (C, 4) float64 crowd region boxes (x, y, w, h) in image pixels, clipped to
+            the image; with ``crowd_image_index``.
     """
 
     source: str
@@ -68,6 +72,8 @@ class InstanceTable:
     areas: np.ndarray
     joints_3d: np.ndarray | None = None
     intrinsics: np.ndarray | None = None
+    crowd_image_index: np.ndarray | None = None
+    crowd_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_index.shape[0])

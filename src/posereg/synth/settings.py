@@ -142,7 +142,7 @@ class SynthConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SynthConfig:
-        """A preset ("easy", "medium", "hard") with optional field overrides.
+        """A preset ("easy", "medium", "hard", "multi") with optional field overrides.
 
         Raises:
             ConfigError: unknown preset (lists the valid names), unknown field or a value of the
@@ -209,8 +209,9 @@ def _photo_dir(config: SynthConfig) -> Path:
     return Path(config.photo_dir) if config.photo_dir is not None else DEFAULT_PHOTO_DIR
 
 
-# Difficulty presets: plain dicts of SynthConfig fields. "medium" is the default config. The
-# label-noise scales are 0.5, 1 and 1.5 times COCO's measured annotator spread (COCO_SCALE).
+# Presets: plain dicts of SynthConfig fields. "medium" is the default config. The difficulty
+# presets' label-noise scales are 0.5, 1 and 1.5 times COCO's measured annotator spread
+# (COCO_SCALE); "multi" (multi-person scenes) has medium's.
 PRESETS: dict[str, dict[str, Any]] = {
     "easy": {
         "people_per_image": (1, 2),
@@ -238,6 +239,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "distractor_limbs": (2, 8),
         "occluder_prob": 0.5,
         "noise": {"scale": 1.5 * COCO_SCALE},
+    },
+    # Multi-person scenes for detector-free models (docs/multiperson.md): 2-8 people placed per
+    # 256 x 256 image, the framed one smaller so the others fit, light clutter so a CPU run
+    # learns; medium's label noise, and the clean truth in ``keypoints_clean`` as every preset.
+    "multi": {
+        "image_size": (256, 256),
+        "people_per_image": (2, 8),
+        "person_height_frac": (0.35, 0.7),
+        "truncation_prob": 0.1,
+        "clutter_shapes": (0, 8),
+        "distractor_limbs": (0, 1),
+        "occluder_prob": 0.15,
     },
 }
 

@@ -632,7 +632,9 @@ def _add_data_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--preset", default="medium", help="difficulty: easy, medium or hard (default: medium)"
+        "--preset",
+        default="medium",
+        help="easy, medium, hard (one person framed) or multi (2-8 people, 256x256); default medium",
     )
     p.add_argument(
         "--image-size", type=int, nargs=2, metavar=("H", "W"), help="image size (default: 256 256)"

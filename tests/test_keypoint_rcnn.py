@@ -258,3 +258,24 @@ def test_rle_model_overfits_three_synthetic_images():
         optimizer.step()
     err = errors()
     assert len(err) == 6 and max(err) < 8.0, err
+
+
+def test_resnet50_fpn_has_torchvision_keypoint_rcnn_layout():
+    # built on the meta device (no memory, no weights): the heatmap model's state dict is
+    # torchvision's keypointrcnn_resnet50_fpn's, so its COCO weights load; the RLE model takes
+    # every one of them but the heatmap predictor's.
+    from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+    with torch.device("meta"):
+        reference = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+        heatmap = build_keypoint_rcnn("heatmap", "resnet50_fpn").state_dict()
+        rle_model = build_keypoint_rcnn("rle", "resnet50_fpn")
+        copied = init_from_heatmap(rle_model, reference)
+    assert {k: v.shape for k, v in heatmap.items()} == {k: v.shape for k, v in reference.items()}
+    assert copied == sorted(k for k in reference if not k.startswith(PREDICTOR_PREFIX))
+
+
+def test_pretrained_true_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torchvision cache
+    with pytest.raises(FileNotFoundError, match="posereg never downloads"):
+        build_keypoint_rcnn("rle", "resnet50_fpn", pretrained=True)

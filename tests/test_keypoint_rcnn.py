@@ -279,3 +279,22 @@ def test_pretrained_true_never_downloads(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torchvision cache
     with pytest.raises(FileNotFoundError, match="posereg never downloads"):
         build_keypoint_rcnn("rle", "resnet50_fpn", pretrained=True)
+
+
+@pytest.mark.parametrize("head", ["rle", "heatmap"])
+def test_images_without_people_or_labelled_keypoints_give_a_zero_keypoint_loss(head):
+    torch.manual_seed(0)
+    model = build_keypoint_rcnn(head, **SMALL)
+    image, target = scene(0, 2)
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "keypoints": torch.zeros(0, 17, 3),
+    }
+    unlabelled = {**target, "keypoints": target["keypoints"] * torch.tensor([1.0, 1.0, 0.0])}
+    for t in (empty, unlabelled):
+        losses = model([image], [t])
+        assert losses["loss_keypoint"] == 0
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        total.backward()

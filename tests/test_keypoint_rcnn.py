@@ -13,6 +13,7 @@ from posereg.models.keypoint_rcnn import (
     PREDICTOR_PREFIX,
     RegressionRoIHeads,
     box_denormalize,
+    box_sigma_to_pixels,
     build_keypoint_rcnn,
     encode_box_targets,
     init_from_heatmap,
@@ -89,6 +90,9 @@ def test_box_targets_match_a_hand_computed_example():
     torch.testing.assert_close(weight[0, :, 0], torch.tensor([1.0, 1, 1, 0, 0]))
     assert weight.shape == (1, 5, 2) and torch.equal(weight[..., 0], weight[..., 1])
     torch.testing.assert_close(box_denormalize(target, boxes), keypoints[..., :2])
+    # sigma in box units -> pixels: x by the width 40, y by the height 80
+    sigma = torch.tensor([[[0.1, 0.2]]])
+    torch.testing.assert_close(box_sigma_to_pixels(sigma, boxes), torch.tensor([[[4.0, 16.0]]]))
 
 
 def test_rle_loss_is_finite_and_its_gradient_reaches_the_head():

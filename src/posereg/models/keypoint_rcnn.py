@@ -71,6 +71,7 @@ __all__ = [
     "RegressionRoIHeads",
     "box_normalize",
     "box_denormalize",
+    "box_sigma_to_pixels",
     "encode_box_targets",
     "build_keypoint_rcnn",
     "init_from_heatmap",
@@ -117,6 +118,11 @@ def box_denormalize(uv: Tensor, boxes: Tensor) -> Tensor:
     return origin + (uv + 0.5) * size
 
 
+def box_sigma_to_pixels(sigma: Tensor, boxes: Tensor) -> Tensor:
+    """Sigma in box units (N, K, 2) -> image pixels (N, K, 2): sigma_d x box size_d."""
+    return sigma * _box_origin_size(boxes)[1]
+
+
 def encode_box_targets(keypoints: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
     """Ground-truth keypoints in their proposal boxes -> regression target and weight.
 
@@ -155,8 +161,8 @@ class RegressionRoIHeads(RoIHeads):
     layout); ``keypoints_scores`` (N, K) = 1 - mean_d sigma_d (Eq. 9, sigma in box units);
     ``keypoints_sigma`` (N, K, 2) sigma in image pixels, sigma_d x box size_d.
     Training returns ``loss_keypoint``: the RLE loss summed over the positive proposals'
-    labelled keypoints and divided by their number (the official reduction, per instance),
-    times ``keypoint_loss_weight``.
+    labelled keypoints and divided by the number of positive proposals (the official
+    reduction, per instance), times ``keypoint_loss_weight``.
     """
 
     keypoint_predictor: RegressionHead
@@ -240,7 +246,7 @@ class RegressionRoIHeads(RoIHeads):
             )
             return result, losses
         keypoints = box_denormalize(output.mu, all_boxes)  # (P, K, 2) image px
-        sigma = output.sigma * (all_boxes[:, None, 2:] - all_boxes[:, None, :2])  # (P, K, 2) px
+        sigma = box_sigma_to_pixels(output.sigma, all_boxes)  # (P, K, 2) px
         confidence = sigma_confidence(output.sigma)  # (P, K), Eq. 9
         ones = torch.ones_like(keypoints[..., :1])
         counts = [len(b) for b in keypoint_boxes]

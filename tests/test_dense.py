@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,55 +13,9 @@ from posereg.dense_losses import build_dense_keypoint_loss, dense_loss, oks_simi
 from posereg.metrics.coco import oks
 from posereg.models.dense import DenseOutput, build_dense_model, decode_people
 from posereg.skeletons import COCO17
+from posereg.synth.sticks import draw_sticks, stick_people
 
 K = COCO17.num_keypoints
-
-#: A standing person, COCO-17 order, (x, y) in units of the person's height about the centre.
-TEMPLATE = np.array(
-    [
-        (0.0, -0.42), (0.03, -0.45), (-0.03, -0.45), (0.06, -0.43), (-0.06, -0.43),
-        (0.12, -0.30), (-0.12, -0.30), (0.20, -0.12), (-0.20, -0.12), (0.25, 0.05),
-        (-0.25, 0.05), (0.08, 0.02), (-0.08, 0.02), (0.10, 0.24), (-0.10, 0.24),
-        (0.10, 0.46), (-0.10, 0.46),
-    ]
-)  # fmt: skip
-
-
-def people(specs, seed=0, dtype=torch.float32):
-    """Targets (detection format) of people given as (centre x, centre y, height)."""
-    rng = np.random.default_rng(seed)
-    boxes, keypoints = [], []
-    for cx, cy, height in specs:
-        t = TEMPLATE + rng.normal(0, 0.03, TEMPLATE.shape)
-        kp = np.stack([cx + t[:, 0] * height, cy + t[:, 1] * height], 1)
-        m = 0.06 * height
-        boxes.append(
-            [kp[:, 0].min() - m, kp[:, 1].min() - m, kp[:, 0].max() + m, kp[:, 1].max() + m]
-        )
-        keypoints.append(np.concatenate([kp, np.full((K, 1), 2.0)], 1))
-    return {
-        "boxes": torch.tensor(boxes, dtype=dtype),
-        "labels": torch.ones(len(boxes), dtype=torch.int64),
-        "keypoints": torch.tensor(np.array(keypoints), dtype=dtype),
-    }
-
-
-def draw(size, target):
-    """An image (3, H, W) in [0, 1] with the people drawn as stick figures (left limbs red,
-    right limbs blue, the rest green, a yellow head), so left and right can be told apart."""
-    img = np.full((*size, 3), 40, np.uint8)
-    for kp, box in zip(target["keypoints"].numpy(), target["boxes"].numpy(), strict=True):
-        thick = max(2, int((box[3] - box[1]) / 25))
-        for a, b in COCO17.limbs:
-            side = {1: (230, 60, 60), 0: (60, 60, 230)}
-            colour = side[a % 2] if a > 0 and a % 2 == b % 2 and b > 0 else (60, 230, 60)
-            pa, pb = np.round(kp[a, :2]).astype(int), np.round(kp[b, :2]).astype(int)
-            cv2.line(img, tuple(pa.tolist()), tuple(pb.tolist()), colour, thick)
-        head = np.round(kp[0, :2]).astype(int)
-        cv2.circle(
-            img, tuple(head.tolist()), max(3, int((box[3] - box[1]) / 14)), (230, 230, 60), -1
-        )
-    return torch.from_numpy(img).permute(2, 0, 1).float() / 255
 
 
 def perfect_output(codec, targets, image_size, sigma=0.1, dtype=torch.float64):
@@ -85,7 +38,7 @@ def test_every_person_is_assigned_by_the_fcos_rule():
     codec = DenseCodec((8, 16, 32), K)
     grid = codec.grid((256, 256), dtype=torch.float64)
     # a small person (P3), a large one (P4 range), and a small one standing inside the large box
-    target = people([(60, 60, 50), (170, 140, 200), (170, 140, 40)], dtype=torch.float64)
+    target = stick_people([(60, 60, 50), (170, 140, 200), (170, 140, 40)], dtype=torch.float64)
     enc = codec.encode(target, grid)
     boxes = target["boxes"]
     for n in range(3):
@@ -108,8 +61,8 @@ def test_every_person_is_assigned_by_the_fcos_rule():
 def test_encode_then_decode_gives_back_boxes_and_keypoints():
     codec = DenseCodec((8, 16, 32), K)
     targets = [
-        people([(60, 70, 80), (150, 120, 120), (200, 200, 50)], seed=1, dtype=torch.float64),
-        people([(128, 128, 220)], seed=2, dtype=torch.float64),
+        stick_people([(60, 70, 80), (150, 120, 120), (200, 200, 50)], seed=1, dtype=torch.float64),
+        stick_people([(128, 128, 220)], seed=2, dtype=torch.float64),
     ]
     out, enc = perfect_output(codec, targets, (256, 256))
     # every assigned location decodes to its person exactly
@@ -143,7 +96,9 @@ def test_encoding_is_flip_equivariant():
     codec = DenseCodec((8, 16, 32), K)
     width = 224
     grid = codec.grid((160, width), dtype=torch.float64)
-    target = people([(50, 70, 90), (150, 90, 110), (185, 70, 40)], seed=3, dtype=torch.float64)
+    target = stick_people(
+        [(50, 70, 90), (150, 90, 110), (185, 70, 40)], seed=3, dtype=torch.float64
+    )
     enc = codec.encode(target, grid)
     flipped = codec.encode(flip_targets(target, width, COCO17.flip_index), grid)
     # the flipped image's targets, mapped back, are the image's own targets
@@ -227,6 +182,25 @@ def test_a_confident_correct_prediction_has_a_negative_rle_loss_and_a_gradient()
     assert (step - target).abs().sum() < (mu.detach() - target).abs().sum()
 
 
+@pytest.mark.parametrize("name", ["rle", "l1", "oks"])
+def test_each_keypoint_loss_pulls_the_offsets_to_the_target(name):
+    torch.manual_seed(0)
+    criterion = build_dense_keypoint_loss(name)
+    target = 0.3 * torch.randn(6, K, 2)
+    mu = (target + 0.1 * torch.randn_like(target)).requires_grad_()
+    sigma = torch.full_like(target, 0.1)
+    weight = (torch.rand(6, K, 1) > 0.2).float()
+    start = ((mu - target).abs() * weight).sum().item()
+    optimizer = torch.optim.SGD([mu], lr=0.02 if name == "rle" else 0.5)
+    for _ in range(20):
+        optimizer.zero_grad()
+        criterion(mu, sigma, target, weight).backward()
+        optimizer.step()
+    assert ((mu - target).abs() * weight).sum().item() < 0.7 * start
+    # unlabelled keypoints get no gradient
+    assert (mu.grad * (1 - weight)).abs().sum() == 0
+
+
 def test_oks_similarity_is_coco_oks_in_person_units():
     rng = np.random.default_rng(0)
     box_area = 70.0 * 130.0
@@ -268,8 +242,8 @@ def test_a_tiny_dense_rle_model_overfits_three_images():
     torch.manual_seed(0)
     size = (128, 128)
     scenes = [[(40, 60, 70)], [(35, 64, 60), (95, 60, 75)], [(25, 70, 45), (64, 60, 60), (105, 64, 50)]]  # fmt: skip
-    targets = [people(s, seed=i) for i, s in enumerate(scenes)]
-    images = torch.stack([draw(size, t) for t in targets])
+    targets = [stick_people(s, seed=i) for i, s in enumerate(scenes)]
+    images = torch.stack([draw_sticks(size, t) for t in targets])
     model = build_dense_model("rle", width=0.25, fpn_channels=32, head_convs=1)
     optimizer = torch.optim.Adam(model.parameters(), 2e-3)
     start = time.perf_counter()

@@ -84,7 +84,9 @@ def _tower(channels: int, num_convs: int, groups: int) -> nn.Sequential:
 
 
 class DenseHead(nn.Module):
-    """The head shared by every FPN level: two towers (objectness; box + keypoints), as FCOS.
+    """The head shared by every FPN level: three towers, objectness; box + centerness (FCOS);
+    keypoints (its own, as YOLO-pose's keypoint branch: sharing the box tower, the RLE term's
+    gradients slowed the boxes down in the overfit test).
 
     Arguments:
         in_channels: C of the FPN maps.
@@ -111,6 +113,7 @@ class DenseHead(nn.Module):
         self.num_keypoints = num_keypoints
         self.cls_tower = _tower(in_channels, num_convs, groups)
         self.reg_tower = _tower(in_channels, num_convs, groups)
+        self.keypoint_tower = _tower(in_channels, num_convs, groups)
         self.cls_logits = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.box = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
@@ -129,13 +132,13 @@ class DenseHead(nn.Module):
         centerness logits (B, hw), mu (B, hw, K, 2), sigma (B, hw, K, 2), locations row-major."""
         b, _, h, w = x.shape
         k = self.num_keypoints
-        c, r = self.cls_tower(x), self.reg_tower(x)
+        c, r, p = self.cls_tower(x), self.reg_tower(x), self.keypoint_tower(x)
         logits = self.cls_logits(c).reshape(b, h * w)
         # relu as torchvision's FCOSRegressionHead: distances are >= 0
         boxes = F.relu(self.box(r)).permute(0, 2, 3, 1).reshape(b, h * w, 4)
         centerness = self.centerness(r).reshape(b, h * w)
-        mu = self.mu(r).permute(0, 2, 3, 1).reshape(b, h * w, k, 2)  # channel 2k + d
-        sigma = torch.sigmoid(self.sigma(r)).permute(0, 2, 3, 1).reshape(b, h * w, k, 2)
+        mu = self.mu(p).permute(0, 2, 3, 1).reshape(b, h * w, k, 2)  # channel 2k + d
+        sigma = torch.sigmoid(self.sigma(p)).permute(0, 2, 3, 1).reshape(b, h * w, k, 2)
         return logits, boxes, centerness, mu, sigma
 
 
@@ -408,7 +411,7 @@ def build_dense_model(
     fpn_channels: int = 64,
     head_convs: int = 2,
     center_radius: float = 1.5,
-    keypoint_loss_weight: float = 1.0,
+    keypoint_loss_weight: float | None = None,
     **rle_options,
 ) -> DensePoseModel:
     """The one-stage dense model: a ResNet trunk + FPN + dense head, with its keypoint loss.
@@ -421,7 +424,10 @@ def build_dense_model(
         width: the trunk's channel multiplier.
         pretrained: the trunk's ImageNet weights (``create_backbone``'s argument).
         skeleton: keypoint spec (K, flip pairs, OKS sigmas).
-        fpn_channels, head_convs, center_radius, keypoint_loss_weight: :class:`DensePoseModel`.
+        fpn_channels, head_convs, center_radius: :class:`DensePoseModel`.
+        keypoint_loss_weight: the keypoint term's factor; None: ``1 / K`` for ``rle`` and ``l1``
+            (their terms sum over the K keypoints), 1 for ``oks`` (already a mean over the
+            keypoints), so that every arm's keypoint term is on a per-keypoint scale.
         rle_options: :class:`posereg.losses.RLELoss` options (``convention``, ``q``, ...).
 
     Example:
@@ -436,6 +442,8 @@ def build_dense_model(
         )
     trunk, _ = create_backbone(backbone, pretrained=pretrained, width=width)
     loss = build_dense_keypoint_loss(keypoint_loss, skeleton.sigmas, **rle_options)
+    if keypoint_loss_weight is None:
+        keypoint_loss_weight = 1.0 if keypoint_loss == "oks" else 1.0 / skeleton.num_keypoints
     return DensePoseModel(
         trunk,  # type: ignore[arg-type]
         loss,

@@ -253,6 +253,12 @@ def test_a_tiny_dense_rle_model_overfits_three_images():
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - start
+    # trained this far, the RLE term is negative and still trains the keypoint head (no clamp)
+    terms = model.loss(images, targets)
+    assert terms.keypoint < 0
+    model.zero_grad()
+    terms.total.backward()
+    assert model.head.mu.weight.grad.norm() > 0 and model.head.sigma.weight.grad.norm() > 0
     model.eval()
     errors = []
     for result, target in zip(model.predict(images, score_threshold=0.5), targets, strict=True):

@@ -134,7 +134,6 @@ class DenseTargets:
         centerness: (A,) FCOS's centerness of those distances (0 for background).
         keypoints: (A, K, 2) keypoint offsets mu in person-scale units (0 for background).
         keypoint_weight: (A, K) 1 for a labelled keypoint of an assigned person, else 0.
-        scale: (A,) the assigned person's scale S in pixels (1 for background).
     """
 
     matched: Tensor
@@ -143,7 +142,6 @@ class DenseTargets:
     centerness: Tensor
     keypoints: Tensor
     keypoint_weight: Tensor
-    scale: Tensor
 
     @property
     def positive(self) -> Tensor:
@@ -265,16 +263,13 @@ class DenseCodec:
         box_targets = torch.zeros(a, 4, dtype=points.dtype, device=points.device)
         keypoint_targets = torch.zeros(a, k, 2, dtype=points.dtype, device=points.device)
         keypoint_weight = torch.zeros(a, k, dtype=points.dtype, device=points.device)
-        scale = torch.ones(a, dtype=points.dtype, device=points.device)
         if positive.any():
             p, s = points[positive], strides[positive]
             b = boxes[index[positive]]
             box_targets[positive] = torch.cat([p - b[:, :2], b[:, 2:] - p], dim=1) / s[:, None]
-            scale[positive] = person_scale(b)
+            scale = person_scale(b)[:, None, None]  # (P, 1, 1)
             kp = keypoints[index[positive]]  # (P, K, 3)
-            keypoint_targets[positive] = (kp[..., :2] - (p[:, None, :] - 0.5)) / scale[positive][
-                :, None, None
-            ]
+            keypoint_targets[positive] = (kp[..., :2] - (p[:, None, :] - 0.5)) / scale
             keypoint_weight[positive] = (kp[..., 2] > 0).to(points.dtype)
         return DenseTargets(
             matched,
@@ -283,7 +278,6 @@ class DenseCodec:
             centerness(box_targets),
             keypoint_targets,
             keypoint_weight,
-            scale,
         )
 
     @staticmethod

@@ -153,7 +153,8 @@ class DensePoseModel(nn.Module):
         fpn_channels: C of the FPN maps.
         head_convs: conv layers per head tower.
         center_radius: FCOS centre sampling radius (:class:`posereg.dense_codec.DenseCodec`).
-        keypoint_loss_weight: the keypoint term's factor in the total loss.
+        keypoint_loss_weight: the keypoint term's factor in the total loss
+            (:func:`build_dense_model` chooses it per loss).
 
     Images are (B, 3, H, W) in [0, 1] (ImageNet normalisation happens inside); ``forward`` pads
     H and W up to multiples of 32 at the bottom and right (no coordinate changes).

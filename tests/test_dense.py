@@ -92,6 +92,28 @@ def test_encode_then_decode_gives_back_boxes_and_keypoints():
             np.testing.assert_allclose(r.confidence, 0.9)  # Eq. 9: 1 - mean sigma
 
 
+def test_oks_nms_keeps_two_people_whose_boxes_overlap_where_box_nms_merges_them():
+    codec = DenseCodec((8, 16, 32), K)
+    grid = codec.grid((64, 64), dtype=torch.float64)
+    a = grid.num_locations
+    i, j = 27, 28  # two neighbouring P3 locations, (28, 28) and (36, 28)
+    logits = torch.full((1, a), -10.0, dtype=torch.float64)
+    logits[0, [i, j]] = torch.tensor([5.0, 4.0], dtype=torch.float64)
+    boxes = torch.zeros(1, a, 4, dtype=torch.float64)
+    boxes[0, i] = torch.tensor([2.0, 3.0, 2.0, 3.0])  # (12, 4, 44, 52)
+    boxes[0, j] = torch.tensor([3.0, 3.0, 1.0, 3.0])  # (12, 4, 44, 52): the same box
+    mu = torch.zeros(1, a, K, 2, dtype=torch.float64)
+    mu[0, i, :, 0] = -0.2  # one person left of its location, the other right
+    mu[0, j, :, 0] = 0.3
+    out = DenseOutput(logits, boxes, logits.clone(), mu, torch.full_like(mu, 0.1), grid)
+    assert len(decode_people(out, nms="box")[0].scores) == 1
+    both = decode_people(out, nms="oks")[0]
+    assert len(both.scores) == 2
+    np.testing.assert_allclose(both.boxes, [[12, 4, 32, 48]] * 2)
+    s = np.sqrt(32 * 48)
+    np.testing.assert_allclose(both.keypoints[:, 0, 0], [27.5 - 0.2 * s, 35.5 + 0.3 * s])
+
+
 def test_encoding_is_flip_equivariant():
     codec = DenseCodec((8, 16, 32), K)
     width = 224

@@ -326,11 +326,13 @@ def check_people_onnx(
     names = [o.name for o in session.get_outputs()]
     worst = dict.fromkeys(names, 0.0)
     count = 0
+    device = next(module.parameters()).device
     with torch.no_grad(), _eval_mode(module):
         for i, image in enumerate(images):
             where = f"{path}: image {i} ({image.shape[1]}x{image.shape[2]})"
-            expected = [t.float().cpu() for t in module(image)]
-            got = [torch.from_numpy(g) for g in session.run(names, {INPUT_NAME: image.numpy()})]
+            expected = [t.float().cpu() for t in module(image.to(device))]
+            feed = {INPUT_NAME: np.ascontiguousarray(image.float().cpu().numpy())}
+            got = [torch.from_numpy(g) for g in session.run(names, feed)]
             if len(got) != len(expected):
                 raise OnnxMismatchError(
                     f"{where}: outputs {names}, but the model gives {len(expected)}"

@@ -33,6 +33,7 @@ def test_config_imports_nothing_of_data_nor_torch():
 INFERENCE_MODULES = (
     "posereg.predict",
     "posereg.export",
+    "posereg.export_multiperson",
     "posereg.serve.app",
     "posereg.video",
     "posereg.lift",

@@ -35,11 +35,14 @@ from posereg.uncertainty import PredictiveRegion
 
 __all__ = [
     "EXPORT_VERSION",
+    "FAMILY_KEY",
     "HEAD_PREFIX",
     "METADATA_KEY",
+    "TOP_DOWN",
     "OnnxPoseModel",
     "is_onnx",
     "load_onnx_model",
+    "open_export",
 ]
 
 #: ``metadata_props`` key whose value is the export format version; a file without it is not a
@@ -51,6 +54,12 @@ METADATA_KEY = "posereg_export"
 #: (float32 / int8), ``head_output`` (the head's output class) and the graph outputs
 #: ``head.FIELD``.
 EXPORT_VERSION = 1
+#: ``metadata_props`` key naming the model family of an export: absent (files written before it)
+#: or :data:`TOP_DOWN` for :mod:`posereg.export`'s crop models, which :func:`load_onnx_model`
+#: loads; ``keypoint_rcnn`` for a multi-person export with the people decoded in the graph
+#: (:mod:`posereg.export_multiperson`, which loads those).
+FAMILY_KEY = "family"
+TOP_DOWN = "top_down"
 #: Prefix of the graph outputs that are the head's output fields (``head.mu``, ``head.sigma``).
 HEAD_PREFIX = "head."
 _OUTPUT_TYPES = {t.__name__: t for t in get_args(HeadOutput)}
@@ -128,6 +137,36 @@ def _session(path: Path, threads: int | None) -> Any:
         raise CheckpointError(f"{path}: not an ONNX model ONNX Runtime can load ({why})") from None
 
 
+def open_export(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, str]]:
+    """The ONNX Runtime session and the ``metadata_props`` of a posereg export, any family.
+
+    Arguments:
+        path: an ``.onnx`` file written by ``posereg export``.
+        threads: ONNX Runtime's intra-op threads (default ``torch.get_num_threads()``).
+
+    Raises:
+        CheckpointError: no such file, not an ONNX model, or no posereg metadata (an ONNX file
+            that ``posereg export`` did not write) or metadata of another version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    session = _session(path, threads)
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    version = meta.get(METADATA_KEY)
+    if version is None:
+        raise CheckpointError(
+            f"{path}: not a posereg export (its metadata_props have no {METADATA_KEY!r}); "
+            "export a posereg checkpoint with: posereg export --checkpoint CKPT.pt"
+        )
+    if version != str(EXPORT_VERSION):
+        raise CheckpointError(
+            f"{path}: posereg export format {version}, this posereg reads format "
+            f"{EXPORT_VERSION}; export the checkpoint again"
+        )
+    return session, meta
+
+
 def load_onnx_model(
     path: str | os.PathLike, cfg: Config | None = None, threads: int | None = None
 ) -> tuple[OnnxPoseModel, Config, dict[str, Any]]:
@@ -145,24 +184,17 @@ def load_onnx_model(
 
     Raises:
         CheckpointError: no such file, not an ONNX model, or no posereg metadata (an ONNX file
-            that ``posereg export`` did not write) or metadata of another version.
+            that ``posereg export`` did not write) or metadata of another version
+            (:func:`open_export`), or a multi-person export (another ``family``).
         ConfigError: ``cfg``'s ``data.input_size`` is not the export's.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    session = _session(path, threads)
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    version = meta.get(METADATA_KEY)
-    if version is None:
+    session, meta = open_export(path, threads)
+    family = meta.get(FAMILY_KEY, TOP_DOWN)
+    if family != TOP_DOWN:
         raise CheckpointError(
-            f"{path}: not a posereg export (its metadata_props have no {METADATA_KEY!r}); "
-            "export a posereg checkpoint with: posereg export --checkpoint CKPT.pt"
-        )
-    if version != str(EXPORT_VERSION):
-        raise CheckpointError(
-            f"{path}: posereg export format {version}, this posereg reads format "
-            f"{EXPORT_VERSION}; export the checkpoint again"
+            f"{path}: a multi-person export (family {family}: whole images in, people out), not "
+            "a top-down model; run it with posereg.export_multiperson.load_people_onnx"
         )
     saved = from_saved(Config, json.loads(meta["config"]))
     if cfg is None:

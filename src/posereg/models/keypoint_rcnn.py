@@ -249,7 +249,7 @@ class RegressionRoIHeads(RoIHeads):
         sigma = box_sigma_to_pixels(output.sigma, all_boxes)  # (P, K, 2) px
         confidence = sigma_confidence(output.sigma)  # (P, K), Eq. 9
         ones = torch.ones_like(keypoints[..., :1])
-        counts = [len(b) for b in keypoint_boxes]
+        counts = [b.size(0) for b in keypoint_boxes]  # size(0), not len(): traced by ONNX
         for r, kp, sg, c in zip(
             result,
             torch.cat([keypoints, ones], dim=-1).split(counts),
@@ -285,8 +285,15 @@ class _SigmaResizeTransform(GeneralizedRCNNTransform):
             return result
         for r, (h, w), (oh, ow) in zip(result, image_shapes, original_image_sizes, strict=True):
             if "keypoints_sigma" in r:
-                ratio = torch.tensor([ow / w, oh / h], device=r["keypoints_sigma"].device)
-                r["keypoints_sigma"] = r["keypoints_sigma"] * ratio
+                # ratios of the sizes as tensors, as torchvision's resize_keypoints: the sizes are
+                # traced in an ONNX export (a tensor of Python floats would be a constant there)
+                sigma = r["keypoints_sigma"]
+                ratio_w, ratio_h = (
+                    torch.as_tensor(o, dtype=torch.float32, device=sigma.device)
+                    / torch.as_tensor(n, dtype=torch.float32, device=sigma.device)
+                    for o, n in ((ow, w), (oh, h))
+                )
+                r["keypoints_sigma"] = sigma * torch.stack([ratio_w, ratio_h])
         return result
 
 

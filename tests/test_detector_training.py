@@ -16,8 +16,11 @@ from torchvision.ops import box_iou
 from _real_data import tiny_checkpoint
 from posereg.checkpoint import load_checkpoint
 from posereg.cli import main
+from posereg.data.multiperson import MultiPersonDataset
 from posereg.detect import PersonDetector
-from posereg.engine.detector import DetectorTrainConfig, train_detector
+from posereg.engine.detector import DetectorTrainConfig, evaluate_detector, train_detector
+from posereg.metrics.coco import evaluate_coco_boxes
+from posereg.skeletons import COCO17
 from posereg.synth.sticks import draw_sticks, stick_people
 
 NAME = "fasterrcnn_resnet18_fpn_w0.5"
@@ -130,3 +133,52 @@ def test_a_checkpoint_of_another_kind_as_detector_weights_is_one_message_naming_
 
     with pytest.raises(FileNotFoundError, match=f"the {NAME} detector has no COCO weights: train"):
         PersonDetector(NAME)
+
+
+def _coco_files(root, images, targets) -> tuple:
+    """The stick images as PNGs and their people as a COCO person_keypoints json."""
+    (root / "images").mkdir()
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoint_names),
+                        "skeleton": [[a + 1, b + 1] for a, b in COCO17.limbs]}],
+    }  # fmt: skip
+    for i, (image, target) in enumerate(zip(images, targets, strict=True), start=1):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), _bgr(image))
+        coco["images"].append({"id": i, "file_name": f"{i}.png", "width": 128, "height": 128})
+        for box, kp in zip(target["boxes"].tolist(), target["keypoints"].tolist(), strict=True):
+            x1, y1, x2, y2 = box
+            coco["annotations"].append(
+                {"id": len(coco["annotations"]) + 1, "image_id": i, "category_id": 1,
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                 "iscrowd": 0, "keypoints": [v for p in kp for v in p], "num_keypoints": 17}
+            )  # fmt: skip
+    path = root / "people.json"
+    path.write_text(json.dumps(coco))
+    return path, root / "images", coco
+
+
+def test_box_ap_is_cocoeval_on_the_truth_a_shifted_truth_and_the_overfit_detector(
+    tmp_path, trained
+):
+    result, images, targets = trained
+    ann, image_dir, coco = _coco_files(tmp_path, images, targets)
+    truth = [
+        {"image_id": a["image_id"], "bbox": a["bbox"], "score": 1.0} for a in coco["annotations"]
+    ]
+    assert evaluate_coco_boxes(ann, truth).ap == pytest.approx(1.0)
+    # every box moved right by 0.3 of its width: IoU 0.7 / 1.3 = 0.54, a hit at the IoU
+    # threshold .50 only of the ten .50:.05:.95, so AP = 1 / 10
+    shifted = [{**d, "bbox": [d["bbox"][0] + 0.3 * d["bbox"][2], *d["bbox"][1:]]} for d in truth]
+    moved = evaluate_coco_boxes(ann, shifted)
+    assert (moved.ap50, moved.ap75, moved.ap) == pytest.approx((1.0, 0.0, 0.1))
+    none = evaluate_coco_boxes(ann, [])
+    assert (none.ap, none.num_detections) == (0.0, 0)
+    with pytest.raises(ValueError, match=r"image ids \[9\] that the ground truth does not have"):
+        evaluate_coco_boxes(ann, [{**truth[0], "image_id": 9}])
+
+    # the overfit detector on the same images read back through MultiPersonDataset
+    dataset = MultiPersonDataset.from_coco(ann, image_dir)
+    found = evaluate_detector(result.model, dataset, ann)
+    assert found.ap50 >= 0.9 and found.num_detections >= 6, found

@@ -182,3 +182,12 @@ def test_box_ap_is_cocoeval_on_the_truth_a_shifted_truth_and_the_overfit_detecto
     dataset = MultiPersonDataset.from_coco(ann, image_dir)
     found = evaluate_detector(result.model, dataset, ann)
     assert found.ap50 >= 0.9 and found.num_detections >= 6, found
+
+
+def test_the_default_options_are_the_small_ones_for_posereg_s_detector_only():
+    from posereg.engine.detector import SMALL_DETECTOR_OPTIONS
+
+    assert DetectorTrainConfig().options == SMALL_DETECTOR_OPTIONS
+    assert DetectorTrainConfig("fasterrcnn_mobilenet_v3_large_320_fpn").options == {}
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        DetectorTrainConfig("yolo")  # type: ignore[arg-type]

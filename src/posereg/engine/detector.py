@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,9 @@ class DetectorTrainConfig:
     Attributes:
         name: the architecture, one of :data:`posereg.detect.DETECTORS`.
         options: its builder options (:func:`posereg.detect.build_detector`), saved with the
-            checkpoint so that it is rebuilt the same; plain values only.
+            checkpoint so that it is rebuilt the same; plain values only. None:
+            :data:`SMALL_DETECTOR_OPTIONS` for ``fasterrcnn_resnet18_fpn_w0.5``, torchvision's
+            defaults (``{}``) for the others.
         steps: optimizer steps (one batch each; the batches are cycled).
         lr: AdamW's peak learning rate, after a linear warm-up, then a cosine decay to 0.
         warmup_steps: steps of the linear warm-up from 0.
@@ -85,7 +87,7 @@ class DetectorTrainConfig:
     """
 
     name: DetectorName = "fasterrcnn_resnet18_fpn_w0.5"
-    options: dict[str, Any] = field(default_factory=lambda: dict(SMALL_DETECTOR_OPTIONS))
+    options: dict[str, Any] | None = None
     steps: int = 1000
     lr: float = 2e-3
     warmup_steps: int = 50
@@ -95,6 +97,9 @@ class DetectorTrainConfig:
 
     def __post_init__(self) -> None:
         check_detector_name(self.name)
+        if self.options is None:
+            small = self.name == "fasterrcnn_resnet18_fpn_w0.5"
+            self.options = dict(SMALL_DETECTOR_OPTIONS) if small else {}
         if self.steps < 1 or self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(
                 f"detector training: steps >= 1, lr > 0, warmup_steps >= 0; got steps "
@@ -167,7 +172,7 @@ def train_detector(
         FloatingPointError: a non-finite loss (the message says the step and each loss term).
     """
     torch.manual_seed(config.seed)
-    model = build_detector(config.name, num_classes=2, **config.options).to(device).train()
+    model = build_detector(config.name, num_classes=2, **(config.options or {})).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
@@ -217,7 +222,7 @@ def save_detector_checkpoint(
     """
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "detector": detector_record(config.name, 2, config.options),
+        "detector": detector_record(config.name, 2, config.options or {}),
         "step": int(step),
         "metrics": dict(metrics or {}),
         "config": {"name": f"detector-{config.name}", "detector": asdict(config)},

@@ -14,7 +14,7 @@ import torch
 
 from _real_data import real
 from posereg.cli import main
-from posereg.detect import DETECTORS, PERSON, PersonDetector, build_detector
+from posereg.detect import COCO_DETECTORS, PERSON, PersonDetector, build_detector
 
 
 def _favour_person(model: torch.nn.Module) -> None:
@@ -28,7 +28,7 @@ def _favour_person(model: torch.nn.Module) -> None:
                 branch[-1].bias.view(-1, 91)[:, PERSON] = 8.0
 
 
-@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("name", COCO_DETECTORS)
 def test_each_detector_builds_without_weights_and_finds_boxes_on_a_photo(tmp_path, name):
     image = cv2.imread(str(real("coco", "000000000785.jpg")))  # (425, 640, 3) BGR
     height, width = image.shape[:2]
@@ -71,7 +71,7 @@ def test_each_detector_builds_without_weights_and_finds_boxes_on_a_photo(tmp_pat
             assert torch.equal(value, loaded[key]), key
 
 
-@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("name", COCO_DETECTORS)
 def test_missing_weights_name_the_cache_file_the_command_and_the_flag(tmp_path, monkeypatch, name):
     from torchvision.models import detection
 
@@ -104,7 +104,7 @@ def test_a_bad_detector_name_is_one_line_listing_the_valid_ones(tmp_path, capsys
     assert err == (
         "posereg predict: error: --detector 'yolo': expected one of fasterrcnn, "
         "fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_mobilenet_v3_large_320_fpn, "
-        "ssdlite320_mobilenet_v3_large\n"
+        "ssdlite320_mobilenet_v3_large, fasterrcnn_resnet18_fpn_w0.5\n"
     )
     assert not Path(tmp_path / "out").exists()
     with pytest.raises(ValueError, match="unknown detector 'yolo'; valid: fasterrcnn, "):

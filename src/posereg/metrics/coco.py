@@ -32,6 +32,8 @@ from posereg.skeletons import COCO17
 
 __all__ = [
     "COCOKeypointResult",
+    "COCOBoxResult",
+    "evaluate_coco_boxes",
     "load_coco_gt",
     "prepare_coco_gt",
     "AREA_PER_BOX_AREA",
@@ -430,6 +432,101 @@ def evaluate_coco(
         truth="clean" if use_clean else "labels",
         backend=backend,
         num_predictions=len(preds),
+        summary=buf.getvalue(),
+    )
+
+
+_BOX_STAT_NAMES = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar1", "ar10", "ar100", "ar_s",
+                   "ar_m", "ar_l")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class COCOBoxResult:
+    """The twelve COCOeval box (``iouType="bbox"``) numbers, in [0, 1] (-1 where COCOeval has
+    nothing to average): AP over IoU .50:.05:.95 (``ap``, the primary metric), at .50, at .75,
+    small, medium, large; AR at 1, 10, 100 detections per image, small, medium, large.
+
+    Attributes:
+        num_detections: detections evaluated.
+        summary: COCOeval's printed table.
+    """
+
+    ap: float
+    ap50: float
+    ap75: float
+    ap_s: float
+    ap_m: float
+    ap_l: float
+    ar1: float
+    ar10: float
+    ar100: float
+    ar_s: float
+    ar_m: float
+    ar_l: float
+    num_detections: int
+    summary: str
+
+    def __str__(self) -> str:
+        body = " ".join(f"{n.upper()}={getattr(self, n):.4f}" for n in _BOX_STAT_NAMES)
+        return f"COCO boxes ({self.num_detections} detections)\n{body}"
+
+
+def evaluate_coco_boxes(
+    gt: str | Path | Mapping | COCO,
+    detections: Sequence[Mapping],
+    *,
+    image_ids: Sequence[int] | None = None,
+) -> COCOBoxResult:
+    """COCO box AP/AR of person detections (pycocotools' COCOeval, ``iouType="bbox"``).
+
+    Arguments:
+        gt: ground truth (json path, dict or COCO object), prepared as for keypoints
+            (:func:`load_coco_gt`: crowd regions are ignore regions, as COCO evaluates them).
+        detections: ``[{image_id, bbox (x, y, w, h) pixels, score}]``; each is scored as the
+            ground truth's person category.
+        image_ids: restrict to these images (default: all images of the ground truth).
+
+    Returns:
+        The twelve numbers of COCOeval.summarize(); with no detection at all every AP and AR is
+        0 (pycocotools cannot load an empty result list) and ``num_detections`` says 0.
+
+    Raises:
+        ValueError: detections for images the ground truth does not have.
+    """
+    coco_gt = load_coco_gt(gt)
+    person = person_category(dict(coco_gt.dataset), "ground truth")
+    person_id = 1 if person is None else int(person["id"])
+    dets = [
+        {
+            "image_id": int(d["image_id"]),
+            "category_id": person_id,
+            "bbox": [float(v) for v in d["bbox"]],
+            "score": float(d["score"]),
+        }
+        for d in detections
+    ]
+    unknown = sorted({d["image_id"] for d in dets} - set(coco_gt.getImgIds()))
+    if unknown:
+        raise ValueError(
+            f"detections for image ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''} that "
+            "the ground truth does not have"
+        )
+    if not dets:
+        zeros = dict.fromkeys(_BOX_STAT_NAMES, 0.0)
+        return COCOBoxResult(**zeros, num_detections=0, summary="no detections")
+    evaluator = COCOeval(coco_gt, _quiet(coco_gt.loadRes, dets), iouType="bbox")
+    evaluator.params.catIds = [person_id]
+    if image_ids is not None:
+        evaluator.params.imgIds = list(image_ids)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [float(v) for v in evaluator.stats[:12]]
+    return COCOBoxResult(
+        **dict(zip(_BOX_STAT_NAMES, stats, strict=True)),
+        num_detections=len(dets),
         summary=buf.getvalue(),
     )
 

@@ -73,6 +73,8 @@ __all__ = [
     "box_denormalize",
     "box_sigma_to_pixels",
     "encode_box_targets",
+    "fpn_anchors",
+    "fpn_backbone",
     "build_keypoint_rcnn",
     "init_from_heatmap",
     "to_pose_results",
@@ -300,9 +302,11 @@ class _SigmaResizeTransform(GeneralizedRCNNTransform):
 # ----------------------------------------------------------------------------- the builder
 
 
-def _backbone(
+def fpn_backbone(
     name: KeypointRCNNBackbone, fpn_channels: int, norm_layer: type[nn.Module]
 ) -> BackboneWithFPN:
+    """The FPN backbone ``name`` of :data:`BACKBONES`, random weights (nothing downloaded); also
+    the backbone of posereg's small person detector (:mod:`posereg.models.detector`)."""
     if name == "resnet50_fpn":  # torchvision's keypointrcnn_resnet50_fpn backbone, all trainable
         trainable = 3 if norm_layer is FrozenBatchNorm2d else 5  # torchvision's choice
         return resnet_fpn_backbone(
@@ -332,7 +336,9 @@ def _backbone(
     raise ValueError(f"unknown Keypoint R-CNN backbone {name!r}; valid: {', '.join(BACKBONES)}")
 
 
-def _anchors(backbone: KeypointRCNNBackbone, anchor_sizes: Sequence[int] | None) -> AnchorGenerator:
+def fpn_anchors(
+    backbone: KeypointRCNNBackbone, anchor_sizes: Sequence[int] | None
+) -> AnchorGenerator:
     """One anchor size per FPN level (ResNet FPNs: 5 levels) or all sizes on each of the 3
     MobileNet levels, as torchvision's builders; aspect ratios 0.5, 1, 2."""
     sizes = tuple(anchor_sizes or (32, 64, 128, 256, 512))
@@ -450,7 +456,7 @@ def build_keypoint_rcnn(
         state = _read_state_dict(pretrained)
     norm_layer = FrozenBatchNorm2d if state is not None else nn.BatchNorm2d
 
-    fpn = _backbone(backbone, fpn_channels or (64 if small else 256), norm_layer)
+    fpn = fpn_backbone(backbone, fpn_channels or (64 if small else 256), norm_layer)
     layers = tuple(keypoint_layers or ((64,) * 4 if small else (512,) * 8))
     representation = box_representation or (256 if small else 1024)
     box_head = TwoMLPHead(fpn.out_channels * 7 * 7, representation)
@@ -459,7 +465,7 @@ def build_keypoint_rcnn(
         num_classes=None,  # the box predictor's 2 classes: background, person
         min_size=min_size,
         max_size=max_size,
-        rpn_anchor_generator=_anchors(backbone, anchor_sizes),
+        rpn_anchor_generator=fpn_anchors(backbone, anchor_sizes),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(representation, 2),
         keypoint_head=KeypointRCNNHeads(fpn.out_channels, layers),

@@ -39,6 +39,8 @@ INFERENCE_MODULES = (
     "posereg.convert",
     "posereg.runtime",
     "posereg.decode",
+    "posereg.families.topdown",  # the families (posereg.family): the engine only when training
+    "posereg.families.lift",
 )
 
 

@@ -199,6 +199,25 @@ class Predictor:
             model, cfg, state = load_onnx_model(path)
         else:
             model, cfg, state = model_from_checkpoint(path)
+        predictor = cls.from_config(model, cfg, device, flip_test, exif_orientation)
+        predictor.metrics = dict(state.get("metrics") or {})
+        predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
+        predictor.calibration = SigmaCalibration.from_state(
+            state, predictor.skeleton.num_keypoints, 2, str(path)
+        )
+        return predictor
+
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        cfg: Config,
+        device: str | torch.device | None = None,
+        flip_test: bool | None = None,
+        exif_orientation: bool = True,
+    ) -> Predictor:
+        """A predictor for ``model`` with the crops, flip test and score rule of ``cfg`` (its
+        skeleton resolved); no sigma calibration (c = 1), as for a model not yet evaluated."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,
@@ -209,11 +228,6 @@ class Predictor:
             device,
             exif_orientation,
             cfg.eval.score_rule,
-        )
-        predictor.metrics = dict(state.get("metrics") or {})
-        predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
-        predictor.calibration = SigmaCalibration.from_state(
-            state, predictor.skeleton.num_keypoints, 2, str(path)
         )
         predictor.name, predictor.config = cfg.name, cfg
         predictor.depth_range = cfg.data.depth_range_mm

@@ -20,7 +20,14 @@ from tests._real_data import REPO, real, tiny_checkpoint, tiny_config
 from posereg.checkpoint import describe_checkpoint, save_checkpoint
 from posereg.cli import main
 from posereg.config import ConfigError, LiftConfig, LiftDataConfig, LiftModelConfig, to_dict
-from posereg.family import TASKS, family_for, family_of_checkpoint, family_of_config
+from posereg.family import (
+    TASKS,
+    Family,
+    ImageFamily,
+    family_for,
+    family_of_checkpoint,
+    family_of_config,
+)
 from posereg.models.build import build_lift_model
 
 POSEREG = str(Path(sys.executable).parent / "posereg")
@@ -57,6 +64,9 @@ def test_configs_and_checkpoints_name_their_family(checkpoints):
         family = family_for(task)
         info = describe_checkpoint(checkpoints[task])  # posereg info
         assert f"family: {family.title} ({family.maps}; `posereg {family.command}`)" in info
+    assert all(isinstance(family_for(t), Family) for t in TASKS)
+    # inference on images: top-down; lifting takes 2D keypoints (posereg lift)
+    assert [t for t in TASKS if isinstance(family_for(t), ImageFamily)] == ["topdown"]
     assert family_of_config(REPO / "configs/lift_synth_rle.yaml").name == "lift"
     assert family_of_config(REPO / "configs/synth_rle.yaml").name == "topdown"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from posereg.config import ConfigError, read_task
 from posereg.errors import CheckpointError
@@ -52,6 +52,7 @@ DEFAULT_TASK: Task = "topdown"
 Split = Literal["train", "val"]
 
 
+@runtime_checkable
 class Family(Protocol):
     """What the commands need of a kind of model; ``cfg`` is the family's config dataclass.
 
@@ -114,8 +115,10 @@ class Family(Protocol):
         ...
 
 
+@runtime_checkable
 class ImageFamily(Family, Protocol):
-    """A family whose inference takes images: ``posereg predict``, ``serve`` and ``video``."""
+    """A family whose inference takes images: ``posereg predict``, ``serve`` and ``video``
+    (``isinstance(family, ImageFamily)`` tells)."""
 
     def predict(
         self,

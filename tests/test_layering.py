@@ -1,7 +1,7 @@
 """The layering STYLE.md asks for, checked in fresh interpreters: config imports nothing of data
 (nor torch); the inference modules (predict, export, serve, video, lift, convert, runtime) and a
-user error in an inference command import nothing of posereg.engine; the error classes are a
-leaf."""
+user error in an inference command import nothing of posereg.engine; the error classes and the
+pose result are leaves."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ INFERENCE_MODULES = (
     "posereg.convert",
     "posereg.runtime",
     "posereg.decode",
+    "posereg.families.topdown",  # the families (posereg.family): the engine only when training
+    "posereg.families.lift",
 )
 
 
@@ -54,12 +56,13 @@ def test_an_inference_module_imports_nothing_of_the_engine(module):
     assert got == "[]"
 
 
-def test_the_error_classes_module_is_a_leaf():
+@pytest.mark.parametrize("module", ["posereg.errors", "posereg.result"])
+def test_the_error_classes_and_the_pose_result_are_leaves(module):
     got = _run(
-        "import sys, posereg.errors; "
+        f"import sys, {module}; "
         "print(sorted(m for m in sys.modules if m.startswith(('posereg.', 'torch'))))"
     )
-    assert got == "['posereg.errors']"
+    assert got == f"[{module!r}]"
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from posereg.errors import CheckpointError
+from posereg.family import family_for, task_of_checkpoint
 from posereg.models.pose import upgrade_state_dict
 from posereg.outputs import new_file_mode
 from posereg.torchfile import CHECKPOINT_WHAT, TorchFileError, check_finite, read_torch_file
@@ -218,9 +219,11 @@ def describe_checkpoint(path: str | Path) -> str:
         t.numel() for k, t in model.items() if "criterion" in k.split(".") and t.is_floating_point()
     )
     cfg = state.get("config", {})
+    family = family_for(task_of_checkpoint(state, path))
     lines = [
         f"checkpoint: {path}",
         f"run: {cfg.get('name', '?')}  epoch {state.get('epoch')}  step {state.get('step')}",
+        f"family: {family.title} ({family.maps}; `posereg {family.command}`)",
         f"parameters: {n_total:,} ({n_total - n_flow:,} used at inference; {n_flow:,} in the training-only flow)",
     ]
     if state.get("converted_from"):
@@ -246,7 +249,11 @@ def describe_checkpoint(path: str | Path) -> str:
         yaml.safe_dump(
             {
                 "model": cfg.get("model", {}),
-                "data": {k: cfg.get("data", {}).get(k) for k in ("skeleton", "input_size")},
+                "data": {
+                    k: v
+                    for k, v in cfg.get("data", {}).items()
+                    if k in ("skeleton", "input_skeleton", "input_size")
+                },
             },
             sort_keys=False,
         ).rstrip()

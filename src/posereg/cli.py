@@ -81,24 +81,6 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_lift_train(args: argparse.Namespace) -> int:
-    from posereg.config import load_lift_config
-    from posereg.engine.lift import train_lift
-
-    cfg = load_lift_config(args.config, args.overrides)
-    try:
-        result = train_lift(cfg, device=args.device, exist_ok=args.exist_ok)
-    except KeyboardInterrupt as e:  # not "before the first step" (_run_train): it may be later
-        raise KeyboardInterrupt("interrupted") from e
-    m = result.metrics
-    print(
-        f"run: {result.run_dir}\nval MPJPE {m.mpjpe:.1f} mm, PA-MPJPE {m.pa_mpjpe:.1f} mm, "
-        f"N-MPJPE {m.n_mpjpe:.1f} mm, PCK@150 {m.pck:.3f}, AUC {m.auc:.3f} "
-        f"(best MPJPE {result.best_mpjpe:.1f} mm; training {result.train_seconds:.0f} s)"
-    )
-    return 0
-
-
 def _run_train(args: argparse.Namespace) -> int:
     try:
         return _train(args)
@@ -109,40 +91,35 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from posereg.config import ConfigError, config_task, load_config
-    from posereg.engine.distributed import env_rank
-    from posereg.engine.report import format_summary
-    from posereg.engine.train import RunFinished, train
+    from posereg.config import ConfigError
+    from posereg.errors import RunFinished
+    from posereg.family import family_of_config
 
-    if args.config is not None and not args.resume and config_task(args.config) == "lift":
-        return _run_lift_train(args)
-    if args.resume and config_task(f"{args.resume}/config.yaml") == "lift":
-        raise ConfigError(
-            f"{args.resume} is a lifting run; lifting runs are not resumable (they take "
-            "minutes): train its config again"
-        )
     if args.resume:
         if args.config is not None:
             raise ConfigError(
                 f"give CONFIG or --resume, not both: a resumed run keeps its own config "
                 f"({args.resume}/config.yaml); to train it longer use --set train.epochs=M"
             )
-        cfg = None
+        family = family_of_config(f"{args.resume}/config.yaml")
     elif args.config is None:
         raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
     else:
-        cfg = load_config(args.config, args.overrides)
+        family = family_of_config(args.config)
+        cfg = family.load_config(args.config, args.overrides)
+    from posereg.engine.distributed import env_rank
+
     try:
-        result = train(
-            cfg, resume=args.resume, device=args.device, exist_ok=args.exist_ok,
-            overrides=args.overrides if args.resume else (),
-        )  # fmt: skip
+        if args.resume:
+            summary = family.resume(args.resume, device=args.device, overrides=args.overrides)
+        else:
+            summary = family.train(cfg, device=args.device, exist_ok=args.exist_ok)
     except RunFinished as e:  # nothing to do is not a failure: a requeued job may resume again
         if env_rank() == 0:
             print(f"posereg train: {e}", file=sys.stderr)
         return 0
     if env_rank() == 0:  # under torchrun rank 0 alone reports (its result has the metrics)
-        print(format_summary(result))
+        print(summary)
     return 0
 
 
@@ -167,26 +144,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from posereg.config import config_task, load_config, load_lift_config
-    from posereg.engine.evaluate import run_evaluation
+    from posereg.family import family_of_config
 
-    if config_task(args.config) == "lift":
-        from posereg.engine.lift import run_lift_evaluation
-
-        metrics = run_lift_evaluation(
-            load_lift_config(args.config, args.overrides), args.checkpoint, args.device, args.out
-        )
-        for k, v in metrics.summary().items():
-            print(f"{k}: {v:.4f}" if k in ("PCK3D_150", "AUC3D") else f"{k}: {v:.2f}")
-        for action, (e1, e2) in metrics.per_action.items():
-            print(f"  {action}: MPJPE {e1:.2f}, PA-MPJPE {e2:.2f}")
-        return 0
-    cfg = load_config(args.config, args.overrides)
-    result = run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out)
-    for k, v in result.summary().items():
-        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    b = result.benchmark
-    print(f"primary ({b.name} benchmark): {b.primary.name} {result.primary:.4f}")
+    family = family_of_config(args.config)
+    cfg = family.load_config(args.config, args.overrides)
+    print(family.run_evaluation(cfg, args.checkpoint, device=args.device, out=args.out))
     return 0
 
 

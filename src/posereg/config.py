@@ -52,6 +52,7 @@ __all__ = [
     "LiftModelConfig",
     "LiftTrainConfig",
     "config_task",
+    "read_task",
     "load_lift_config",
 ]
 
@@ -742,8 +743,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 # --------------------------------------------------------------------------- lifting runs
-# A YAML file with ``task: lift`` is a 2D-to-3D lifting run (posereg.engine.lift); every other
-# config is a top-down run (:class:`Config`). ``posereg train``/``eval`` read the task first.
+# A YAML file with ``task: lift`` is a 2D-to-3D lifting run (posereg.engine.lift); a config
+# without ``task`` is a top-down run (:class:`Config`). posereg.family reads the task first.
 
 
 #: The 3D pose prior of synthetic lifting pairs (posereg.synth.prior, which takes it from here).
@@ -837,13 +838,19 @@ class LiftConfig:
         check_run_name(self.name)
 
 
-def config_task(path: str | Path) -> str:
-    """``lift`` when the YAML file sets ``task: lift``, else ``pose`` (a top-down run)."""
+def read_task(path: str | Path) -> Any:
+    """The ``task`` value of a YAML config file, as written; None when it has none or cannot be
+    read (its loader reports the problem). :func:`posereg.family.family_of_config` reads it."""
     try:
         data = _read_yaml(Path(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return "pose"  # load_config reports the problem
-    return "lift" if isinstance(data, dict) and data.get("task") == "lift" else "pose"
+        return None
+    return data.get("task") if isinstance(data, dict) else None
+
+
+def config_task(path: str | Path) -> str:
+    """``lift`` when the YAML file sets ``task: lift``, else ``pose`` (a top-down run)."""
+    return "lift" if read_task(path) == "lift" else "pose"
 
 
 def load_lift_config(path: str | Path, overrides: list[str] | None = None) -> LiftConfig:

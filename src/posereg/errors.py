@@ -6,7 +6,7 @@ Nothing here imports posereg (nor torch), so the CLI's error handler and the inf
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "RunLockedError"]
+__all__ = ["CheckpointError", "RunLockedError", "RunFinished"]
 
 
 class CheckpointError(ValueError):
@@ -15,3 +15,7 @@ class CheckpointError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another live process is training in this run folder."""
+
+
+class RunFinished(Exception):
+    """``resume`` of a run that already reached its end; nothing was trained or written."""

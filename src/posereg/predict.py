@@ -36,6 +36,7 @@ from posereg.decode import decode_crops
 from posereg.metrics.coco import instance_score, make_coco_predictions
 from posereg.models.build import model_from_checkpoint
 from posereg.outputs import os_error, write_atomic
+from posereg.result import PoseResult
 from posereg.runtime import is_onnx, load_onnx_model
 from posereg.skeletons import Skeleton, resolve_skeleton
 from posereg.uncertainty import (
@@ -65,64 +66,6 @@ __all__ = [
 # A box larger than this many times the image's longer side is not a person in that image
 # (a detector never produces one); its crop would shrink the whole image to a few pixels.
 MAX_BOX_TO_IMAGE = 10.0
-
-
-@dataclass
-class PoseResult:
-    """Poses of the N people in one image.
-
-    Attributes:
-        keypoints: (N, K, 2) image pixels.
-        sigma: (N, K, 2) per-axis sigma in image pixels; None for a head without sigma.
-        confidence: (N, K) the head's per-keypoint score (1 - mean_d sigma_hat, Eq. 9, for heads
-            with sigma; the heatmap maximum for the heatmap head).
-        boxes: (N, 4) the (x, y, w, h) boxes used.
-        scores: (N,) instance scores by the evaluation's rule (``eval.score_rule``; official:
-            box score + mean_k(c) + max_k(c)).
-        region: (N, K, 2) semi-axes (x, y) in image pixels of each keypoint's predictive
-            ``region_p``-region, r_p x sigma: the ellipse that holds the true keypoint with
-            probability ``region_p`` if the model is calibrated (:mod:`posereg.uncertainty`);
-            None when the head's loss learns no density (L1, L2, heatmap, integral).
-        region_p: the region's level p (``Predictor.region_level``, default 0.9); None with
-            ``region``.
-        depth: (N, K) a 3D model's root-relative depth per joint, mm (``(d_k - d_root) x
-            depth_range``; root: pelvis, or mid-hip for COCO-17; the absolute distance is not
-            predicted); None for 2D models.
-        depth_sigma: (N, K) the sigma of that depth, mm, for 3D heads that predict one.
-        sigma_calibrated: (N, K, 2) c_k x sigma in image pixels: a Laplace scale per axis fitted
-            on the run's validation set (``Predictor.calibration``; c = 1 for a checkpoint
-            without one), so that E|error| ~ sigma_calibrated; None with ``sigma``.
-    """
-
-    keypoints: np.ndarray
-    sigma: np.ndarray | None
-    confidence: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    region: np.ndarray | None = None
-    region_p: float | None = None
-    depth: np.ndarray | None = None
-    depth_sigma: np.ndarray | None = None
-    sigma_calibrated: np.ndarray | None = None
-
-    def select(self, people: np.ndarray) -> PoseResult:
-        """The result restricted to the people ``people`` (indices or a boolean mask)."""
-
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[people]
-
-        return PoseResult(
-            self.keypoints[people],
-            pick(self.sigma),
-            self.confidence[people],
-            self.boxes[people],
-            self.scores[people],
-            pick(self.region),
-            self.region_p,
-            pick(self.depth),
-            pick(self.depth_sigma),
-            pick(self.sigma_calibrated),
-        )
 
 
 def box_problem(box: np.ndarray, image_size: tuple[int, int]) -> str | None:
@@ -256,6 +199,25 @@ class Predictor:
             model, cfg, state = load_onnx_model(path)
         else:
             model, cfg, state = model_from_checkpoint(path)
+        predictor = cls.from_config(model, cfg, device, flip_test, exif_orientation)
+        predictor.metrics = dict(state.get("metrics") or {})
+        predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
+        predictor.calibration = SigmaCalibration.from_state(
+            state, predictor.skeleton.num_keypoints, 2, str(path)
+        )
+        return predictor
+
+    @classmethod
+    def from_config(
+        cls,
+        model: nn.Module,
+        cfg: Config,
+        device: str | torch.device | None = None,
+        flip_test: bool | None = None,
+        exif_orientation: bool = True,
+    ) -> Predictor:
+        """A predictor for ``model`` with the crops, flip test and score rule of ``cfg`` (its
+        skeleton resolved); no sigma calibration (c = 1), as for a model not yet evaluated."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         predictor = cls(
             model,
@@ -266,11 +228,6 @@ class Predictor:
             device,
             exif_orientation,
             cfg.eval.score_rule,
-        )
-        predictor.metrics = dict(state.get("metrics") or {})
-        predictor.sigma_scale = float(predictor.metrics.get("sigma_calibration", 1.0))
-        predictor.calibration = SigmaCalibration.from_state(
-            state, predictor.skeleton.num_keypoints, 2, str(path)
         )
         predictor.name, predictor.config = cfg.name, cfg
         predictor.depth_range = cfg.data.depth_range_mm

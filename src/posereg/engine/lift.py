@@ -49,6 +49,7 @@ __all__ = [
     "train_lift",
     "run_lift_evaluation",
     "fit_lift_calibration",
+    "lift_loss",
 ]
 
 
@@ -101,6 +102,16 @@ def _tensors(pairs: LiftSet, device: torch.device) -> tuple[torch.Tensor, torch.
     x = torch.as_tensor(pairs.keypoints_2d, dtype=torch.float32, device=device)
     y = torch.as_tensor(pairs.joints_3d, dtype=torch.float32, device=device)
     return x, y
+
+
+def lift_loss(model: FCLifter, keypoints_2d: torch.Tensor, joints_3d: torch.Tensor) -> torch.Tensor:
+    """One training step's loss of a lifter (the family's ``train_step_loss``).
+
+    Arguments:
+        keypoints_2d: (B, K_in, 2) pixels; joints_3d: (B, 17, 3) mm, pelvis at 0 (the lifter
+            normalises both itself).
+    """
+    return model.loss(model(keypoints_2d), joints_3d)
 
 
 def evaluate_lifter(model: FCLifter, pairs: LiftSet) -> Pose3DMetrics:
@@ -164,7 +175,7 @@ def fit_lifter(
         total, count = 0.0, 0
         for i in range(0, len(x) - t.batch_size + 1, t.batch_size):  # drop the last (BatchNorm)
             idx = order[i : i + t.batch_size]
-            loss = model.loss(model(x[idx]), y[idx])
+            loss = lift_loss(model, x[idx], y[idx])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite lifting loss at step {step + 1}")
             opt.zero_grad(set_to_none=True)

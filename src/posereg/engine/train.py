@@ -49,6 +49,7 @@ from posereg.engine import distributed as D
 from posereg.engine.builders import build_datasets, build_optimizer
 from posereg.engine.evaluate import EvalResult, evaluate, primary_metric, primary_score
 from posereg.engine.rundir import RunLock, clean_partial_writes, new_run_dir
+from posereg.errors import RunFinished
 from posereg.losses import NonFiniteLossError
 from posereg.models.build import build_model, data_skeleton
 
@@ -58,6 +59,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunFinished",
     "TrainingInterrupted",
+    "step_loss",
     "RESUME_KEYS",
 ]
 
@@ -69,10 +71,6 @@ FAULT_KILL_ENV = "POSEREG_FAULT_KILL_AT_STEP"
 
 #: The config keys ``--resume`` may change: a run is trained longer, never made another run.
 RESUME_KEYS = ("train.epochs", "train.max_steps")
-
-
-class RunFinished(Exception):
-    """``resume`` of a run that already reached its end; nothing was trained or written."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -118,11 +116,25 @@ class _TrainStep(nn.Module):
     def forward(
         self, images: Tensor, target: Tensor, weight: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        out = self.model(images)
-        # the head computes its loss in float32, also under autocast
-        loss = self.model.loss(out, target, weight)
-        sigma = getattr(out, "sigma", None)  # heads that predict one: logged
-        return loss, None if sigma is None else sigma.detach()
+        return step_loss(self.model, images, target, weight)
+
+
+def step_loss(
+    model: nn.Module, images: Tensor, target: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """One training step's loss of a top-down model (the family's ``train_step_loss``).
+
+    Arguments:
+        images: (B, 3, H, W) crops; target, weight: the head's codec's targets and weights.
+
+    Returns:
+        (the loss, a scalar; the head's sigma detached for the log, or None).
+    """
+    out = model(images)
+    # the head computes its loss in float32, also under autocast
+    loss = model.loss(out, target, weight)
+    sigma = getattr(out, "sigma", None)  # heads that predict one: logged
+    return loss, None if sigma is None else sigma.detach()
 
 
 def _autocast(cfg: Config, device: torch.device):

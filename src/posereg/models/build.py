@@ -20,6 +20,7 @@ from posereg.checkpoint import config_mismatch, describe_mismatch, load_checkpoi
 from posereg.codecs import Codec
 from posereg.config import Config, ConfigError, LiftConfig, from_saved, to_dict
 from posereg.errors import CheckpointError
+from posereg.family import check_family
 from posereg.models.backbones import WIDTH_BACKBONES, backbone_stride
 from posereg.models.factory import create_pose_model, pose_head_options
 from posereg.models.heads import create_head
@@ -151,8 +152,13 @@ def model_from_checkpoint(
 
     Returns:
         (model, the config used, the checkpoint dict).
+
+    Raises:
+        CheckpointError: not a posereg checkpoint, one of another family (a lifter's), or one
+            that does not fit the model ``cfg`` describes.
     """
     state = load_checkpoint(checkpoint)
+    check_family(state, checkpoint, "topdown")
     saved = from_saved(Config, state["config"])
     if cfg is None:
         cfg = saved
@@ -202,14 +208,11 @@ def lifter_from_checkpoint(
     """The lifter, its config and the checkpoint dict from a ``posereg train`` lifting checkpoint.
 
     Raises:
-        CheckpointError: not a lifting checkpoint (e.g. a top-down model's), or another model.
+        CheckpointError: not a lifting checkpoint (e.g. a top-down model's, named by
+            :func:`posereg.family.check_family`), or another model.
     """
     state = load_checkpoint(path, map_location="cpu")
-    if state.get("task") != "lift":
-        raise CheckpointError(
-            f"{path}: not a lifting checkpoint (it holds a top-down model); `posereg lift` needs "
-            "a checkpoint of a `task: lift` run"
-        )
+    check_family(state, path, "lift")
     cfg = from_saved(LiftConfig, state["config"])
     model = build_lift_model(cfg)
     try:  # load_model_state would rename the keys of older top-down checkpoints

@@ -1,0 +1,1 @@
+"""The model families (:mod:`posereg.family`): one module each."""

@@ -54,7 +54,7 @@ from posereg.errors import CheckpointError
 from posereg.export import OnnxMismatchError, _eval_mode, _require
 from posereg.models.keypoint_rcnn import RegressionRoIHeads, to_pose_results
 from posereg.outputs import atomic_path, os_error
-from posereg.predict import PoseResult
+from posereg.result import PoseResult
 from posereg.runtime import EXPORT_VERSION, FAMILY_KEY, METADATA_KEY, TOP_DOWN, open_export
 
 __all__ = [

@@ -41,7 +41,7 @@ from posereg.dense_losses import (
 )
 from posereg.metrics.coco import oks_nms
 from posereg.models.backbones import ResNetTrunk, create_backbone
-from posereg.predict import PoseResult
+from posereg.result import PoseResult
 from posereg.skeletons import COCO17, Skeleton
 
 __all__ = ["DenseHead", "DenseOutput", "DensePoseModel", "build_dense_model"]

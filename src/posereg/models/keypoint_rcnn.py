@@ -60,7 +60,7 @@ from posereg.losses import build_loss
 from posereg.metrics.coco import instance_score
 from posereg.models.backbones import resnet18
 from posereg.models.heads import RegressionHead, RegressionOutput
-from posereg.predict import PoseResult
+from posereg.result import PoseResult
 from posereg.torchfile import read_torch_file
 
 __all__ = [

@@ -42,6 +42,7 @@ INFERENCE_MODULES = (
     "posereg.decode",
     "posereg.families.topdown",  # the families (posereg.family): the engine only when training
     "posereg.families.lift",
+    "posereg.families.keypoint_rcnn",
 )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "family_of_config",
     "family_of_checkpoint",
     "check_family",
+    "detector_free_family",
     "task_of_checkpoint",
 ]
 
@@ -221,6 +222,17 @@ def family_of_checkpoint(path: str | Path) -> Family:
     from posereg.checkpoint import load_checkpoint
 
     return family_for(task_of_checkpoint(load_checkpoint(path), path))
+
+
+def detector_free_family(path: str | Path) -> ImageFamily | None:
+    """The family of the checkpoint or export ``path`` when its model finds the people of a
+    whole image itself (``finds_people``: no boxes, no detector), else None (top-down, lifting,
+    or a file that the top-down loader then names the problem of)."""
+    try:
+        family = family_of_checkpoint(path)
+    except CheckpointError:
+        return None
+    return family if getattr(family, "finds_people", False) else None  # type: ignore[return-value]
 
 
 def check_family(state: dict[str, Any], path: str | Path, wanted: Task) -> None:

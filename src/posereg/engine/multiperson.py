@@ -44,6 +44,7 @@ __all__ = [
     "lr_factor",
     "train_people",
     "run_people_evaluation",
+    "summarize",
 ]
 
 #: metrics.json / ``posereg eval`` names of COCOeval's numbers
@@ -106,7 +107,7 @@ def coco_entries(ids: list[int], results: list[PoseResult]) -> list[dict]:
     return entries
 
 
-def _summaries(cfg: Any, ids: list[int], entries: list[dict]) -> dict[str, float]:
+def summarize(cfg: Any, ids: list[int], entries: list[dict]) -> dict[str, float]:
     """COCOeval against the labels and (``eval.use_clean``, every annotation with
     ``keypoints_clean``) the clean truth; AP etc. 0 when the model found nobody."""
     gt = load_coco_gt(cfg.data.val_ann)
@@ -145,7 +146,7 @@ def evaluate_people(
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(entries))
-    return _summaries(cfg, ids, entries)
+    return summarize(cfg, ids, entries)
 
 
 def lr_factor(step: int, total: int, cfg: Any, steps_per_unit: int) -> float:

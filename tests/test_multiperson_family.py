@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from _real_data import real, tiny_checkpoint
 
+from _real_data import real, tiny_checkpoint
 from posereg.checkpoint import load_checkpoint, save_checkpoint
 from posereg.cli import main
 from posereg.metrics.coco import evaluate_coco

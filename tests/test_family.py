@@ -37,6 +37,9 @@ PHOTO = real("coco", "000000000785.jpg")
 TINY_KPRCNN = ["model.options={min_size: 128, max_size: 128, fpn_channels: 16, "
                "keypoint_layers: [16], box_representation: 32}"]  # fmt: skip
 
+#: a small dense one-stage model (configs/synth_dense_rle.yaml's, narrower)
+TINY_DENSE = ["model.width=0.25", "model.fpn_channels=16"]
+
 LIFT_CFG = LiftConfig(
     data=LiftDataConfig(num_train=64, num_val=32),
     model=LiftModelConfig(hidden=16, num_blocks=1, loss="rle"),
@@ -56,7 +59,13 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     people = kprcnn.load_config(REPO / "configs/synth_kprcnn_rle.yaml", TINY_KPRCNN)
     (folder / "keypoint_rcnn.yaml").write_text(yaml.safe_dump(to_dict(people)))
     people_state = kprcnn.save_state(kprcnn.build_model(people), people)
+    dense = family_for("dense")
+    one_stage = dense.load_config(REPO / "configs/synth_dense_rle.yaml", TINY_DENSE)
+    (folder / "dense.yaml").write_text(yaml.safe_dump(to_dict(one_stage)))
+    dense_state = dense.save_state(dense.build_model(one_stage), one_stage)
     return {
+        "dense": save_checkpoint(dense_state, folder / "dense.pt"),
+        "dense.yaml": folder / "dense.yaml",
         "keypoint_rcnn": save_checkpoint(people_state, folder / "kprcnn.pt"),
         "keypoint_rcnn.yaml": folder / "keypoint_rcnn.yaml",
         "topdown": tiny_checkpoint(folder / "pose.pt"),

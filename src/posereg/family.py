@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The families, by the ``task`` their configs and checkpoints carry.
-Task = Literal["topdown", "lift", "keypoint_rcnn"]
+Task = Literal["topdown", "lift", "keypoint_rcnn", "dense"]
 TASKS: tuple[Task, ...] = get_args(Task)
 #: The task of a config or checkpoint without a ``task`` key (every top-down run).
 DEFAULT_TASK: Task = "topdown"
@@ -157,6 +157,10 @@ def family_for(task: Task) -> Family:
             from posereg.families.keypoint_rcnn import KeypointRCNNFamily
 
             return KeypointRCNNFamily()
+        case "dense":
+            from posereg.families.dense import DenseFamily
+
+            return DenseFamily()
     raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
 
 

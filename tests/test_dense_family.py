@@ -77,6 +77,7 @@ def test_train_eval_predict(run, capsys):
     people = json.loads((out / "predictions.json").read_text())
     assert 0 < len(people) <= 5  # model.max_people
     assert all(len(p["bbox"]) == 4 and len(p["keypoints"]) == 51 for p in people)
+    assert all(p["region_p"] == 0.9 and len(p["region"]) == 17 for p in people)  # RLE's flow
     assert (out / "000000000785_pose.png").is_file()
 
 

@@ -119,6 +119,10 @@ def test_predict_a_photo_export_and_the_onnx_gives_the_same_people(run):
         x, y, bw, bh = p["bbox"]
         assert bw > 0 and bh > 0 and -1 <= x and x + bw <= w + 1 and -1 <= y and y + bh <= h + 1
         assert len(p["keypoints"]) == 51 and np.asarray(p["sigma"]).shape == (17, 2)
+        # the RLE head's predictive 0.9-region: r_0.9 x sigma, the same radius for every person
+        ratio = np.asarray(p["region"]) / np.asarray(p["sigma"])
+        assert p["region_p"] == 0.9 and np.allclose(ratio, ratio.flat[0], rtol=1e-2)
+        assert 1.0 < ratio.flat[0] < 5.0
     assert (root / "pt/000000000785_pose.png").is_file()
 
     out = _posereg("export", "--checkpoint", str(best), "--out", "kprcnn.onnx", cwd=root)

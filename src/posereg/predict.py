@@ -358,8 +358,9 @@ class PeoplePredictor(Predictor):
 
     The calls of :class:`Predictor` (``load_image``, ``__call__``) and the attributes its users
     read (``posereg predict``, ``serve``, video), through the family's ``predict``
-    (:class:`posereg.family.ImageFamily`); no boxes, crops, flip test or predictive regions.
-    ``sigma_calibrated`` is sigma (c = 1: these runs fit no calibration).
+    (:class:`posereg.family.ImageFamily`); no boxes or crops. The predictive regions come from
+    the family's trained loss (``family.criterion``: RLE heads; none for an ONNX export) as for
+    top-down; ``sigma_calibrated`` is sigma (c = 1: these runs fit no calibration).
 
     Arguments:
         family: the image family (``finds_people``).
@@ -388,7 +389,11 @@ class PeoplePredictor(Predictor):
         self.padding = 1.0
         self.flip_test = False
         self.exif_orientation = exif_orientation
-        self.region = None
+        self.region = region_from_criterion(
+            family.criterion(model),
+            tuple(sorted({*REPORT_LEVELS, DRAW_LEVEL})),
+            num_samples=FAST_NUM_SAMPLES,
+        )
         self.region_level = DRAW_LEVEL
         self.score_rule = ""
         self.sigma_scale = 1.0
@@ -428,6 +433,9 @@ class PeoplePredictor(Predictor):
         result = self.family.predict(self.model, self.config, [bgr])[0]
         if result.sigma is not None:
             result.sigma_calibrated = self.calibration.apply(result.sigma)
+            if self.region is not None:
+                result.region = self.region.semi_axes(result.sigma, self.region_level)
+                result.region_p = self.region_level
         return result
 
 

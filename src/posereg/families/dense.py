@@ -137,6 +137,13 @@ class DenseFamily(MultiPersonFamily):
             for image in images
         ]
 
+    def criterion(self, model: Any) -> nn.Module | None:
+        """The RLE keypoint loss (with its flow); None for L1 and OKS, which learn no density."""
+        from posereg.losses import RLELoss
+
+        loss = getattr(model, "keypoint_loss", None)
+        return loss if isinstance(loss, RLELoss) else None
+
     def people_module(self, model: nn.Module) -> nn.Module:
         raise ValueError(self._no_export())
 

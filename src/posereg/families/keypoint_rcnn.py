@@ -107,12 +107,18 @@ class KeypointRCNNFamily(MultiPersonFamily):
     def infer(self, model: Any, cfg: KeypointRCNNConfig, images: list[Tensor]) -> list[PoseResult]:
         """:func:`posereg.models.keypoint_rcnn.to_pose_results` of the model's detections (the
         heatmap head's scores by the box score alone: its keypoint scores are logits)."""
-        if hasattr(model, "session"):  # an ONNX export (OnnxPeopleModel)
+        if hasattr(model, "session"):  # an ONNX export (OnnxPeopleModel): its threshold is baked
             return model.predict(images)
         from posereg.models.keypoint_rcnn import to_pose_results
 
+        model.roi_heads.score_thresh = cfg.eval.score_threshold  # the config's, as at build
         rule = "official" if cfg.model.head == "rle" else "box"
         return to_pose_results(model(images), rule)
+
+    def criterion(self, model: Any) -> nn.Module | None:
+        """The RLE head's loss (with its flow); None for the heatmap head and ONNX exports."""
+        predictor = getattr(getattr(model, "roi_heads", None), "keypoint_predictor", None)
+        return getattr(predictor, "criterion", None)
 
     def people_module(self, model: nn.Module) -> nn.Module:
         from posereg.export_multiperson import KeypointRCNNPeople

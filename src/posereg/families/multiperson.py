@@ -194,6 +194,12 @@ class MultiPersonFamily:
         """The exported module (one image in, the people's tensors out), for the parity check."""
         raise NotImplementedError
 
+    def criterion(self, model: Any) -> nn.Module | None:
+        """The model's trained keypoint loss, whose density gives the predictive regions
+        (:func:`posereg.uncertainty.region_from_criterion`); None: no regions (the default, and
+        for an ONNX export, which does not carry the flow)."""
+        return None
+
     # ------------------------------------------------------------------ shared
     def load_config(self, path: str | Path, overrides: Sequence[str] = ()) -> Any:
         return load_yaml(self.config_class, path, list(overrides))

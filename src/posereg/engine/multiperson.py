@@ -185,7 +185,9 @@ def train_people(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = family.build_model(cfg).to(dev).train()  # a bad model option fails before the folder
     if cfg.data.synth is not None:
-        build_people_data(cfg, "train")  # makes a missing synthetic set
+        from posereg.engine.synthdata import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(cfg.data.synth)  # makes a missing synthetic set
     loader = build_multiperson_loader(cfg.data, "train", t.batch_size, shuffle=True)
     build_people_data(cfg, "val")  # a bad val set fails before the run folder is made
     steps_per_epoch = max(1, len(loader))

@@ -130,10 +130,13 @@ def test_invalid_values_are_rejected_by_the_schema_owner():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
-    """Every config in configs/ loads with the schema of its task (top-down or lifting)."""
-    from posereg.config import LiftConfig, config_task, load_lift_config
+    """Every config in configs/ loads with the schema of its task (its family's)."""
+    from posereg.config import LiftConfig
+    from posereg.family import family_of_config
 
-    cfg = load_lift_config(path) if config_task(path) == "lift" else load_config(path)
+    family = family_of_config(path)
+    cfg = family.load_config(path)
+    assert getattr(cfg, "task", "topdown") == family.name
     assert isinstance(cfg, LiftConfig) == path.name.startswith("lift_")
     assert to_dict(cfg)["name"] == cfg.name
 

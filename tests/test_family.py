@@ -33,6 +33,13 @@ from posereg.models.build import build_lift_model
 POSEREG = str(Path(sys.executable).parent / "posereg")
 PHOTO = real("coco", "000000000785.jpg")
 
+#: a small Keypoint R-CNN (the architecture of configs/synth_kprcnn_rle.yaml, narrower)
+TINY_KPRCNN = ["model.options={min_size: 128, max_size: 128, fpn_channels: 16, "
+               "keypoint_layers: [16], box_representation: 32}"]  # fmt: skip
+
+#: a small dense one-stage model (configs/synth_dense_rle.yaml's, narrower)
+TINY_DENSE = ["model.width=0.25", "model.fpn_channels=16"]
+
 LIFT_CFG = LiftConfig(
     data=LiftDataConfig(num_train=64, num_val=32),
     model=LiftModelConfig(hidden=16, num_blocks=1, loss="rle"),
@@ -48,7 +55,19 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     state = {"task": "lift", "model": build_lift_model(lift).state_dict(), "config": to_dict(lift)}
     (folder / "lift.yaml").write_text(yaml.safe_dump(to_dict(lift)))
+    kprcnn = family_for("keypoint_rcnn")
+    people = kprcnn.load_config(REPO / "configs/synth_kprcnn_rle.yaml", TINY_KPRCNN)
+    (folder / "keypoint_rcnn.yaml").write_text(yaml.safe_dump(to_dict(people)))
+    people_state = kprcnn.save_state(kprcnn.build_model(people), people)
+    dense = family_for("dense")
+    one_stage = dense.load_config(REPO / "configs/synth_dense_rle.yaml", TINY_DENSE)
+    (folder / "dense.yaml").write_text(yaml.safe_dump(to_dict(one_stage)))
+    dense_state = dense.save_state(dense.build_model(one_stage), one_stage)
     return {
+        "dense": save_checkpoint(dense_state, folder / "dense.pt"),
+        "dense.yaml": folder / "dense.yaml",
+        "keypoint_rcnn": save_checkpoint(people_state, folder / "kprcnn.pt"),
+        "keypoint_rcnn.yaml": folder / "keypoint_rcnn.yaml",
         "topdown": tiny_checkpoint(folder / "pose.pt"),
         "lift": save_checkpoint(state, folder / "lift.pt"),
         "topdown.yaml": tiny_config(folder),
@@ -66,19 +85,22 @@ def test_configs_and_checkpoints_name_their_family(checkpoints):
         assert f"family: {family.title} ({family.maps}; `posereg {family.command}`)" in info
     assert all(isinstance(family_for(t), Family) for t in TASKS)
     # inference on images: top-down; lifting takes 2D keypoints (posereg lift)
-    assert [t for t in TASKS if isinstance(family_for(t), ImageFamily)] == ["topdown"]
+    assert [t for t in TASKS if isinstance(family_for(t), ImageFamily)] == [
+        t for t in TASKS if t != "lift"
+    ]
     assert family_of_config(REPO / "configs/lift_synth_rle.yaml").name == "lift"
     assert family_of_config(REPO / "configs/synth_rle.yaml").name == "topdown"
 
 
-@pytest.mark.parametrize("task", ["dense", "topdown", 3])
+@pytest.mark.parametrize("task", ["nosuchfamily", "topdown", 3])
 def test_a_config_task_that_names_no_family_is_refused_naming_the_file(tmp_path, task):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"task": task}))
     with pytest.raises(ConfigError) as e:
         family_of_config(path)
     assert str(e.value) == (
-        f"{path}: task: {task!r}: expected lift, or no task key for a top-down run"
+        f"{path}: task: {task!r}: expected {' or '.join(TASKS[1:])}, or no task key for a "
+        "top-down run"
     )
 
 

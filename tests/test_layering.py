@@ -43,6 +43,8 @@ INFERENCE_MODULES = (
     "posereg.decode",
     "posereg.families.topdown",  # the families (posereg.family): the engine only when training
     "posereg.families.lift",
+    "posereg.families.keypoint_rcnn",
+    "posereg.families.dense",
 )
 
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from posereg.config import Config, to_dict
 from posereg.data.dataset import TopDownDataset
+from posereg.family import detector_free_family
 from posereg.models.build import codec_for, data_skeleton, model_from_checkpoint
 from posereg.models.pose import TopDownModel
 from posereg.outputs import atomic_path, os_error, refuse_existing
@@ -510,6 +511,30 @@ def compare_int8(
     return result
 
 
+def _export_people(
+    family: Any, checkpoint: str | os.PathLike, path: Path, check: bool, opset: int, int8: bool
+) -> tuple[Path, float | None]:
+    """:func:`export_checkpoint` of a detector-free family: the family's people export
+    (:func:`posereg.export_multiperson.export_people`, metadata ``family``) and the parity check
+    on the sample photos (the largest box or keypoint difference, px)."""
+    if int8:
+        raise ValueError(f"--int8: {family.title} exports are float32 only")
+    from posereg.export_multiperson import check_people_onnx
+    from posereg.samples import SAMPLES_DIR
+
+    model, cfg, _ = family.model_from_checkpoint(checkpoint)
+    family.export_onnx(model, cfg, path, opset)
+    if not check:
+        return path, None
+    from posereg.data.image_io import read_image
+    from posereg.families.multiperson import images_to_tensors
+
+    photos = sorted((SAMPLES_DIR / "coco").glob("*.jpg"))[:2]
+    images = images_to_tensors([read_image(p) for p in photos])
+    parity = check_people_onnx(family.people_module(model), path, images)
+    return path, max(parity.boxes, parity.keypoints)
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -560,6 +585,9 @@ def export_checkpoint(
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(suffix)
     if not overwrite:
         refuse_existing(path)
+    people = detector_free_family(checkpoint)
+    if people is not None:  # whole images in, people out: posereg.export_multiperson
+        return _export_people(people, checkpoint, path, check, opset, int8)
     model, cfg, state = model_from_checkpoint(checkpoint)
     metadata = export_metadata(model, cfg, state.get("metrics"), state.get("sigma_calibration"))
     size = tuple(cfg.data.input_size)

@@ -41,11 +41,12 @@ __all__ = [
     "family_of_config",
     "family_of_checkpoint",
     "check_family",
+    "detector_free_family",
     "task_of_checkpoint",
 ]
 
 #: The families, by the ``task`` their configs and checkpoints carry.
-Task = Literal["topdown", "lift"]
+Task = Literal["topdown", "lift", "keypoint_rcnn", "dense"]
 TASKS: tuple[Task, ...] = get_args(Task)
 #: The task of a config or checkpoint without a ``task`` key (every top-down run).
 DEFAULT_TASK: Task = "topdown"
@@ -152,6 +153,14 @@ def family_for(task: Task) -> Family:
             from posereg.families.lift import LiftFamily
 
             return LiftFamily()
+        case "keypoint_rcnn":
+            from posereg.families.keypoint_rcnn import KeypointRCNNFamily
+
+            return KeypointRCNNFamily()
+        case "dense":
+            from posereg.families.dense import DenseFamily
+
+            return DenseFamily()
     raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
 
 
@@ -193,18 +202,41 @@ def task_of_checkpoint(state: dict[str, Any], path: str | Path) -> Task:
 def family_of_checkpoint(path: str | Path) -> Family:
     """The family of a posereg checkpoint by its ``task`` (none: top-down).
 
-    An ONNX export (``.onnx``) holds a top-down model: ``posereg export`` exports those only.
+    An ONNX export (``.onnx``) by the ``family`` of its metadata (``top_down``, or the task of
+    a multi-person family, :mod:`posereg.export_multiperson`).
 
     Raises:
-        CheckpointError: not a posereg checkpoint, or one of a task this posereg does not know.
+        CheckpointError: not a posereg checkpoint or export, or one of a task (family) this
+            posereg does not know.
     """
     from posereg.runtime import is_onnx
 
     if is_onnx(path):
-        return family_for(DEFAULT_TASK)
+        from posereg.runtime import FAMILY_KEY, TOP_DOWN, open_export
+
+        family = open_export(path)[1].get(FAMILY_KEY, TOP_DOWN)
+        if family == TOP_DOWN:
+            return family_for(DEFAULT_TASK)
+        if family not in TASKS:
+            raise CheckpointError(
+                f"{path}: an export of family {family!r}, which this posereg does not know "
+                f"(it knows {', '.join(TASKS)})"
+            )
+        return family_for(family)
     from posereg.checkpoint import load_checkpoint
 
     return family_for(task_of_checkpoint(load_checkpoint(path), path))
+
+
+def detector_free_family(path: str | Path) -> ImageFamily | None:
+    """The family of the checkpoint or export ``path`` when its model finds the people of a
+    whole image itself (``finds_people``: no boxes, no detector), else None (top-down, lifting,
+    or a file that the top-down loader then names the problem of)."""
+    try:
+        family = family_of_checkpoint(path)
+    except CheckpointError:
+        return None
+    return family if getattr(family, "finds_people", False) else None  # type: ignore[return-value]
 
 
 def check_family(state: dict[str, Any], path: str | Path, wanted: Task) -> None:

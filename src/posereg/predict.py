@@ -7,6 +7,10 @@ pixels. The network's flow is never run per image: the predictive region it defi
 r_p in units of sigma, :mod:`posereg.uncertainty`) is computed once when the predictor is made,
 and each keypoint's p-region is the ellipse with semi-axes r_p x sigma (``PoseResult.region``).
 
+Detector-free families (:mod:`posereg.family`: Keypoint R-CNN, the dense one-stage model) find
+the people of the whole image themselves: ``Predictor.from_checkpoint`` of such a checkpoint (or
+its ONNX export) gives a :class:`PeoplePredictor`, the same calls and results without boxes.
+
 Colour order: an image file is decoded by posereg (:func:`posereg.data.image_io.read_image`,
 BGR); an array is taken as BGR, OpenCV's order (``cv2.imread``, ``cv2.VideoCapture`` frames),
 unless ``color="rgb"`` says otherwise (Pillow, imageio, matplotlib). Photos read from files are
@@ -33,6 +37,7 @@ from posereg.data.depth import DEPTH_RANGE_MM, root_joints
 from posereg.data.image_io import read_image
 from posereg.data.transforms import box_to_center_scale, get_affine_transform, warp_crop
 from posereg.decode import decode_crops
+from posereg.family import detector_free_family
 from posereg.metrics.coco import instance_score, make_coco_predictions
 from posereg.models.build import model_from_checkpoint
 from posereg.outputs import os_error, write_atomic
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Predictor",
+    "PeoplePredictor",
     "PoseResult",
     "PredictSummary",
     "box_problem",
@@ -124,6 +130,9 @@ class Predictor:
         >>> result = predictor(rgb, boxes=[[50, 30, 120, 300]], color="rgb")  # doctest: +SKIP
     """
 
+    #: whether the model finds the people itself (:class:`PeoplePredictor`): no boxes
+    finds_people = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -190,9 +199,16 @@ class Predictor:
         ``backend``: ``"pytorch"`` (a ``.pt`` checkpoint) or ``"onnxruntime"`` (an ``.onnx`` file
         that ``posereg export`` wrote, run by :class:`posereg.runtime.OnnxPoseModel` with the
         same crops, flip test and decoding); None: by the file's suffix.
+
+        A checkpoint (or export) of a detector-free family gives a :class:`PeoplePredictor`
+        (the family's own loader and inference; the backend by the file's suffix).
         """
         if backend not in (None, "pytorch", "onnxruntime"):
             raise ValueError(f"backend must be 'pytorch' or 'onnxruntime', got {backend!r}")
+        people = detector_free_family(path)
+        if people is not None:  # a family that finds the people itself: whole images in
+            model, cfg, state = people.model_from_checkpoint(path)
+            return PeoplePredictor(people, model, cfg, state, device, exif_orientation, path)
         if backend is None:
             backend = "onnxruntime" if is_onnx(path) else "pytorch"
         if backend == "onnxruntime":
@@ -337,6 +353,92 @@ class Predictor:
         )
 
 
+class PeoplePredictor(Predictor):
+    """A detector-free family's model ready for images: a whole image in, its people out.
+
+    The calls of :class:`Predictor` (``load_image``, ``__call__``) and the attributes its users
+    read (``posereg predict``, ``serve``, video), through the family's ``predict``
+    (:class:`posereg.family.ImageFamily`); no boxes or crops. The predictive regions come from
+    the family's trained loss (``family.criterion``: RLE heads; none for an ONNX export) as for
+    top-down; ``sigma_calibrated`` is sigma (c = 1: these runs fit no calibration).
+
+    Arguments:
+        family: the image family (``finds_people``).
+        model: its model (or ONNX export runner), from the family's ``model_from_checkpoint``.
+        cfg: the run's config; state: the checkpoint dict (its ``metrics``).
+        path: the checkpoint, for messages.
+    """
+
+    finds_people = True
+
+    def __init__(
+        self,
+        family: Any,
+        model: Any,
+        cfg: Any,
+        state: dict[str, Any],
+        device: str | torch.device | None = None,
+        exif_orientation: bool = True,
+        path: str | Path = "",
+    ) -> None:
+        self.family = family
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval() if isinstance(model, nn.Module) else model
+        self.skeleton = resolve_skeleton("coco17")
+        self.input_size = (0, 0)  # whole images of any size (the model resizes them itself)
+        self.padding = 1.0
+        self.flip_test = False
+        self.exif_orientation = exif_orientation
+        self.region = region_from_criterion(
+            family.criterion(model),
+            tuple(sorted({*REPORT_LEVELS, DRAW_LEVEL})),
+            num_samples=FAST_NUM_SAMPLES,
+        )
+        self.region_level = DRAW_LEVEL
+        self.score_rule = ""
+        self.sigma_scale = 1.0
+        self.calibration = SigmaCalibration.identity(self.skeleton.num_keypoints, 2)
+        self.depth_range = DEPTH_RANGE_MM
+        self.name = str(getattr(cfg, "name", "model"))
+        self.config = cfg
+        metrics = dict(state.get("metrics") or {})
+        self.metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        self.path = str(path)
+
+    def refuse_boxes(self, given: str) -> None:
+        """Raise the one-line error for boxes given (``given``: ``--boxes``, ``--detector``).
+
+        Raises:
+            ValueError: always.
+        """
+        raise ValueError(
+            f"{self.path}: {given}: a {self.family.title} model finds the people itself "
+            f"({self.family.maps}); predict without {given}"
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: str | Path | np.ndarray,
+        boxes: np.ndarray | list | None = None,
+        box_scores: np.ndarray | list | None = None,
+        *,
+        color: Literal["bgr", "rgb"] = "bgr",
+    ) -> PoseResult:
+        """The people of ``image`` (a file, or an (H, W, 3) uint8 array in ``color`` order), in
+        its pixels; ``boxes`` must be None (ValueError otherwise)."""
+        if boxes is not None:
+            self.refuse_boxes("boxes")
+        bgr = self.load_image(image, color)
+        result = self.family.predict(self.model, self.config, [bgr])[0]
+        if result.sigma is not None:
+            result.sigma_calibrated = self.calibration.apply(result.sigma)
+            if self.region is not None:
+                result.region = self.region.semi_axes(result.sigma, self.region_level)
+                result.region_p = self.region_level
+        return result
+
+
 def result_entries(
     result: PoseResult, image_id: int, people: np.ndarray | None = None
 ) -> list[dict]:
@@ -349,6 +451,8 @@ def result_entries(
     default all) of ``result``, rounded as posereg writes them
     (:func:`posereg.metrics.make_coco_predictions`, the writer evaluation uses too)."""
     r = result if people is None else result.select(np.asarray(people, dtype=int))
+    if len(r.keypoints) == 0:  # an image without people (a detector-free model found none)
+        return []
     return make_coco_predictions(
         np.full(len(r.keypoints), image_id),
         r.keypoints,
@@ -668,6 +772,8 @@ def predict_files(
     ids = image_ids(files, dets)  # two files of one id fail here, before the model loads
     overlays = overlay_names(files, ids)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    if isinstance(predictor, PeoplePredictor) and (dets is not None or detector is not None):
+        predictor.refuse_boxes("--boxes" if dets is not None else "--detector")
     predictor.exif_orientation = exif_orientation
     out = _output_dir(out_dir)
     summary = PredictSummary(

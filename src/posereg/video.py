@@ -186,6 +186,8 @@ def predict_video(
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    if predictor.finds_people and detector is not None:
+        predictor.refuse_boxes("--detector")  # type: ignore[attr-defined]
     out = _output_dir(out_dir)
     summary = VideoSummary(
         out / f"{path.stem}_pose.mp4" if draw else None, out / f"{path.stem}_predictions.json"

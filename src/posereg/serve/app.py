@@ -416,8 +416,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return ModelInfo(
             name=predictor.name,
             checkpoint=settings.checkpoint,
-            backbone=cfg.model.backbone if cfg else "",
-            head=cfg.model.head if cfg else "",
+            backbone=str(getattr(cfg.model, "backbone", "")) if cfg else "",
+            head=str(getattr(cfg.model, "head", "")) if cfg else "",
             skeleton=skeleton.name,
             keypoint_names=list(skeleton.keypoint_names),
             limbs=[tuple(limb) for limb in skeleton.limbs],  # type: ignore[misc]
@@ -499,6 +499,12 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             None, _decode, data, predictor.exif_orientation, settings.max_pixels
         )
         decoded = time.perf_counter()
+        if boxes is not None and predictor.finds_people:
+            raise HTTPException(
+                422,
+                f"this model ({predictor.name}) finds the people itself: send the image "
+                "without boxes",
+            )
         if boxes is not None:
             for i, box in enumerate(boxes):
                 problem = box_problem(box, image.shape[:2])

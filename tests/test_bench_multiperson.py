@@ -1,0 +1,162 @@
+"""benchmarks/bench_multiperson.py's pure parts on hand-made inputs: the OKS matching, the region
+coverage, the summary (deltas, dense latency ratio, winners) and the tables (no training: the
+trainings are the benchmark's)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_multiperson as bm  # noqa: E402
+
+K = 17
+
+
+def _person(x: float, y: float, v: int = 2) -> np.ndarray:
+    """(K, 3) a pose spread over 40 x 80 px at (x, y), every keypoint with code v."""
+    rng = np.random.default_rng(0)
+    kp = np.stack([x + rng.uniform(0, 40, K), y + rng.uniform(0, 80, K), np.full(K, v)], -1)
+    return kp
+
+
+def test_match_people_takes_best_scored_first_and_each_truth_once():
+    a, b = _person(10, 10), _person(150, 10)
+    truth = np.stack([a, b])
+    areas = np.array([3200.0, 3200.0])
+    near_a = a[:, :2] + 1.0
+    also_a = a[:, :2] + 2.0  # lower scored, also on a: a is taken, b is far
+    far = a[:, :2] + 300.0
+    preds = np.stack([also_a, near_a, far])
+    pairs = bm.match_people(preds, np.array([0.2, 0.9, 0.5]), truth, areas)
+    assert pairs == [(1, 0)]
+    # the lower-scored one gets a once the better one is gone
+    assert bm.match_people(preds[[0, 2]], np.array([0.2, 0.5]), truth, areas) == [(0, 0)]
+    # b matched too when a prediction sits on it
+    preds2 = np.stack([near_a, b[:, :2] - 1.0])
+    assert sorted(bm.match_people(preds2, np.array([0.9, 0.8]), truth, areas)) == [(0, 0), (1, 1)]
+
+
+def test_match_people_never_matches_a_truth_without_labelled_keypoint():
+    a = _person(10, 10, v=0)
+    pairs = bm.match_people(a[None, :, :2], np.array([1.0]), a[None], np.array([3200.0]))
+    assert pairs == []
+
+
+def test_region_hits_uses_each_axis_semi_axis():
+    mu = np.full((1, K, 2), 10.0)
+    region = np.tile(np.array([2.0, 1.0]), (1, K, 1))  # a_x 2, a_y 1
+    truth = np.zeros((1, K, 3))
+    truth[..., :2] = 10.0
+    truth[..., 2] = 2
+    truth[0, 0, :2] = (11.9, 10.0)  # inside along x
+    truth[0, 1, :2] = (10.0, 11.5)  # outside along y (inside if the axes were swapped)
+    truth[0, 2, :2] = (11.5, 10.6)  # 0.75^2 + 0.6^2 = 0.92: inside
+    truth[0, 3, :2] = (11.7, 10.7)  # 0.85^2 + 0.7^2 = 1.21: outside
+    truth[0, 4, :2] = (7.0, 10.0)  # -1.5 along x: outside
+    inside, v = bm.region_hits(mu, region, truth)
+    assert inside[0, :5].tolist() == [True, False, True, False, False]
+    assert inside[0, 5:].all() and (v == 2).all()
+
+
+def test_region_coverage_counts_labelled_and_visible_separately():
+    inside = np.array([True, True, False, True, False, True])
+    v = np.array([2, 2, 2, 1, 1, 0])  # the v = 0 keypoint is counted nowhere
+    cov = bm.region_coverage(inside, v)
+    assert cov["labelled_n"] == 5 and cov["visible_n"] == 3
+    assert math.isclose(cov["labelled"], 3 / 5) and math.isclose(cov["visible"], 2 / 3)
+    assert math.isclose(cov["visible_se"], math.sqrt(2 / 3 * 1 / 3 / 3))
+    empty = bm.region_coverage(np.zeros(0, bool), np.zeros(0))
+    assert math.isnan(empty["labelled"]) and empty["labelled_n"] == 0
+
+
+def _row(ap: float, cov: float | None = None) -> dict:
+    return {
+        "ap_clean": ap,
+        "ap_labels": ap - 0.1,
+        "coverage": None if cov is None else {"labelled": cov, "visible": cov - 0.05},
+    }
+
+
+def _per_seed() -> dict:
+    return {
+        "dense_rle": {0: _row(0.50, 0.88), 1: _row(0.40, 0.92)},
+        "dense_l1": {0: _row(0.45), 1: _row(0.50)},
+        "kprcnn_rle": {0: _row(0.30, 0.80)},
+        "kprcnn_heatmap": {0: _row(0.35), 1: _row(0.9)},  # seed 1 has no RLE run: left out
+        "topdown": {0: _row(0.60, 0.9), 1: _row(0.60, 0.9)},
+    }
+
+
+def _latency(dense8: float) -> dict:
+    return {
+        "topdown": {1: {"ms": 40.0, "found": 1}, 4: {"ms": 90.0, "found": 4},
+                    8: {"ms": 160.0, "found": 8}},
+        "kprcnn": {1: {"ms": 100.0, "found": 1}, 4: {"ms": 104.0, "found": 4},
+                   8: {"ms": 108.0, "found": 8}},
+        "dense": {1: {"ms": 50.0, "found": 1}, 4: {"ms": 51.0, "found": 4},
+                  8: {"ms": dense8, "found": 8}},
+    }  # fmt: skip
+
+
+def test_summary_means_deltas_ratio_and_winners():
+    s = bm.summarize(_per_seed(), _latency(52.0))
+    assert math.isclose(s["arms"]["dense_rle"]["ap_clean"], 0.45)
+    assert math.isclose(s["arms"]["dense_rle"]["coverage_labelled"], 0.90)
+    assert math.isnan(s["arms"]["dense_l1"]["coverage_labelled"])  # L1 learns no density
+    d = s["deltas"]["dense_rle - dense_l1"]
+    assert math.isclose(d["per_seed"][0], 0.05) and math.isclose(d["per_seed"][1], -0.10)
+    assert math.isclose(d["mean"], -0.025)
+    k = s["deltas"]["kprcnn_rle - kprcnn_heatmap"]
+    assert list(k["per_seed"]) == [0] and math.isclose(k["mean"], -0.05)
+    assert "dense_rle - dense_oks" not in s["deltas"]  # no oks arm
+    assert math.isclose(s["dense_ratio"], 52.0 / 50.0) and s["dense_goal_holds"] is True
+    assert s["wins"] == {
+        "AP (clean truth)": "topdown",
+        "latency, 1 people": "topdown",
+        "latency, 4 people": "dense",
+        "latency, 8 people": "dense",
+    }
+    slow = bm.summarize(_per_seed(), _latency(60.0))
+    assert math.isclose(slow["dense_ratio"], 1.2) and slow["dense_goal_holds"] is False
+
+
+def test_summary_reports_a_tie_and_no_latency():
+    per_seed = {"dense_rle": {0: _row(0.0)}, "kprcnn_rle": {0: _row(0.0)}}
+    s = bm.summarize(per_seed, None)
+    assert s["wins"] == {"AP (clean truth)": "tie: kprcnn, dense"}
+    assert s["dense_ratio"] is None and s["dense_goal_holds"] is None
+
+
+def test_markdown_tables_show_every_number():
+    text = bm.markdown_tables(bm.summarize(_per_seed(), _latency(60.0)))
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| dense_rle |"))
+    assert "| 2 | 0.450 | 0.350 | 0.900 (0.850) |" in row
+    assert next(line for line in lines if line.startswith("| dense_l1 |")).endswith("| - |")
+    delta = next(line for line in lines if line.startswith("| dense_rle - dense_l1 |"))
+    assert delta == "| dense_rle - dense_l1 | +0.050 | -0.100 | -0.025 |"
+    k = next(line for line in lines if line.startswith("| kprcnn_rle - kprcnn_heatmap |"))
+    assert k == "| kprcnn_rle - kprcnn_heatmap | -0.050 | - | -0.050 |"
+    dense = next(line for line in lines if line.startswith("| dense |"))
+    assert dense == "| dense | 50.0 (1) | 51.0 (4) | 60.0 (8) | 1.20x |"
+    assert "| topdown | 40.0 (1) | 90.0 (4) | 160.0 (8) | 4.00x |" in lines
+    assert "Dense latency 8 vs 1 people: 1.20x (goal <= 1.10x): does not hold." in lines
+
+
+def test_overrides_give_every_arm_the_same_budget():
+    import argparse
+
+    args = argparse.Namespace(steps=600, batch_size=4, num_train=1000, num_val=200)
+    for arm in bm.ARMS:
+        sets = bm.arm_overrides(arm, 2, args, crops=4900)
+        assert "train.batch_size=4" in sets and "train.seed=2" in sets
+        if arm.pipeline == "topdown":
+            # 600 x 4 = 2400 crops of 4900: one epoch, stopped at 600 steps
+            assert "train.max_steps=600" in sets and "train.epochs=1" in sets
+            assert "eval.flip_test=false" in sets
+        else:
+            assert "train.steps=600" in sets

@@ -42,9 +42,12 @@ truth (``keypoints_clean``) and the labels. Reported:
   annotated people (generated once with ``people_per_image`` fixed), the dense ratio 8 vs 1
   people (the issue's goal: <= 1.1x), and which pipeline wins each column.
 
-Sizes: the defaults (1000 + 200 images, 1000 steps x 4, 3 seeds = 18 trainings of ~0.6 s/step on
-one thread, 2 side by side) are sized for about two hours on 2 free CPU cores; a GPU user sets
-``--device cuda`` for the trainings (latency stays on the CPU). ``--smoke`` runs everything with
+Sizes: the defaults (1000 + 200 images, 1000 steps x 4, 3 seeds: 21 trainings, of which the 18
+detector-sized ones (dense, Keypoint R-CNN, the person detector) take ~0.6 s/step on one thread
+(the detector's measured rate, docs/multiperson.md; the others' not measured at this size) and
+the 3 top-down ones far less, 2 side by side) are an estimate of about two hours on 2 free CPU
+cores, not a measured one; a GPU user sets ``--device cuda`` for the trainings (evaluation and
+latency stay on the CPU). ``--smoke`` runs everything with
 tiny sizes (8 + 4 images, 3 steps of 2, 1 seed, 1 latency image per count, 2 rounds) to show
 that the script works end to end; its numbers mean nothing.
 """
@@ -493,51 +496,71 @@ def load_pipeline(pipeline: str, run_dir: Path, detector_dir: Path | None, thres
     return predictor
 
 
-def evaluate_arm(
-    pipeline: str, run_dir: Path, detector_dir: Path | None, data: Path
-) -> dict[str, Any]:
-    """AP (clean truth, labels) and region coverage of one trained arm on the val split,
-    through its inference; cached in ``run_dir/bench_eval.json``."""
-    cache = run_dir / "bench_eval.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str, Any]:
+    """AP against the clean truth and the labels, and the predictive regions' coverage, of one
+    pipeline's results on a COCO json's images.
+
+    Arguments:
+        ann: the COCO json (annotations with ``keypoints_clean``: the synthetic sets).
+        ids: the image ids predicted. results: their :class:`posereg.result.PoseResult`.
+
+    Returns:
+        ``{"people_predicted", "ap_clean", "ap_labels" (COCOeval's AP, pycocotools; 0 when
+        nobody was predicted), "coverage": :func:`region_coverage` of the matched people
+        (:func:`match_people`, clean truth) plus ``matched_people``, or None without regions}``.
+    """
     from posereg.engine.multiperson import coco_entries
     from posereg.metrics.coco import evaluate_coco
 
-    run = load_pipeline(pipeline, run_dir, detector_dir, EVAL_THRESHOLD)
-    ann = data / "annotations/person_keypoints_val.json"
     truths = _truth_by_image(ann)
-    ids, results, inside, vis = [], [], [], []
-    start = time.perf_counter()
-    for image_id, name in _val_images(ann):
-        result = run(_read(data / "images/val" / name))
-        ids.append(image_id)
-        results.append(result)
-        if result.region is not None and image_id in truths:
-            truth, areas = truths[image_id]
-            pairs = match_people(result.keypoints, result.scores, truth, areas)
-            if pairs:
-                p, t = (list(x) for x in zip(*pairs, strict=True))
-                hit, v = region_hits(result.keypoints[p], result.region[p], truth[t])
-                inside.append(hit)
-                vis.append(v)
-    seconds = time.perf_counter() - start
+    inside, vis = [], []
+    for image_id, result in zip(ids, results, strict=True):
+        if result.region is None or image_id not in truths:
+            continue
+        if result.region_p is None or abs(result.region_p - REGION_P) > 1e-9:
+            raise ValueError(f"regions at p = {result.region_p}, expected {REGION_P}")
+        truth, areas = truths[image_id]
+        pairs = match_people(result.keypoints, result.scores, truth, areas)
+        if pairs:
+            p, t = (list(x) for x in zip(*pairs, strict=True))
+            hit, v = region_hits(result.keypoints[p], result.region[p], truth[t])
+            inside.append(hit)
+            vis.append(v)
     entries = coco_entries(ids, results)
-    out: dict[str, Any] = {"people_predicted": len(entries), "eval_seconds": seconds}
+    out: dict[str, Any] = {"people_predicted": len(entries)}
     for key, clean in (("ap_clean", True), ("ap_labels", False)):
         out[key] = (
             float(evaluate_coco(ann, entries, use_clean=clean, image_ids=ids).ap)
             if entries
             else 0.0
         )
-    has_region = any(r.region is not None for r in results)
-    out["coverage"] = (
-        region_coverage(np.concatenate(inside) if inside else np.zeros((0, 17), bool),
-                        np.concatenate(vis) if vis else np.zeros((0, 17)))
-        if has_region else None
-    )  # fmt: skip
-    if out["coverage"] is not None:
+    out["coverage"] = None
+    if any(r.region is not None for r in results):
+        out["coverage"] = region_coverage(
+            np.concatenate(inside) if inside else np.zeros(0, bool),
+            np.concatenate(vis) if vis else np.zeros(0),
+        )
         out["coverage"]["matched_people"] = int(sum(len(h) for h in inside))
+    return out
+
+
+def evaluate_arm(
+    pipeline: str, run_dir: Path, detector_dir: Path | None, data: Path
+) -> dict[str, Any]:
+    """AP (clean truth, labels) and region coverage (:func:`score_predictions`) of one trained
+    arm on the val split, through its inference; cached in ``run_dir/bench_eval.json``."""
+    cache = run_dir / "bench_eval.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    run = load_pipeline(pipeline, run_dir, detector_dir, EVAL_THRESHOLD)
+    ann = data / "annotations/person_keypoints_val.json"
+    ids, results = [], []
+    start = time.perf_counter()
+    for image_id, name in _val_images(ann):
+        results.append(run(_read(data / "images/val" / name)))
+        ids.append(image_id)
+    seconds = time.perf_counter() - start
+    out = {**score_predictions(ann, ids, results), "eval_seconds": seconds}
     own = json.loads((run_dir / "metrics.json").read_text())
     out["run_metrics"] = own.get("val", own)
     cache.write_text(json.dumps(out, indent=1))

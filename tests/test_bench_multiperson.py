@@ -160,3 +160,63 @@ def test_overrides_give_every_arm_the_same_budget():
             assert "eval.flip_test=false" in sets
         else:
             assert "train.steps=600" in sets
+
+
+def _coco_json(path: Path, people: dict[int, list[np.ndarray]], offset: float) -> Path:
+    """A COCO person_keypoints json: per image its people's clean truth (K, 3); the labels are
+    the clean truth shifted by ``offset`` px in x."""
+    import json
+
+    images, anns = [], []
+    for image_id, poses in people.items():
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 256, "height": 256})
+        for clean in poses:
+            noisy = clean.copy()
+            noisy[:, 0] += np.where(clean[:, 2] > 0, offset, 0.0)
+            x, y = clean[:, 0].min(), clean[:, 1].min()
+            anns.append({
+                "id": len(anns) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "bbox": [float(x), float(y), 40.0, 80.0], "area": 3200.0,
+                "num_keypoints": int((clean[:, 2] > 0).sum()),
+                "keypoints": noisy.reshape(-1).tolist(),
+                "keypoints_clean": clean.reshape(-1).tolist(),
+            })  # fmt: skip
+    from posereg.skeletons import COCO17
+
+    cat = {"id": 1, "name": "person", "keypoints": list(COCO17.keypoint_names), "skeleton": []}
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [cat]}))
+    return path
+
+
+def _result(keypoints: np.ndarray, region: np.ndarray, scores: list[float]):
+    from posereg.result import PoseResult
+
+    n = len(keypoints)
+    boxes = np.tile(np.array([0.0, 0.0, 40.0, 80.0]), (n, 1))
+    return PoseResult(keypoints, np.ones_like(keypoints), np.full((n, K), 0.9), boxes,
+                      np.asarray(scores, dtype=float), region, 0.9)  # fmt: skip
+
+
+def test_score_predictions_on_a_real_coco_json(tmp_path):
+    a, b, c = _person(10, 10), _person(150, 10), _person(60, 120)
+    b[15] = 0.0  # unlabelled: counted nowhere
+    b[16, 2] = 1  # labelled, occluded: in "labelled" only
+    ann = _coco_json(tmp_path / "val.json", {1: [a, b], 2: [c]}, offset=3.0)
+    shift = np.array([0.5, 0.0])  # every prediction 0.5 px right of the clean truth
+    small = np.tile(np.array([1.0, 1.0]), (K, 1))
+    small[8:] = (0.25, 1.0)  # keypoints 8-16: the 0.5 px lies outside a 0.25 px semi-axis
+    far = a[:, :2] + 300.0  # a spurious person, scored last: matches nobody
+    r1 = _result(np.stack([a[:, :2] + shift, b[:, :2] + shift, far]),
+                 np.stack([small, small, small]), [0.9, 0.8, 0.1])  # fmt: skip
+    r2 = _result((c[:, :2] + shift)[None], np.full((1, K, 2), 5.0), [0.7])
+    out = bm.score_predictions(ann, [1, 2], [r1, r2])
+    assert out["people_predicted"] == 4
+    assert out["ap_clean"] > 0.99  # every person found, the spurious one ranked last
+    assert out["ap_labels"] < out["ap_clean"] - 0.1  # 3 px from the labels
+    cov = out["coverage"]
+    assert cov["matched_people"] == 3
+    # a: 17 labelled, 8 inside; b: 16 labelled (15 visible), 8 inside; c: 17, all inside
+    assert cov["labelled_n"] == 50 and math.isclose(cov["labelled"], 33 / 50)
+    assert cov["visible_n"] == 49 and math.isclose(cov["visible"], 33 / 49)
+    no_region = _result(c[None, :, :2], None, [0.7])
+    assert bm.score_predictions(ann, [2], [no_region])["coverage"] is None

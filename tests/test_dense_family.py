@@ -122,22 +122,14 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         "model: person crops -> 2D keypoints, for `posereg predict`); give a checkpoint of a "
         "dense one-stage run (whole images -> people (boxes + 2D keypoints), one pass)"
     )
-    # the ONNX export has no flip test: a flip-test config is refused, no file left behind
-    onnx = tmp_path / "dense.onnx"
-    state = load_checkpoint(run["run"] / "last.pt")
-    state["config"]["model"]["flip_test"] = True
-    torch.save(state, tmp_path / "flip.pt")
-    assert main(["export", "--checkpoint", str(tmp_path / "flip.pt"), "--out", str(onnx)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("posereg export: error: model.flip_test: the dense ONNX export has no")
-    assert not onnx.exists()
 
 
-@pytest.mark.parametrize("nms", ["box", "oks"])
-def test_onnx_runtime_finds_the_same_people_as_pytorch(run, tmp_path, nms):
+@pytest.mark.parametrize(("nms", "flip_test"), [("box", False), ("oks", False), ("box", True)])
+def test_onnx_runtime_finds_the_same_people_as_pytorch(run, tmp_path, nms, flip_test):
     """The trained checkpoint's export: two images of other sizes than the trace's 128x96 (one
     not a multiple of 32: padded in the graph), other people counts; box NMS in the graph, or
-    (oks) the candidates in the graph and OKS-NMS after it in the runner."""
+    (oks) the candidates in the graph and OKS-NMS after it in the runner; the flip test in the
+    graph."""
     family = family_for("dense")
     model, cfg, _ = family.model_from_checkpoint(run["run"] / "last.pt")
     val = sorted((run["root"] / "multi/images/val").glob("*"))
@@ -149,7 +141,7 @@ def test_onnx_runtime_finds_the_same_people_as_pytorch(run, tmp_path, nms):
     most = 100 if nms == "box" else 10
     cfg = dataclasses.replace(
         cfg,
-        model=dataclasses.replace(cfg.model, nms=nms, max_people=most),
+        model=dataclasses.replace(cfg.model, nms=nms, max_people=most, flip_test=flip_test),
         eval=dataclasses.replace(cfg.eval, score_threshold=threshold),
     )
     people = family.people_module(model, cfg)
@@ -163,6 +155,7 @@ def test_onnx_runtime_finds_the_same_people_as_pytorch(run, tmp_path, nms):
     # the runner (what Predictor / posereg predict use) gives the PyTorch model's people
     onnx_model, onnx_cfg, _ = family.model_from_checkpoint(path)
     assert onnx_model.family == "dense" and onnx_cfg.model.nms == nms
+    assert onnx_model.metadata["flip_test"] == str(flip_test).lower()
     got = family.infer(onnx_model, onnx_cfg, images)
     want = family.infer(model, cfg, images)
     for g, w in zip(got, want, strict=True):

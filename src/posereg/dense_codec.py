@@ -122,7 +122,11 @@ def make_grid(
         torch.cat(points),
         torch.cat(stride_list),
         torch.cat(ranges),
-        tuple((int(h), int(w)) for h, w in level_shapes),
+        # kept as traced sizes in a trace (mirror's reshapes then follow the input's size)
+        tuple(
+            (h, w) if torch.jit.is_tracing() else (int(h), int(w))  # type: ignore[misc]
+            for h, w in level_shapes
+        ),
     )
 
 

@@ -148,12 +148,13 @@ class DensePeopleModule(nn.Module):
     coordinate moves), so any H, W works. With ``nms="box"`` the graph ends with box NMS and the
     ``max_people`` cut; with ``nms="oks"`` it ends before NMS (the ``pre_nms_top_k`` candidates,
     best first) and :class:`OnnxPeopleModel` applies OKS-NMS
-    (:func:`posereg.models.dense.oks_nms_people`, NumPy) after it. No flip test in the graph.
+    (:func:`posereg.models.dense.oks_nms_people`, NumPy) after it. ``flip_test`` puts
+    :meth:`posereg.models.dense.DensePoseModel.flip_forward` in the graph (two network passes).
 
     Arguments:
         model: a :class:`posereg.models.dense.DensePoseModel`; shared, not copied.
-        score_threshold, pre_nms_top_k, nms, nms_threshold, max_people: the decoding's
-            (:meth:`posereg.models.dense.DensePoseModel.predict`), fixed in the graph.
+        score_threshold, pre_nms_top_k, nms, nms_threshold, max_people, flip_test: the
+            decoding's (:meth:`posereg.models.dense.DensePoseModel.predict`), fixed in the graph.
 
     Example:
         >>> from posereg.models.dense import build_dense_model
@@ -171,6 +172,7 @@ class DensePeopleModule(nn.Module):
         nms: str = "box",
         nms_threshold: float | None = None,
         max_people: int = 100,
+        flip_test: bool = False,
     ) -> None:
         from posereg.models.dense import NMS_THRESHOLDS
 
@@ -183,6 +185,7 @@ class DensePeopleModule(nn.Module):
         self.nms = nms
         self.nms_threshold = NMS_THRESHOLDS[nms] if nms_threshold is None else float(nms_threshold)
         self.max_people = int(max_people)
+        self.flip_test = bool(flip_test)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         """image (3, H, W) in [0, 1] -> boxes (N, 4) x1y1x2y2, scores (N,), keypoints (N, K, 2),
@@ -190,8 +193,10 @@ class DensePeopleModule(nn.Module):
         from posereg.models.dense import decode_image
 
         box_threshold = self.nms_threshold if self.nms == "box" else None
+        images = image[None]
+        out = self.model.flip_forward(images) if self.flip_test else self.model(images)
         people = decode_image(
-            self.model(image[None]), 0, self.score_threshold, self.pre_nms_top_k, box_threshold,
+            out, 0, self.score_threshold, self.pre_nms_top_k, box_threshold,
             self.max_people,
         )  # fmt: skip
         return tuple(people)
@@ -350,6 +355,7 @@ def export_dense(
         "nms_in_graph": "box" if people.nms == "box" else "none",
         "nms_threshold": str(people.nms_threshold),
         "max_people": str(people.max_people),
+        "flip_test": str(people.flip_test).lower(),
         "padding": "bottom and right to a multiple of 32, inside the graph",
     }
     example = torch.rand(3, 128, 96, generator=torch.Generator().manual_seed(0))

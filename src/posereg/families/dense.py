@@ -148,22 +148,15 @@ class DenseFamily(MultiPersonFamily):
         return loss if isinstance(loss, RLELoss) else None
 
     def people_module(self, model: nn.Module, cfg: DenseConfig) -> nn.Module:
-        """:class:`posereg.export_multiperson.DensePeopleModule` with the config's decoding.
-
-        Raises:
-            ValueError: ``model.flip_test`` (the graph has no flip test).
-        """
+        """:class:`posereg.export_multiperson.DensePeopleModule` with the config's decoding
+        (flip test included)."""
         from posereg.export_multiperson import DensePeopleModule
 
         m = cfg.model
-        if m.flip_test:
-            raise ValueError(
-                "model.flip_test: the dense ONNX export has no flip test (the mirror of the maps "
-                "is not in the graph); run this checkpoint with posereg predict --checkpoint CKPT.pt"
-            )
         return DensePeopleModule(
-            model, cfg.eval.score_threshold, m.pre_nms_top_k, m.nms, m.nms_threshold, m.max_people
-        )
+            model, cfg.eval.score_threshold, m.pre_nms_top_k, m.nms, m.nms_threshold,
+            m.max_people, m.flip_test,
+        )  # fmt: skip
 
     def export_onnx(self, model: nn.Module, cfg: DenseConfig, path: Path, opset: int) -> Path:
         """The people export (:func:`posereg.export_multiperson.export_dense`): box NMS in the

@@ -14,7 +14,8 @@ Inference (:meth:`DensePoseModel.predict`): scores sqrt(objectness x centerness)
 image pixels as :class:`posereg.predict.PoseResult`, sigma x S, confidence 1 - mean sigma
 (Eq. 9). The network, its grid and the decode up to box NMS (:func:`decode_image`) are torch
 operations on tensor shapes only, so the ONNX export (:mod:`posereg.export_multiperson`) traces
-this same code with dynamic image sizes; OKS-NMS (:func:`oks_nms_people`) runs in NumPy after it. The network's cost does not depend on the number of people; only the decode after
+this same code with dynamic image sizes (the flip test too); OKS-NMS (:func:`oks_nms_people`)
+runs in NumPy after it. The network's cost does not depend on the number of people; only the decode after
 NMS does.
 """
 
@@ -229,11 +230,9 @@ class DensePoseModel(nn.Module):
         The padded width must be what the flip mirrors about: images whose width is not a
         multiple of 32 are padded first.
         """
-        h, w = images.shape[-2:]
-        pad_w = (-w) % DENSE_STRIDES[-1]
-        if pad_w:  # pad with what normalises to 0, so forward's zero padding is the same
-            fill = self.mean.reshape(1, 3, 1, 1).expand(images.shape[0], 3, h, pad_w)
-            images = torch.cat([images, fill.to(images)], dim=-1)
+        # pad with what normalises to 0, so that forward's zero padding is the same (by
+        # pad_to_multiple: the padding follows the input's size in an ONNX export)
+        images = pad_to_multiple(images - self.mean, DENSE_STRIDES[-1]) + self.mean
         out = self(images)
         flipped = self(images.flip(-1))
         scores = torch.stack([flipped.logits, flipped.centerness], dim=-1)  # (B, A, 2)

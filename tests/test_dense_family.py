@@ -122,6 +122,11 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         "model: person crops -> 2D keypoints, for `posereg predict`); give a checkpoint of a "
         "dense one-stage run (whole images -> people (boxes + 2D keypoints), one pass)"
     )
+    onnx, last = tmp_path / "dense.onnx", run["run"] / "last.pt"
+    assert main(["export", "--checkpoint", str(last), "--out", str(onnx), "--int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "posereg export: error: --int8: dense one-stage exports are float32 only"
+    assert not onnx.exists()
 
 
 @pytest.mark.parametrize(("nms", "flip_test"), [("box", False), ("oks", False), ("box", True)])

@@ -1,12 +1,19 @@
 """The dense one-stage family (``task: dense``) through the commands: ``posereg train`` of a tiny
 config on a generated ``multi`` set, ``eval`` reproducing the run's AP, ``predict`` on a real
-photo; its RLE / L1 / OKS arms by ``--set``; and its bad inputs, one line each."""
+photo; its RLE / L1 / OKS arms by ``--set``; its ONNX export (parity with PyTorch, ``posereg
+export`` then ``predict`` with the ``.onnx``); and its bad inputs, one line each."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import onnx as onnx_proto
 import pytest
 import torch
 import yaml
@@ -14,12 +21,16 @@ import yaml
 from _real_data import REPO, real, tiny_checkpoint
 from posereg.checkpoint import load_checkpoint
 from posereg.cli import main
+from posereg.data.image_io import read_image
 from posereg.dense_losses import OKSLoss
+from posereg.export_multiperson import check_people_onnx
+from posereg.families.multiperson import images_to_tensors
 from posereg.family import family_for
 from posereg.losses import L1Loss, RLELoss
 from posereg.synth import SynthConfig, generate
 
 PHOTO = real("coco", "000000000785.jpg")
+POSEREG = str(Path(sys.executable).parent / "posereg")
 #: a narrow dense model; score threshold 0 so that the barely trained model finds people
 TINY = {
     "model": {
@@ -111,9 +122,83 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         "model: person crops -> 2D keypoints, for `posereg predict`); give a checkpoint of a "
         "dense one-stage run (whole images -> people (boxes + 2D keypoints), one pass)"
     )
-    onnx = tmp_path / "dense.onnx"
-    last = run["run"] / "last.pt"
-    assert main(["export", "--checkpoint", str(last), "--out", str(onnx)]) == 2
+    onnx, last = tmp_path / "dense.onnx", run["run"] / "last.pt"
+    assert main(["export", "--checkpoint", str(last), "--out", str(onnx), "--int8"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("posereg export: error: the dense one-stage model has no ONNX export")
+    assert err == "posereg export: error: --int8: dense one-stage exports are float32 only"
     assert not onnx.exists()
+
+
+@pytest.mark.parametrize(("nms", "flip_test"), [("box", False), ("oks", False), ("box", True)])
+def test_onnx_runtime_finds_the_same_people_as_pytorch(run, tmp_path, nms, flip_test):
+    """The trained checkpoint's export: two images of other sizes than the trace's 128x96 (one
+    not a multiple of 32: padded in the graph), other people counts; box NMS in the graph, or
+    (oks) the candidates in the graph and OKS-NMS after it in the runner; the flip test in the
+    graph."""
+    family = family_for("dense")
+    model, cfg, _ = family.model_from_checkpoint(run["run"] / "last.pt")
+    val = sorted((run["root"] / "multi/images/val").glob("*"))
+    images = images_to_tensors([read_image(val[0]), read_image(val[1])[:112, :80]])
+    with torch.no_grad():  # a threshold that the best tenth of image 0's locations pass
+        out = model(images[0][None])
+    threshold = float(torch.sqrt(out.logits.sigmoid() * out.centerness.sigmoid()).quantile(0.9))
+    # oks: max_people 10, below the candidates' count, so the runner's post-step must cut
+    most = 100 if nms == "box" else 10
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, nms=nms, max_people=most, flip_test=flip_test),
+        eval=dataclasses.replace(cfg.eval, score_threshold=threshold),
+    )
+    people = family.people_module(model, cfg)
+    path = family.export_onnx(model, cfg, tmp_path / "dense.onnx", 17)
+    with torch.no_grad():
+        counts = [len(people(image)[0]) for image in images]
+    assert counts[0] > 0 and counts[1] > 0 and counts[0] != counts[1], counts
+    parity = check_people_onnx(people, path, images, atol=1e-3, sigma_rtol=1e-4)
+    assert parity.people == sum(counts)
+    assert parity.keypoints < 1e-3 and parity.boxes < 1e-3 and parity.sigma < 1e-4
+    # the runner (what Predictor / posereg predict use) gives the PyTorch model's people
+    onnx_model, onnx_cfg, _ = family.model_from_checkpoint(path)
+    assert onnx_model.family == "dense" and onnx_cfg.model.nms == nms
+    assert onnx_model.metadata["flip_test"] == str(flip_test).lower()
+    got = family.infer(onnx_model, onnx_cfg, images)
+    want = family.infer(model, cfg, images)
+    for g, w in zip(got, want, strict=True):
+        assert 0 < len(g.scores) == len(w.scores)
+        np.testing.assert_allclose(g.scores, w.scores, atol=1e-5)  # both best first
+        np.testing.assert_allclose(g.keypoints, w.keypoints, atol=1e-3)
+        np.testing.assert_allclose(g.sigma, w.sigma, rtol=1e-4)
+        np.testing.assert_allclose(g.confidence, w.confidence, atol=1e-5)
+    if nms == "oks":  # the graph's candidates, cut to max_people by the runner as by PyTorch
+        assert len(got[0].scores) == len(got[1].scores) == 10 < min(counts)
+
+
+def test_posereg_export_then_predict_with_the_onnx_gives_the_checkpoints_people(run, tmp_path):
+    last, onnx = run["run"] / "last.pt", tmp_path / "dense.onnx"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [POSEREG, "export", "--checkpoint", str(last), "--out", str(onnx)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(onnx) and lines[1].startswith("onnxruntime vs PyTorch: max abs")
+    assert float(lines[1].rsplit(" ", 1)[1]) < 1e-3
+    meta = {p.key: p.value for p in onnx_proto.load(str(onnx)).metadata_props}
+    assert meta["family"] == "dense" and meta["nms"] == "box"
+    done = subprocess.run(
+        [POSEREG, "predict", str(PHOTO), "--checkpoint", str(onnx), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        main(["predict", str(PHOTO), "--checkpoint", str(last), "--out", str(tmp_path / "p")]) == 0
+    )
+    got = json.loads((tmp_path / "o/predictions.json").read_text())
+    want = json.loads((tmp_path / "p/predictions.json").read_text())
+    assert 0 < len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g["keypoints"], w["keypoints"], atol=2e-3)  # x, y, score
+        np.testing.assert_allclose(g["bbox"], w["bbox"], atol=2e-3)
+        np.testing.assert_allclose(g["score"], w["score"], atol=1e-4)
+    assert "region" not in got[0] and want[0]["region_p"] == 0.9  # the flow is not exported

@@ -107,19 +107,26 @@ def make_grid(
         raise ValueError(f"{len(level_shapes)} levels but {len(strides)} strides")
     points, stride_list, ranges = [], [], []
     for index, ((h, w), s) in enumerate(zip(level_shapes, strides, strict=True)):
+        # tensor ops on h and w only (no Python arithmetic): traced with a feature map's
+        # shape, the grid follows the input's size in an ONNX export (as torchvision's anchors)
         ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * s
         xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * s
         y, x = torch.meshgrid(ys, xs, indexing="ij")
-        points.append(torch.stack([x.reshape(-1), y.reshape(-1)], dim=1))  # (h w, 2)
-        stride_list.append(torch.full((h * w,), float(s), device=device, dtype=dtype))
+        x, y = x.reshape(-1), y.reshape(-1)
+        points.append(torch.stack([x, y], dim=1))  # (h w, 2)
+        stride_list.append(torch.full_like(x, float(s)))
         lower = 0.0 if index == 0 else 4.0 * s
         upper = math.inf if index == len(strides) - 1 else 8.0 * s
-        ranges.append(torch.tensor([[lower, upper]], device=device, dtype=dtype).expand(h * w, 2))
+        ranges.append(torch.stack([torch.full_like(x, lower), torch.full_like(x, upper)], dim=1))
     return DenseGrid(
         torch.cat(points),
         torch.cat(stride_list),
         torch.cat(ranges),
-        tuple((int(h), int(w)) for h, w in level_shapes),
+        # kept as traced sizes in a trace (mirror's reshapes then follow the input's size)
+        tuple(
+            (h, w) if torch.jit.is_tracing() else (int(h), int(w))  # type: ignore[misc]
+            for h, w in level_shapes
+        ),
     )
 
 

@@ -531,7 +531,7 @@ def _export_people(
 
     photos = sorted((SAMPLES_DIR / "coco").glob("*.jpg"))[:2]
     images = images_to_tensors([read_image(p) for p in photos])
-    parity = check_people_onnx(family.people_module(model), path, images)
+    parity = check_people_onnx(family.people_module(model, cfg), path, images)
     return path, max(parity.boxes, parity.keypoints)
 
 

@@ -1,5 +1,6 @@
 """ONNX export of multi-person models with the people decoded in the graph, and its ONNX Runtime
-runner (issue 17 §4; Keypoint R-CNN + RLE, the RLE paper's Tab. 2c, :mod:`posereg.models.keypoint_rcnn`).
+runner (issue 17 §4; Keypoint R-CNN + RLE, the RLE paper's Tab. 2c, :mod:`posereg.models.keypoint_rcnn`;
+the dense one-stage model, Tab. 2d, :mod:`posereg.models.dense`).
 
 A top-down export (:mod:`posereg.export`) maps crops to crop-normalised keypoints and leaves the
 cropping and decoding to :class:`posereg.predict.Predictor`. A multi-person model needs neither
@@ -13,8 +14,8 @@ torchvision's own ``test/test_onnx.py`` does) has
             ``scores``           (N,) the detection (box) score, in [0, 1], decreasing
             ``keypoints``        (N, K, 2) x, y, pixels of the input image
             ``keypoint_scores``  (N, K) the head's per-keypoint score: 1 - mean_d sigma_d with
-                                 sigma in box units (RLE Eq. 9); torchvision's heatmap logit for
-                                 the heatmap head
+                                 sigma in box units (RLE Eq. 9; the dense model: person-scale
+                                 units sqrt(w h)); torchvision's heatmap logit for the heatmap head
             ``sigma``            (N, K, 2) per-axis sigma in pixels of the input image (heads
                                  that predict one; absent for the heatmap head)
 
@@ -24,9 +25,8 @@ calls (the outputs of B images would be ragged in N anyway).
 
 Any model plugs in through :func:`export_people`: a module whose ``forward(image)`` takes one
 image (3, H, W) and returns those tensors in that order (:data:`PEOPLE_OUTPUTS`, ``sigma``
-optional). :class:`KeypointRCNNPeople` is that module for a Keypoint R-CNN; the dense one-stage
-model's would be another such wrapper around its decode, plus a ``export_dense`` of a few lines
-as :func:`export_keypoint_rcnn`. :class:`OnnxPeopleModel` runs any such file and returns one
+optional). :class:`KeypointRCNNPeople` is that module for a Keypoint R-CNN, :class:`DensePeopleModule`
+for the dense one-stage model (:func:`export_keypoint_rcnn`, :func:`export_dense`). :class:`OnnxPeopleModel` runs any such file and returns one
 :class:`posereg.predict.PoseResult` per image, through the same conversion as the PyTorch model
 (:func:`posereg.models.keypoint_rcnn.to_pose_results`).
 
@@ -58,6 +58,8 @@ from posereg.result import PoseResult
 from posereg.runtime import EXPORT_VERSION, FAMILY_KEY, METADATA_KEY, TOP_DOWN, open_export
 
 __all__ = [
+    "DENSE",
+    "DensePeopleModule",
     "INPUT_NAME",
     "KEYPOINT_RCNN",
     "MIN_OPSET",
@@ -66,6 +68,7 @@ __all__ = [
     "OnnxPeopleModel",
     "PeopleParity",
     "check_people_onnx",
+    "export_dense",
     "export_keypoint_rcnn",
     "export_people",
     "load_people_onnx",
@@ -87,6 +90,8 @@ _RESULT_KEYS = {
 MIN_OPSET = 11
 #: The ``family`` of a Keypoint R-CNN export.
 KEYPOINT_RCNN = "keypoint_rcnn"
+#: The ``family`` of a dense one-stage export.
+DENSE = "dense"
 #: Warnings of tracing torchvision's detection models that say nothing about the exported graph
 #: (see :func:`export_people`).
 _EXPORT_NOISE = (
@@ -95,6 +100,7 @@ _EXPORT_NOISE = (
     "`torch.jit.script` is deprecated",
     "The feature will be removed",
     "You are using the legacy TorchScript-based ONNX export",
+    "Constant folding - Only steps=1",
 )
 
 
@@ -131,6 +137,69 @@ class KeypointRCNNPeople(nn.Module):
         r = self.model([image])[0]
         people = (r["boxes"], r["scores"], r["keypoints"][..., :2], r["keypoints_scores"])
         return (*people, r["keypoints_sigma"]) if self.has_sigma else people
+
+
+class DensePeopleModule(nn.Module):
+    """What is exported of the dense one-stage model (:mod:`posereg.models.dense`): one image in,
+    its people's tensors out, by the model's own forward and
+    :func:`posereg.models.dense.decode_image` (the code ``DensePoseModel.predict`` runs).
+
+    The image is padded at the bottom and right to a multiple of 32 inside the graph (no
+    coordinate moves), so any H, W works. With ``nms="box"`` the graph ends with box NMS and the
+    ``max_people`` cut; with ``nms="oks"`` it ends before NMS (the ``pre_nms_top_k`` candidates,
+    best first) and :class:`OnnxPeopleModel` applies OKS-NMS
+    (:func:`posereg.models.dense.oks_nms_people`, NumPy) after it. ``flip_test`` puts
+    :meth:`posereg.models.dense.DensePoseModel.flip_forward` in the graph (two network passes).
+
+    Arguments:
+        model: a :class:`posereg.models.dense.DensePoseModel`; shared, not copied.
+        score_threshold, pre_nms_top_k, nms, nms_threshold, max_people, flip_test: the
+            decoding's (:meth:`posereg.models.dense.DensePoseModel.predict`), fixed in the graph.
+
+    Example:
+        >>> from posereg.models.dense import build_dense_model
+        >>> model = build_dense_model("rle", width=0.25, fpn_channels=16, head_convs=1)
+        >>> people = DensePeopleModule(model, score_threshold=0.0, max_people=3).eval()
+        >>> [tuple(t.shape) for t in people(torch.rand(3, 64, 80))]
+        [(3, 4), (3,), (3, 17, 2), (3, 17), (3, 17, 2)]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        score_threshold: float = 0.05,
+        pre_nms_top_k: int = 1000,
+        nms: str = "box",
+        nms_threshold: float | None = None,
+        max_people: int = 100,
+        flip_test: bool = False,
+    ) -> None:
+        from posereg.models.dense import NMS_THRESHOLDS
+
+        super().__init__()
+        if nms not in NMS_THRESHOLDS:
+            raise ValueError(f"unknown nms {nms!r}; valid: {', '.join(NMS_THRESHOLDS)}")
+        self.model = model
+        self.score_threshold = float(score_threshold)
+        self.pre_nms_top_k = int(pre_nms_top_k)
+        self.nms = nms
+        self.nms_threshold = NMS_THRESHOLDS[nms] if nms_threshold is None else float(nms_threshold)
+        self.max_people = int(max_people)
+        self.flip_test = bool(flip_test)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        """image (3, H, W) in [0, 1] -> boxes (N, 4) x1y1x2y2, scores (N,), keypoints (N, K, 2),
+        keypoint_scores (N, K), sigma (N, K, 2), the image's pixels, best score first."""
+        from posereg.models.dense import decode_image
+
+        box_threshold = self.nms_threshold if self.nms == "box" else None
+        images = image[None]
+        out = self.model.flip_forward(images) if self.flip_test else self.model(images)
+        people = decode_image(
+            out, 0, self.score_threshold, self.pre_nms_top_k, box_threshold,
+            self.max_people,
+        )  # fmt: skip
+        return tuple(people)
 
 
 def export_people(
@@ -262,6 +331,36 @@ def export_keypoint_rcnn(
     example = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
     device = next(model.parameters()).device
     return export_people(people, path, example.to(device), KEYPOINT_RCNN, opset, metadata)
+
+
+def export_dense(
+    people: DensePeopleModule,
+    path: str | os.PathLike,
+    opset: int = 17,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export the dense one-stage model with its people decoded in the graph
+    (:class:`DensePeopleModule`, family :data:`DENSE`).
+
+    The decoding's settings are written to the metadata; ``nms`` ``oks`` tells
+    :class:`OnnxPeopleModel` to apply OKS-NMS at ``nms_threshold`` and the ``max_people`` cut to
+    the graph's candidates. The trace's example is a 128 x 96 image (H, W stay dynamic).
+    """
+    metadata = {
+        "config": json.dumps(dict(config or {}), default=str),
+        "score_rule": "box",  # the score is the model's own (FCOS), as in DensePoseModel.predict
+        "score_threshold": str(people.score_threshold),
+        "pre_nms_top_k": str(people.pre_nms_top_k),
+        "nms": people.nms,
+        "nms_in_graph": "box" if people.nms == "box" else "none",
+        "nms_threshold": str(people.nms_threshold),
+        "max_people": str(people.max_people),
+        "flip_test": str(people.flip_test).lower(),
+        "padding": "bottom and right to a multiple of 32, inside the graph",
+    }
+    example = torch.rand(3, 128, 96, generator=torch.Generator().manual_seed(0))
+    device = next(people.parameters()).device
+    return export_people(people, path, example.to(device), DENSE, opset, metadata)
 
 
 @dataclass(frozen=True)
@@ -400,10 +499,16 @@ class OnnxPeopleModel:
         """images, each (3, H, W) in [0, 1] (any sizes) -> one PoseResult per image, pixels of
         that image (keypoints (N, K, 2), sigma (N, K, 2) or None, confidence (N, K), boxes (N, 4)
         x, y, w, h, scores (N,))."""
-        outputs = [
-            {_RESULT_KEYS[k]: torch.from_numpy(v) for k, v in self.run(image).items()}
-            for image in images
-        ]
+        raw = [{k: torch.from_numpy(v) for k, v in self.run(image).items()} for image in images]
+        if self.metadata.get("nms") == "oks":  # a dense export's post-step (no OKS-NMS in graph)
+            from posereg.models.dense import DensePeople, oks_nms_people
+
+            threshold, most = (
+                float(self.metadata["nms_threshold"]),
+                int(self.metadata["max_people"]),
+            )
+            raw = [oks_nms_people(DensePeople(**r), threshold, most)._asdict() for r in raw]
+        outputs = [{_RESULT_KEYS[k]: v for k, v in r.items()} for r in raw]
         return to_pose_results(outputs, self.score_rule)
 
 

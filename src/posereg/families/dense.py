@@ -3,8 +3,9 @@
 as its baselines (docs/dense.md).
 
 Everything but the model is :class:`posereg.families.multiperson.MultiPersonFamily`'s: the
-config sections, the loop and evaluation (:mod:`posereg.engine.multiperson`), checkpoints and
-``posereg predict`` / ``serve`` / video. The model takes images as they are (no resize): a
+config sections, the loop and evaluation (:mod:`posereg.engine.multiperson`), checkpoints,
+``posereg predict`` / ``serve`` / video and ONNX exports
+(:func:`posereg.export_multiperson.export_dense`). The model takes images as they are (no resize): a
 batch of different sizes is padded at the bottom and right, which moves no coordinate.
 """
 
@@ -123,6 +124,8 @@ class DenseFamily(MultiPersonFamily):
 
     def infer(self, model: Any, cfg: DenseConfig, images: list[Tensor]) -> list[PoseResult]:
         """:meth:`posereg.models.dense.DensePoseModel.predict` per image (each at its size)."""
+        if hasattr(model, "session"):  # an ONNX export (OnnxPeopleModel): its decoding is baked
+            return model.predict(images)
         m = cfg.model
         return [
             model.predict(
@@ -144,14 +147,21 @@ class DenseFamily(MultiPersonFamily):
         loss = getattr(model, "keypoint_loss", None)
         return loss if isinstance(loss, RLELoss) else None
 
-    def people_module(self, model: nn.Module) -> nn.Module:
-        raise ValueError(self._no_export())
+    def people_module(self, model: nn.Module, cfg: DenseConfig) -> nn.Module:
+        """:class:`posereg.export_multiperson.DensePeopleModule` with the config's decoding
+        (flip test included)."""
+        from posereg.export_multiperson import DensePeopleModule
+
+        m = cfg.model
+        return DensePeopleModule(
+            model, cfg.eval.score_threshold, m.pre_nms_top_k, m.nms, m.nms_threshold,
+            m.max_people, m.flip_test,
+        )  # fmt: skip
 
     def export_onnx(self, model: nn.Module, cfg: DenseConfig, path: Path, opset: int) -> Path:
-        raise ValueError(self._no_export())
+        """The people export (:func:`posereg.export_multiperson.export_dense`): box NMS in the
+        graph, or (``model.nms: oks``) the candidates, with OKS-NMS after it in the runner."""
+        from posereg.config import to_dict
+        from posereg.export_multiperson import export_dense
 
-    def _no_export(self) -> str:
-        return (
-            f"the {self.title} model has no ONNX export yet (its decoding runs "
-            "in NumPy, outside a graph); run its checkpoint with posereg predict / serve"
-        )
+        return export_dense(self.people_module(model, cfg), path, opset, config=to_dict(cfg))

@@ -120,7 +120,7 @@ class KeypointRCNNFamily(MultiPersonFamily):
         predictor = getattr(getattr(model, "roi_heads", None), "keypoint_predictor", None)
         return getattr(predictor, "criterion", None)
 
-    def people_module(self, model: nn.Module) -> nn.Module:
+    def people_module(self, model: nn.Module, cfg: KeypointRCNNConfig) -> nn.Module:
         from posereg.export_multiperson import KeypointRCNNPeople
 
         return KeypointRCNNPeople(model)

@@ -190,8 +190,9 @@ class MultiPersonFamily:
         """Write the ONNX export (:func:`posereg.export_multiperson.export_people`)."""
         raise NotImplementedError
 
-    def people_module(self, model: nn.Module) -> nn.Module:
-        """The exported module (one image in, the people's tensors out), for the parity check."""
+    def people_module(self, model: nn.Module, cfg: Any) -> nn.Module:
+        """The exported module (one image in, the people's tensors out; the config's decoding
+        settings), for the parity check."""
         raise NotImplementedError
 
     def criterion(self, model: Any) -> nn.Module | None:

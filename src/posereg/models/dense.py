@@ -12,7 +12,10 @@ has the equations.
 Inference (:meth:`DensePoseModel.predict`): scores sqrt(objectness x centerness) (FCOS) -> top-k -> NMS (box IoU with
 ``torchvision.ops.batched_nms``, or OKS-NMS, :func:`posereg.metrics.coco.oks_nms`) -> people in
 image pixels as :class:`posereg.predict.PoseResult`, sigma x S, confidence 1 - mean sigma
-(Eq. 9). The network's cost does not depend on the number of people; only the decode after
+(Eq. 9). The network, its grid and the decode up to box NMS (:func:`decode_image`) are torch
+operations on tensor shapes only, so the ONNX export (:mod:`posereg.export_multiperson`) traces
+this same code with dynamic image sizes (the flip test too); OKS-NMS (:func:`oks_nms_people`)
+runs in NumPy after it. The network's cost does not depend on the number of people; only the decode after
 NMS does.
 """
 
@@ -21,18 +24,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import FeaturePyramidNetwork, batched_nms
 
 from posereg.codecs import sigma_confidence
 from posereg.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from posereg.dense_codec import DenseCodec, DenseGrid
+from posereg.dense_codec import DenseCodec, DenseGrid, make_grid
 from posereg.dense_losses import (
     DenseKeypointLoss,
     DenseLossTerms,
@@ -44,7 +48,17 @@ from posereg.models.backbones import ResNetTrunk, create_backbone
 from posereg.result import PoseResult
 from posereg.skeletons import COCO17, Skeleton
 
-__all__ = ["DenseHead", "DenseOutput", "DensePoseModel", "build_dense_model"]
+__all__ = [
+    "DenseHead",
+    "DenseOutput",
+    "DensePeople",
+    "DensePoseModel",
+    "build_dense_model",
+    "decode_image",
+    "decode_people",
+    "oks_nms_people",
+    "pad_to_multiple",
+]
 
 #: The strides of P3, P4, P5 on a ResNet trunk (layer2, layer3, layer4).
 DENSE_STRIDES = (8, 16, 32)
@@ -196,17 +210,17 @@ class DensePoseModel(nn.Module):
     # ------------------------------------------------------------------ network
     def forward(self, images: Tensor) -> DenseOutput:
         """Images (B, 3, H, W) in [0, 1] -> :class:`DenseOutput` over the padded input's grid."""
-        h, w = images.shape[-2:]
-        pad_h, pad_w = (-h) % DENSE_STRIDES[-1], (-w) % DENSE_STRIDES[-1]
-        x = (images - self.mean) / self.std
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple((images - self.mean) / self.std, DENSE_STRIDES[-1])
         features = list(self.fpn(self.body(x)).values())  # P3, P4, P5
         outputs = [self.head(f) for f in features]
         logits, boxes, centerness, mu, sigma = (
             torch.cat(parts, dim=1) for parts in zip(*outputs, strict=True)
         )
-        grid = self.codec.grid((h + pad_h, w + pad_w), device=images.device, dtype=logits.dtype)
+        # the grid from the maps' own shapes (= codec.grid of the padded size): an ONNX export
+        # traces it as a function of the input's size
+        grid = make_grid(
+            [f.shape[-2:] for f in features], self.codec.strides, images.device, logits.dtype
+        )
         return DenseOutput(logits, boxes, centerness, mu, sigma, grid)
 
     def flip_forward(self, images: Tensor) -> DenseOutput:
@@ -216,11 +230,9 @@ class DensePoseModel(nn.Module):
         The padded width must be what the flip mirrors about: images whose width is not a
         multiple of 32 are padded first.
         """
-        h, w = images.shape[-2:]
-        pad_w = (-w) % DENSE_STRIDES[-1]
-        if pad_w:  # pad with what normalises to 0, so forward's zero padding is the same
-            fill = self.mean.reshape(1, 3, 1, 1).expand(images.shape[0], 3, h, pad_w)
-            images = torch.cat([images, fill.to(images)], dim=-1)
+        # pad with what normalises to 0, so that forward's zero padding is the same (by
+        # pad_to_multiple: the padding follows the input's size in an ONNX export)
+        images = pad_to_multiple(images - self.mean, DENSE_STRIDES[-1]) + self.mean
         out = self(images)
         flipped = self(images.flip(-1))
         scores = torch.stack([flipped.logits, flipped.centerness], dim=-1)  # (B, A, 2)
@@ -314,6 +326,23 @@ class DensePoseModel(nn.Module):
         )
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """(..., H, W) -> (..., ceil(H / m) m, ceil(W / m) m), zeros at the bottom and right (no
+    coordinate moves).
+
+    A fixed pad of m - 1 then a crop to the size computed from the input's shape: exported to
+    ONNX, the graph pads every input size correctly (``F.pad`` by a size computed in Python
+    would be fixed at the traced example's padding).
+    """
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (0, multiple - 1, 0, multiple - 1))
+    return padded[
+        ...,
+        : (h + multiple - 1) // multiple * multiple,
+        : (w + multiple - 1) // multiple * multiple,
+    ]
+
+
 def _stage_channels(trunk: ResNetTrunk, name: str) -> int:
     """Output channels of a ResNet stage (its last block's last BN)."""
     last = getattr(trunk, name)[-1]
@@ -325,6 +354,104 @@ def _stage_channels(trunk: ResNetTrunk, name: str) -> int:
 NMS_THRESHOLDS = {"box": 0.6, "oks": 0.7}
 
 
+class DensePeople(NamedTuple):
+    """The people of one image, decoded (image pixels), best score first.
+
+    Attributes:
+        boxes: (N, 4) x1, y1, x2, y2.
+        scores: (N,) ``sqrt(sigmoid(objectness) x sigmoid(centerness))`` (FCOS).
+        keypoints: (N, K, 2) x, y.
+        keypoint_scores: (N, K) ``1 - mean_d sigma_d`` with sigma in person-scale units (Eq. 9).
+        sigma: (N, K, 2) per-axis sigma in pixels (``sigma S``).
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    keypoints: Tensor
+    keypoint_scores: Tensor
+    sigma: Tensor
+
+    def select(self, index: Tensor) -> DensePeople:
+        """The people at ``index`` (a long tensor), in that order."""
+        return DensePeople(*(t[index] for t in self))
+
+
+def decode_image(
+    out: DenseOutput,
+    index: int = 0,
+    score_threshold: float = 0.05,
+    pre_nms_top_k: int = 1000,
+    nms_threshold: float | None = NMS_THRESHOLDS["box"],
+    max_people: int = 100,
+) -> DensePeople:
+    """One image's dense outputs -> its people, in torch only (no NumPy, no Python sizes), so
+    that :mod:`posereg.export_multiperson` traces this same function into the ONNX graph.
+
+    The score ``sqrt(sigmoid(logit) x sigmoid(centerness))`` (torchvision's FCOS); the
+    ``pre_nms_top_k`` best locations above ``score_threshold`` (``torch.topk``, with
+    torchvision's ``_topk_min`` so that k follows the candidates' count in a trace); their boxes,
+    keypoints and sigma decoded (:class:`posereg.dense_codec.DenseCodec`); NMS by box IoU
+    (``torchvision.ops.batched_nms``) at ``nms_threshold`` and at most ``max_people`` kept.
+
+    Arguments:
+        out: :class:`DenseOutput` of a batch.
+        index: the image in the batch.
+        nms_threshold: box IoU above which a lower-scored person is dropped; None: no NMS and no
+            ``max_people`` cut (every candidate, for :func:`oks_nms_people`).
+
+    Returns:
+        :class:`DensePeople`, best score first.
+    """
+    scores = torch.sqrt(torch.sigmoid(out.logits[index]) * torch.sigmoid(out.centerness[index]))
+    candidates = torch.where(scores > score_threshold)[0]
+    score, order = scores[candidates].topk(_topk_min(candidates, pre_nms_top_k, 0))
+    candidates = candidates[order]
+    grid = out.grid
+    boxes = DenseCodec.decode_boxes(
+        out.box_distances[index, candidates],
+        DenseGrid(
+            grid.points[candidates], grid.strides[candidates], grid.size_ranges[candidates], ()
+        ),
+    )
+    sigma_units = out.sigma[index, candidates]
+    keypoints, sigma = DenseCodec.decode_keypoints(
+        out.mu[index, candidates], sigma_units, boxes, grid.points[candidates]
+    )
+    people = DensePeople(boxes, score, keypoints, sigma_confidence(sigma_units), sigma)  # type: ignore[arg-type]
+    if nms_threshold is None:
+        return people
+    keep = batched_nms(boxes, score, torch.zeros_like(candidates), nms_threshold)
+    return people.select(keep[:max_people])
+
+
+def oks_nms_people(
+    people: DensePeople, threshold: float, max_people: int, skeleton: Skeleton = COCO17
+) -> DensePeople:
+    """OKS-NMS (:func:`posereg.metrics.coco.oks_nms`, area = box area) of the candidates of
+    :func:`decode_image` (``nms_threshold=None``), at most ``max_people`` kept: where the
+    keypoints, not the boxes, decide which locations are the same person. NumPy, outside any
+    ONNX graph: an OKS export's runner applies it to the graph's candidates."""
+    boxes = people.boxes
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).cpu().numpy()
+    kp = torch.cat([people.keypoints, torch.ones_like(people.keypoints[..., :1])], -1)
+    keep = oks_nms(kp.cpu().numpy(), people.scores.cpu().numpy(), area, threshold, skeleton.sigmas)
+    return people.select(torch.as_tensor(keep, dtype=torch.long, device=boxes.device)[:max_people])
+
+
+def to_pose_result(people: DensePeople) -> PoseResult:
+    """:class:`DensePeople` -> :class:`posereg.predict.PoseResult` (boxes to x, y, w, h; the
+    scores as they are; confidence = the keypoint scores)."""
+    boxes = people.boxes
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    return PoseResult(
+        keypoints=_numpy(people.keypoints),
+        sigma=_numpy(people.sigma),
+        confidence=_numpy(people.keypoint_scores),
+        boxes=_numpy(xywh),
+        scores=_numpy(people.scores),
+    )
+
+
 def decode_people(
     out: DenseOutput,
     skeleton: Skeleton = COCO17,
@@ -334,14 +461,8 @@ def decode_people(
     nms_threshold: float | None = None,
     max_people: int = 100,
 ) -> list[PoseResult]:
-    """Dense outputs -> people per image.
-
-    Per image: the score ``sqrt(sigmoid(logit) x sigmoid(centerness))`` (torchvision's FCOS);
-    the ``pre_nms_top_k`` best locations above
-    ``score_threshold``; their boxes, keypoints and sigma decoded
-    (:class:`posereg.dense_codec.DenseCodec`); NMS by box IoU (``torchvision.ops.batched_nms``)
-    or by OKS (``nms="oks"``: :func:`posereg.metrics.coco.oks_nms`, area = box area, where the
-    keypoints decide which locations are the same person); at most ``max_people`` kept.
+    """Dense outputs -> people per image: :func:`decode_image` per image, with box NMS or, with
+    ``nms="oks"``, :func:`oks_nms_people` on its candidates.
 
     Arguments:
         out: :class:`DenseOutput`.
@@ -357,46 +478,15 @@ def decode_people(
     if nms not in NMS_THRESHOLDS:
         raise ValueError(f"unknown nms {nms!r}; valid: {', '.join(NMS_THRESHOLDS)}")
     threshold = NMS_THRESHOLDS[nms] if nms_threshold is None else float(nms_threshold)
-    grid = out.grid
     results = []
     for b in range(out.logits.shape[0]):
-        scores = torch.sqrt(torch.sigmoid(out.logits[b]) * torch.sigmoid(out.centerness[b]))
-        candidates = (scores > score_threshold).nonzero().squeeze(1)
-        if len(candidates) > pre_nms_top_k:
-            candidates = candidates[scores[candidates].topk(pre_nms_top_k).indices]
-        score = scores[candidates]
-        boxes = DenseCodec.decode_boxes(
-            out.box_distances[b, candidates], _subgrid(grid, candidates)
-        )
-        keypoints, sigma = DenseCodec.decode_keypoints(
-            out.mu[b, candidates], out.sigma[b, candidates], boxes, grid.points[candidates]
-        )
         if nms == "box":
-            keep = batched_nms(boxes, score, torch.zeros_like(candidates), threshold)
+            people = decode_image(out, b, score_threshold, pre_nms_top_k, threshold, max_people)
         else:
-            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).cpu().numpy()
-            kp = torch.cat([keypoints, torch.ones_like(keypoints[..., :1])], -1).cpu().numpy()
-            keep = torch.as_tensor(
-                oks_nms(kp, score.cpu().numpy(), area, threshold, skeleton.sigmas),
-                dtype=torch.long,
-                device=score.device,
-            )
-        keep = keep[:max_people]
-        xywh = torch.cat([boxes[keep, :2], boxes[keep, 2:] - boxes[keep, :2]], dim=1)
-        results.append(
-            PoseResult(
-                keypoints=_numpy(keypoints[keep]),
-                sigma=_numpy(sigma[keep]),
-                confidence=_numpy(sigma_confidence(out.sigma[b, candidates[keep]])),
-                boxes=_numpy(xywh),
-                scores=_numpy(score[keep]),
-            )
-        )
+            candidates = decode_image(out, b, score_threshold, pre_nms_top_k, None)
+            people = oks_nms_people(candidates, threshold, max_people, skeleton)
+        results.append(to_pose_result(people))
     return results
-
-
-def _subgrid(grid: DenseGrid, index: Tensor) -> DenseGrid:
-    return DenseGrid(grid.points[index], grid.strides[index], grid.size_ranges[index], ())
 
 
 def _numpy(x: Tensor) -> np.ndarray:

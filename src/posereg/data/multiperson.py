@@ -190,7 +190,8 @@ class MultiPersonDataset(Dataset):
 
     Example:
         >>> ds = MultiPersonDataset.from_coco("ann.json", "images")  # doctest: +SKIP
-        >>> image, target = ds[0]  # (3, H, W) in [0, 1]; target["boxes"] (N, 4) x1y1x2y2
+        >>> image, target = ds[0]  # doctest: +SKIP
+        >>> # image (3, H, W) in [0, 1]; target["boxes"] (N, 4) x1y1x2y2, "keypoints" (N, K, 3)
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -350,6 +351,22 @@ def _load_predictions(predictions: Sequence[Mapping] | str | Path) -> list[dict]
     return out
 
 
+def _run_cocoeval(
+    evaluator: Any, person_id: int, image_ids: Sequence[int] | None
+) -> tuple[list[float], str]:
+    """Run a COCOeval (keypoints or boxes) on the person category (and ``image_ids``, when
+    given): its ``stats`` as floats and the text ``summarize()`` printed."""
+    evaluator.params.catIds = [person_id]
+    if image_ids is not None:
+        evaluator.params.imgIds = list(image_ids)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return [float(v) for v in evaluator.stats], buf.getvalue()
+
+
 def evaluate_coco(
     gt: str | Path | Mapping | COCO,
     predictions: Sequence[Mapping] | str | Path,
@@ -418,21 +435,13 @@ def evaluate_coco(
     else:
         evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
         evaluator.params.kpt_oks_sigmas = sig
-    evaluator.params.catIds = [person_id]
-    if image_ids is not None:
-        evaluator.params.imgIds = list(image_ids)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = [float(s) for s in evaluator.stats[:10]]
+    stats, summary = _run_cocoeval(evaluator, person_id, image_ids)
     return COCOKeypointResult(
-        **dict(zip(_STAT_NAMES, stats, strict=True)),
+        **dict(zip(_STAT_NAMES, stats[:10], strict=True)),
         truth="clean" if use_clean else "labels",
         backend=backend,
         num_predictions=len(preds),
-        summary=buf.getvalue(),
+        summary=summary,
     )
 
 
@@ -515,19 +524,11 @@ def evaluate_coco_boxes(
         zeros = dict.fromkeys(_BOX_STAT_NAMES, 0.0)
         return COCOBoxResult(**zeros, num_detections=0, summary="no detections")
     evaluator = COCOeval(coco_gt, _quiet(coco_gt.loadRes, dets), iouType="bbox")
-    evaluator.params.catIds = [person_id]
-    if image_ids is not None:
-        evaluator.params.imgIds = list(image_ids)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = [float(v) for v in evaluator.stats[:12]]
+    stats, summary = _run_cocoeval(evaluator, person_id, image_ids)
     return COCOBoxResult(
-        **dict(zip(_BOX_STAT_NAMES, stats, strict=True)),
+        **dict(zip(_BOX_STAT_NAMES, stats[:12], strict=True)),
         num_detections=len(dets),
-        summary=buf.getvalue(),
+        summary=summary,
     )
 
 

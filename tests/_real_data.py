@@ -71,3 +71,32 @@ def tiny_config(tmp_path: Path, name: str = "tiny", **sections: dict) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def tiny_multi_config(root: Path, task: str, sections: dict) -> Path:
+    """A tiny generated ``multi`` set under ``root/multi`` (4 train, 2 val images of 128x128)
+    and the YAML config ``root/tiny.yaml`` of a multi-person family ``task`` that trains on it
+    into ``root/runs/tiny`` (``sections``: the model, train, optim and eval sections)."""
+    import dataclasses
+
+    import yaml
+
+    from posereg.synth import SynthConfig, generate
+
+    config = dataclasses.replace(SynthConfig.preset("multi"), image_size=(128, 128))
+    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
+        generate(root / "multi", split, n, seed=seed, config=config, num_workers=0, progress=False)
+    cfg = {
+        "task": task, "name": "tiny", "out_dir": str(root / "runs"),
+        "data": {
+            "train_ann": str(root / "multi/annotations/person_keypoints_train.json"),
+            "train_images": str(root / "multi/images/train"),
+            "val_ann": str(root / "multi/annotations/person_keypoints_val.json"),
+            "val_images": str(root / "multi/images/val"),
+            "workers": 0,
+        },
+        **sections,
+    }  # fmt: skip
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

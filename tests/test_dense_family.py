@@ -16,9 +16,8 @@ import numpy as np
 import onnx as onnx_proto
 import pytest
 import torch
-import yaml
 
-from _real_data import REPO, real, tiny_checkpoint
+from _real_data import REPO, real, tiny_checkpoint, tiny_multi_config
 from posereg.checkpoint import load_checkpoint
 from posereg.cli import main
 from posereg.data.image_io import read_image
@@ -27,7 +26,6 @@ from posereg.export_multiperson import check_people_onnx
 from posereg.families.multiperson import images_to_tensors
 from posereg.family import family_for
 from posereg.losses import L1Loss, RLELoss
-from posereg.synth import SynthConfig, generate
 
 PHOTO = real("coco", "000000000785.jpg")
 POSEREG = str(Path(sys.executable).parent / "posereg")
@@ -49,21 +47,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("dense")
-    config = dataclasses.replace(SynthConfig.preset("multi"), image_size=(128, 128))
-    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
-        generate(root / "multi", split, n, seed=seed, config=config, num_workers=0, progress=False)
-    cfg = {
-        "task": "dense", "name": "tiny", "out_dir": str(root / "runs"),
-        "data": {
-            "train_ann": str(root / "multi/annotations/person_keypoints_train.json"),
-            "train_images": str(root / "multi/images/train"),
-            "val_ann": str(root / "multi/annotations/person_keypoints_val.json"),
-            "val_images": str(root / "multi/images/val"),
-            "workers": 0,
-        },
-        **TINY,
-    }  # fmt: skip
-    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    tiny_multi_config(root, "dense", TINY)
     assert main(["train", str(root / "tiny.yaml")]) == 0  # the CLI, in this process
     return {"root": root, "config": root / "tiny.yaml", "run": root / "runs" / "tiny"}
 

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from _real_data import real, tiny_checkpoint
+from _real_data import real, tiny_checkpoint, tiny_multi_config
 from posereg.checkpoint import load_checkpoint, save_checkpoint
 from posereg.cli import main
 from posereg.metrics.coco import evaluate_coco
-from posereg.synth import SynthConfig, generate
 
 PHOTO = real("coco", "000000000785.jpg")
 POSEREG = [sys.executable, "-c", "import sys; from posereg.cli import main; sys.exit(main())"]
@@ -58,21 +57,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     """A generated ``multi`` set (4 train, 2 val images), its config, and the run that
     ``posereg train`` made of it."""
     root = tmp_path_factory.mktemp("kprcnn")
-    config = dataclasses.replace(SynthConfig.preset("multi"), image_size=(128, 128))
-    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
-        generate(root / "multi", split, n, seed=seed, config=config, num_workers=0, progress=False)
-    cfg = {
-        "task": "keypoint_rcnn", "name": "tiny", "out_dir": str(root / "runs"),
-        "data": {
-            "train_ann": str(root / "multi/annotations/person_keypoints_train.json"),
-            "train_images": str(root / "multi/images/train"),
-            "val_ann": str(root / "multi/annotations/person_keypoints_val.json"),
-            "val_images": str(root / "multi/images/val"),
-            "workers": 0,
-        },
-        **TINY,
-    }  # fmt: skip
-    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    tiny_multi_config(root, "keypoint_rcnn", TINY)
     out = _posereg("train", str(root / "tiny.yaml"), cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
     return {"root": root, "config": root / "tiny.yaml", "run": root / "runs" / "tiny"}

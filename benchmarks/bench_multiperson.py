@@ -311,6 +311,41 @@ def markdown_tables(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_latency(latency: dict[str, dict[Any, dict[str, float]]], path: Path) -> None:
+    """The latency curves: median ms per image against the number of people, one line per
+    pipeline (people counts as ints or, read back from the JSON, strings), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=120)
+    for pipeline, rows in latency.items():
+        counts = sorted(int(n) for n in rows)
+        ms = [rows[n]["ms"] if n in rows else rows[str(n)]["ms"] for n in counts]
+        ax.plot(counts, ms, marker="o", label=pipeline)
+    ax.set_xlabel("annotated people in the image")
+    ax.set_ylabel("CPU ms per image (1 thread, median)")
+    ax.set_xticks(sorted({int(n) for rows in latency.values() for n in rows}))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _from_json(path: Path) -> dict[str, Any]:
+    """A ``--json`` file read back for the tables: latency keys as ints again."""
+    summary = json.loads(path.read_text())
+    if summary.get("latency"):
+        summary["latency"] = {
+            p: {int(n): r for n, r in rows.items()} for p, rows in summary["latency"].items()
+        }
+    return summary
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -648,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         detector_main(argv[1:])
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=Path, required=True, help="working folder (data, runs, logs)")
+    p.add_argument("--root", type=Path, help="working folder (data, runs, logs); required")
     p.add_argument("--num-train", type=int, default=1000)
     p.add_argument("--num-val", type=int, default=200)
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps of every arm")
@@ -664,7 +699,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the script works")
     p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path, help="the latency curves (a PNG)")
+    p.add_argument("--from-json", type=Path, help="only print the tables (and --plot) of a "
+                   "finished run's --json file")  # fmt: skip
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        summary = _from_json(args.from_json)
+        print(markdown_tables(summary))
+        if args.plot is not None and summary.get("latency"):
+            plot_latency(summary["latency"], args.plot)
+        return
+    if args.root is None:
+        p.error("--root is required (or --from-json to print a finished run's tables)")
     if args.smoke:
         args.num_train, args.num_val, args.steps, args.batch_size = 8, 4, 3, 2
         args.seeds, args.latency_images, args.rounds = args.seeds[:1], 1, 2
@@ -673,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(f"--arms: unknown {unknown}; valid: {', '.join(a.name for a in ARMS)}")
     root = args.root.resolve()
     json_path = args.json.resolve() if args.json is not None else None
+    plot_path = args.plot.resolve() if args.plot is not None else None  # before the chdir
     root.mkdir(parents=True, exist_ok=True)
     t_start, load = time.time(), os.getloadavg()
 
@@ -745,6 +792,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             p: {str(n): r for n, r in rows.items()} for p, rows in latency.items()
         }
     print(markdown_tables({**summary, "latency": latency}))
+    if plot_path is not None and latency is not None:
+        plot_latency(latency, plot_path)
     text = json.dumps(summary, indent=2)
     if json_path is not None:
         json_path.write_text(text + "\n")

@@ -147,6 +147,26 @@ def test_markdown_tables_show_every_number():
     assert "Dense latency 8 vs 1 people: 1.20x (goal <= 1.10x): does not hold." in lines
 
 
+def test_tables_and_latency_curves_from_the_json_file(tmp_path):
+    """``--from-json``: the JSON the script writes (latency keyed by strings) gives the same
+    tables as the summary it came from, and ``--plot`` a PNG of the curves."""
+    import json
+
+    summary = bm.summarize(_per_seed(), _latency(60.0))
+    on_disk = {**summary, "latency": {p: {str(n): r for n, r in rows.items()}
+                                      for p, rows in summary["latency"].items()}}  # fmt: skip
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(on_disk))
+    assert bm.markdown_tables(bm._from_json(path)) == bm.markdown_tables(summary)
+    png = tmp_path / "curves" / "latency.png"
+    bm.main(["--from-json", str(path), "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert (width, height) == (600, 408)  # 5.0 x 3.4 in at 120 dpi
+
+
 def test_overrides_give_every_arm_the_same_budget():
     import argparse
 

@@ -31,11 +31,15 @@ truth (``keypoints_clean``) and the labels. Reported:
 
 - AP per arm (mean and per seed), and the RLE-minus-baseline AP deltas per seed for dense
   (rle - l1, rle - oks) and Keypoint R-CNN (rle - heatmap);
+- the people found (a prediction matched to the unmatched true person of highest box IoU >=
+  0.5, best-scored prediction first) and their keypoint error against the clean truth in person
+  units (||mu - x|| / sqrt(area), labelled keypoints), with the same RLE-minus-baseline deltas:
+  a measure of the keypoints that does not need them to be good enough for OKS (AP near 0
+  early in training);
 - the coverage of the 90 % predictive regions (``PoseResult.region`` at ``region_p`` 0.9) of the
   arms that learn a density (dense RLE is the issue's; Keypoint R-CNN RLE and top-down too): the
-  share of the matched people's labelled (v > 0) and visible (v = 2) clean-truth keypoints
-  inside their ellipse; a prediction is matched to the unmatched truth of highest OKS >= 0.5,
-  best-scored prediction first;
+  share of the found people's labelled (v > 0) and visible (v = 2) clean-truth keypoints
+  inside their ellipse;
 - CPU latency per image (one thread, batch 1, median over rounds) of the three pipelines (seed
   ``--seeds[0]``'s models, one score threshold ``--latency-threshold`` for the detector, the
   Keypoint R-CNN box head and the dense decode) on ``multi`` images with exactly 1, 4 and 8
@@ -76,9 +80,12 @@ LATENCY_DATA = "data/latency"
 PEOPLE_COUNTS = (1, 4, 8)
 DENSE_GOAL = 1.10  # dense latency with 8 people / with 1 person (issue 17 section 5)
 REGION_P = 0.9
-MATCH_OKS = 0.5
+MATCH_IOU = 0.5  # box IoU of a found person (match_people)
 DETECTOR = "fasterrcnn_resnet18_fpn_w0.5"
 TOPDOWN_INPUT = (128, 96)
+#: the version of score_predictions' numbers in a cached ``bench_eval.json`` (2: box matching,
+#: people found and their keypoint error); another is scored again from the saved predictions
+SCORING = 2
 EVAL_THRESHOLD = 0.05  # box score threshold for AP (the multi-person configs' eval.score_threshold)
 
 
@@ -112,34 +119,33 @@ PIPELINES = {"topdown": "topdown", "kprcnn": "kprcnn_rle", "dense": "dense_rle"}
 
 
 def match_people(
-    keypoints: np.ndarray, scores: np.ndarray, truth: np.ndarray, areas: np.ndarray,
-    threshold: float = MATCH_OKS,
+    boxes: np.ndarray, scores: np.ndarray, truth_boxes: np.ndarray, labelled: np.ndarray,
+    threshold: float = MATCH_IOU,
 ) -> list[tuple[int, int]]:  # fmt: skip
-    """Greedy one-to-one matching of predicted people to true people by OKS, as COCOeval does:
-    predictions in decreasing score, each to the unmatched truth of highest OKS >= ``threshold``.
+    """Greedy one-to-one matching of predicted people to true people by box IoU, COCOeval's
+    order: predictions in decreasing score, each to the unmatched truth of highest IoU >=
+    ``threshold``. Boxes, not OKS: whether a person is found does not depend on the keypoints
+    being compared (an OKS match would keep only people whose keypoints are already good, and
+    bias both the error and the coverage measured on them).
 
     Arguments:
-        keypoints: (N, K, 2) predicted keypoints, image px.
-        scores: (N,) instance scores.
-        truth: (M, K, 3) true keypoints x, y, v (v > 0 labelled); OKS counts the labelled ones.
-        areas: (M,) the true people's areas (OKS's s^2).
+        boxes: (N, 4) predicted (x, y, w, h). scores: (N,) instance scores.
+        truth_boxes: (M, 4) true (x, y, w, h). labelled: (M,) whether the true person has a
+            labelled keypoint (one without is never matched).
 
     Returns:
-        ``[(prediction index, truth index)]``; a truth without labelled keypoint is never matched.
+        ``[(prediction index, truth index)]``.
     """
-    from posereg.metrics.coco import oks
+    import torch
+    from torchvision.ops import box_convert, box_iou
 
-    n, m = len(keypoints), len(truth)
+    n, m = len(boxes), len(truth_boxes)
     if n == 0 or m == 0:
         return []
-    sim = np.stack(
-        [
-            oks(truth[j, :, :2], keypoints, float(areas[j]), visible=truth[j, :, 2] > 0)
-            for j in range(m)
-        ],
-        axis=1,
-    )  # (N, M); fmt: skip
-    sim[:, ~(truth[:, :, 2] > 0).any(axis=1)] = -1.0
+    xyxy = [box_convert(torch.as_tensor(np.asarray(b, dtype=np.float64)), "xywh", "xyxy")
+            for b in (boxes, truth_boxes)]  # fmt: skip
+    sim = box_iou(*xyxy).numpy()  # (N, M)
+    sim[:, ~np.asarray(labelled, dtype=bool)] = -1.0
     pairs: list[tuple[int, int]] = []
     free = np.ones(m, dtype=bool)
     for i in np.argsort(-np.asarray(scores), kind="stable"):
@@ -149,6 +155,22 @@ def match_people(
             pairs.append((int(i), j))
             free[j] = False
     return pairs
+
+
+def keypoint_error(keypoints: np.ndarray, truth: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """The error of matched people's labelled keypoints in person units: ||mu - x|| / sqrt(area)
+    (the top-down benchmarks' ``err_sqrt_area``).
+
+    Arguments:
+        keypoints: (P, K, 2) predictions, px. truth: (P, K, 3) their true keypoints x, y, v.
+        areas: (P,) the true people's areas.
+
+    Returns:
+        (L,) one error per labelled (v > 0) keypoint.
+    """
+    err = np.linalg.norm(keypoints - truth[..., :2], axis=-1)
+    err = err / np.sqrt(np.maximum(np.asarray(areas, dtype=np.float64), 1e-6))[:, None]
+    return err[truth[..., 2] > 0]
 
 
 def region_hits(
@@ -215,11 +237,13 @@ def summarize(
         latency: ``{pipeline: {people: {"ms": median ms, "found": people found}}}`` or None.
 
     Returns:
-        ``{"arms": {arm: {"ap_clean", "ap_labels", "seeds", "coverage_labelled",
-        "coverage_visible"}}, "deltas": {"rle - baseline": {"per_seed": {seed: d}, "mean": d}},
+        ``{"arms": {arm: {"ap_clean", "ap_labels", "seeds", "found", "err_sqrt_area",
+        "coverage_labelled", "coverage_visible"}}, "deltas": {"rle - baseline": {"per_seed":
+        {seed: d}, "mean": d, "err_per_seed": {seed: e}, "err_mean": e}},
         "latency": latency, "dense_ratio": ms(8) / ms(1) or None, "dense_goal_holds",
         "wins": {column: pipeline}}``; a delta is the clean AP of the RLE arm minus the
-        baseline's for the same seed (seeds missing in either are left out).
+        baseline's for the same seed (seeds missing in either are left out), e the same for
+        the keypoint error (negative: RLE's is smaller).
     """
     arms: dict[str, Any] = {}
     for arm, by_seed in per_seed.items():
@@ -229,6 +253,8 @@ def summarize(
             "seeds": seeds,
             "ap_clean": _mean([by_seed[s]["ap_clean"] for s in seeds]),
             "ap_labels": _mean([by_seed[s]["ap_labels"] for s in seeds]),
+            "found": _mean([by_seed[s].get("found", math.nan) for s in seeds]),
+            "err_sqrt_area": _mean([by_seed[s].get("err_sqrt_area", math.nan) for s in seeds]),
             "coverage_labelled": _mean([c.get("labelled", math.nan) for c in cov]),
             "coverage_visible": _mean([c.get("visible", math.nan) for c in cov]),
         }
@@ -237,8 +263,14 @@ def summarize(
         if arm.baseline_of is None or arm.name not in per_seed or arm.baseline_of not in per_seed:
             continue
         rle, base = per_seed[arm.baseline_of], per_seed[arm.name]
-        d = {s: rle[s]["ap_clean"] - base[s]["ap_clean"] for s in sorted(rle) if s in base}
-        deltas[f"{arm.baseline_of} - {arm.name}"] = {"per_seed": d, "mean": _mean(list(d.values()))}
+        both = [s for s in sorted(rle) if s in base]
+        d = {s: rle[s]["ap_clean"] - base[s]["ap_clean"] for s in both}
+        e = {s: rle[s].get("err_sqrt_area", math.nan) - base[s].get("err_sqrt_area", math.nan)
+             for s in both}  # fmt: skip
+        deltas[f"{arm.baseline_of} - {arm.name}"] = {
+            "per_seed": d, "mean": _mean(list(d.values())),
+            "err_per_seed": e, "err_mean": _mean(list(e.values())),
+        }  # fmt: skip
     out: dict[str, Any] = {"arms": arms, "deltas": deltas, "latency": latency}
     wins: dict[str, str] = {}
     pipeline_ap = {p: arms[a]["ap_clean"] for p, a in PIPELINES.items() if a in arms}
@@ -269,23 +301,32 @@ def markdown_tables(summary: dict[str, Any]) -> str:
     """The summary (:func:`summarize`) as markdown: AP and coverage per arm, the deltas per seed,
     latency per pipeline and people count, the dense ratio's verdict, the winners."""
     lines = [
-        "| arm | seeds | AP clean truth | AP labels | 90% region coverage, labelled (visible) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| arm | seeds | AP clean truth | AP labels | people found | keypoint error "
+        "(sqrt area) | 90% region coverage, labelled (visible) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for arm, r in summary["arms"].items():
         cov = _f(r["coverage_labelled"])
         if cov != "-":
             cov += f" ({_f(r['coverage_visible'])})"
         lines.append(
-            f"| {arm} | {len(r['seeds'])} | {_f(r['ap_clean'])} | {_f(r['ap_labels'])} | {cov} |"
+            f"| {arm} | {len(r['seeds'])} | {_f(r['ap_clean'])} | {_f(r['ap_labels'])} | "
+            f"{_f(r.get('found'))} | {_f(r.get('err_sqrt_area'), '.4f')} | {cov} |"
         )
-    if summary["deltas"]:
-        seeds = sorted({s for d in summary["deltas"].values() for s in d["per_seed"]})
-        lines += ["", "| clean AP delta | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+    for title, key, mean, fmt in (
+        ("clean AP delta", "per_seed", "mean", "+.3f"),
+        ("keypoint error delta", "err_per_seed", "err_mean", "+.4f"),
+    ):
+        if not summary["deltas"]:
+            break
+        seeds = sorted({s for d in summary["deltas"].values() for s in d.get(key, {})})
+        if not seeds:
+            continue
+        lines += ["", f"| {title} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
                   "| --- |" + " ---: |" * (len(seeds) + 1)]  # fmt: skip
         for name, d in summary["deltas"].items():
-            cells = [_f(d["per_seed"].get(s), "+.3f") for s in seeds]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_f(d['mean'], '+.3f')} |")
+            cells = [_f(d[key].get(s), fmt) for s in seeds]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_f(d[mean], fmt)} |")
     latency = summary.get("latency")
     if latency:
         counts = sorted({n for rows in latency.values() for n in rows})
@@ -488,15 +529,20 @@ def _val_images(ann_file: Path) -> list[tuple[int, str]]:
     return [(int(im["id"]), im["file_name"]) for im in images]
 
 
-def _truth_by_image(ann_file: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """image id -> (clean truth (M, K, 3), areas (M,)) of its non-crowd people."""
+def _truth_by_image(ann_file: Path) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """image id -> (clean truth (M, K, 3), areas (M,), boxes (M, 4) x y w h) of its non-crowd
+    people."""
     out: dict[int, list] = {}
     for a in json.loads(ann_file.read_text())["annotations"]:
         if a.get("iscrowd"):
             continue
         kp = np.asarray(a.get("keypoints_clean", a["keypoints"]), dtype=np.float64).reshape(-1, 3)
-        out.setdefault(int(a["image_id"]), []).append((kp, float(a["area"])))
-    return {i: (np.stack([k for k, _ in v]), np.array([s for _, s in v])) for i, v in out.items()}
+        out.setdefault(int(a["image_id"]), []).append((kp, float(a["area"]), a["bbox"]))
+    return {
+        i: (np.stack([k for k, _, _ in v]), np.array([s for _, s, _ in v]),
+            np.array([b for _, _, b in v], dtype=np.float64).reshape(-1, 4))
+        for i, v in out.items()
+    }  # fmt: skip
 
 
 class TopDownPipeline:
@@ -532,8 +578,8 @@ def load_pipeline(pipeline: str, run_dir: Path, detector_dir: Path | None, thres
 
 
 def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str, Any]:
-    """AP against the clean truth and the labels, and the predictive regions' coverage, of one
-    pipeline's results on a COCO json's images.
+    """AP against the clean truth and the labels, the people found, their keypoint error and the
+    predictive regions' coverage, of one pipeline's results on a COCO json's images.
 
     Arguments:
         ann: the COCO json (annotations with ``keypoints_clean``: the synthetic sets).
@@ -541,28 +587,42 @@ def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str
 
     Returns:
         ``{"people_predicted", "ap_clean", "ap_labels" (COCOeval's AP, pycocotools; 0 when
-        nobody was predicted), "coverage": :func:`region_coverage` of the matched people
-        (:func:`match_people`, clean truth) plus ``matched_people``, or None without regions}``.
+        nobody was predicted), "people": true people with a labelled keypoint, "found": the
+        share of them matched (:func:`match_people`, box IoU >= 0.5), "err_sqrt_area": the
+        mean :func:`keypoint_error` of the matched people against the clean truth (NaN when
+        none), "coverage": :func:`region_coverage` of the matched people plus
+        ``matched_people``, or None without regions}``.
     """
     from posereg.engine.multiperson import coco_entries
     from posereg.metrics.coco import evaluate_coco
 
     truths = _truth_by_image(ann)
-    inside, vis = [], []
+    inside, vis, errors = [], [], []
+    people = found = 0
     for image_id, result in zip(ids, results, strict=True):
-        if result.region is None or image_id not in truths:
+        if image_id not in truths:
             continue
-        if result.region_p is None or abs(result.region_p - REGION_P) > 1e-9:
-            raise ValueError(f"regions at p = {result.region_p}, expected {REGION_P}")
-        truth, areas = truths[image_id]
-        pairs = match_people(result.keypoints, result.scores, truth, areas)
-        if pairs:
-            p, t = (list(x) for x in zip(*pairs, strict=True))
+        truth, areas, boxes = truths[image_id]
+        labelled = (truth[..., 2] > 0).any(axis=1)
+        pairs = match_people(result.boxes, result.scores, boxes, labelled)
+        people, found = people + int(labelled.sum()), found + len(pairs)
+        if not pairs:
+            continue
+        p, t = (list(x) for x in zip(*pairs, strict=True))
+        errors.append(keypoint_error(result.keypoints[p], truth[t], areas[t]))
+        if result.region is not None:
+            if result.region_p is None or abs(result.region_p - REGION_P) > 1e-9:
+                raise ValueError(f"regions at p = {result.region_p}, expected {REGION_P}")
             hit, v = region_hits(result.keypoints[p], result.region[p], truth[t])
             inside.append(hit)
             vis.append(v)
     entries = coco_entries(ids, results)
-    out: dict[str, Any] = {"people_predicted": len(entries)}
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    out: dict[str, Any] = {
+        "people_predicted": len(entries), "people": people,
+        "found": found / people if people else math.nan,
+        "err_sqrt_area": float(err.mean()) if err.size else math.nan,
+    }  # fmt: skip
     for key, clean in (("ap_clean", True), ("ap_labels", False)):
         out[key] = (
             float(evaluate_coco(ann, entries, use_clean=clean, image_ids=ids).ap)
@@ -579,23 +639,69 @@ def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str
     return out
 
 
+_FIELDS = ("keypoints", "confidence", "boxes", "scores", "sigma", "region")
+
+
+def save_results(path: Path, ids: list[int], results: list[Any]) -> None:
+    """One pipeline's PoseResults of the val images in one ``.npz`` (people concatenated,
+    ``counts`` per image), so that a change of the scoring does not need the inference again."""
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.asarray(ids, dtype=np.int64),
+        "counts": np.asarray([len(r.scores) for r in results], dtype=np.int64),
+        "region_p": np.asarray(
+            next((r.region_p for r in results if r.region_p is not None), np.nan), dtype=float
+        ),
+    }
+    for name in _FIELDS:
+        parts = [getattr(r, name) for r in results]
+        if all(x is not None for x in parts) and parts:
+            arrays[name] = np.concatenate(parts)
+    np.savez_compressed(path, **arrays)
+
+
+def load_results(path: Path) -> tuple[list[int], list[Any]]:
+    """(ids, PoseResults) written by :func:`save_results`."""
+    from posereg.result import PoseResult
+
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    cuts = np.cumsum(data["counts"])[:-1]
+    split = {k: np.split(data[k], cuts) for k in _FIELDS if k in data}
+    p = float(data["region_p"])
+    results = []
+    for i in range(len(data["ids"])):
+        get = {k: (split[k][i] if k in split else None) for k in _FIELDS}
+        results.append(
+            PoseResult(get["keypoints"], get["sigma"], get["confidence"], get["boxes"],
+                       get["scores"], get["region"], None if get["region"] is None else p)
+        )  # fmt: skip
+    return [int(i) for i in data["ids"]], results
+
+
 def evaluate_arm(
     pipeline: str, run_dir: Path, detector_dir: Path | None, data: Path
 ) -> dict[str, Any]:
     """AP (clean truth, labels) and region coverage (:func:`score_predictions`) of one trained
     arm on the val split, through its inference; cached in ``run_dir/bench_eval.json``."""
-    cache = run_dir / "bench_eval.json"
+    cache, saved = run_dir / "bench_eval.json", run_dir / "bench_predictions.npz"
     if cache.is_file():
-        return json.loads(cache.read_text())
-    run = load_pipeline(pipeline, run_dir, detector_dir, EVAL_THRESHOLD)
+        cached = json.loads(cache.read_text())
+        if cached.get("scoring") == SCORING:
+            return cached
     ann = data / "annotations/person_keypoints_val.json"
-    ids, results = [], []
-    start = time.perf_counter()
-    for image_id, name in _val_images(ann):
-        results.append(run(_read(data / "images/val" / name)))
-        ids.append(image_id)
-    seconds = time.perf_counter() - start
-    out = {**score_predictions(ann, ids, results), "eval_seconds": seconds}
+    if saved.is_file():  # the inference is done: score it again
+        ids, results = load_results(saved)
+        seconds = json.loads(cache.read_text())["eval_seconds"] if cache.is_file() else math.nan
+    else:
+        run = load_pipeline(pipeline, run_dir, detector_dir, EVAL_THRESHOLD)
+        ids, results = [], []
+        start = time.perf_counter()
+        for image_id, name in _val_images(ann):
+            results.append(run(_read(data / "images/val" / name)))
+            ids.append(image_id)
+        seconds = time.perf_counter() - start
+        save_results(saved, ids, results)
+    out = {**score_predictions(ann, ids, results), "eval_seconds": seconds, "scoring": SCORING}
     own = json.loads((run_dir / "metrics.json").read_text())
     out["run_metrics"] = own.get("val", own)
     cache.write_text(json.dumps(out, indent=1))
@@ -782,7 +888,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "batch_size": args.batch_size, "seeds": args.seeds, "device": args.device or "default",
         "latency_images_per_count": args.latency_images, "latency_rounds": args.rounds,
         "latency_threshold": args.latency_threshold, "eval_threshold": EVAL_THRESHOLD,
-        "topdown_input": list(TOPDOWN_INPUT), "region_p": REGION_P, "match_oks": MATCH_OKS,
+        "topdown_input": list(TOPDOWN_INPUT), "region_p": REGION_P, "match_iou": MATCH_IOU,
         "wall_s": time.time() - t_start, "loadavg_start": [round(x, 2) for x in load],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "per_seed": {a: {str(s): r for s, r in by.items()} for a, by in per_seed.items()},

@@ -24,26 +24,40 @@ def _person(x: float, y: float, v: int = 2) -> np.ndarray:
 
 
 def test_match_people_takes_best_scored_first_and_each_truth_once():
-    a, b = _person(10, 10), _person(150, 10)
-    truth = np.stack([a, b])
-    areas = np.array([3200.0, 3200.0])
-    near_a = a[:, :2] + 1.0
-    also_a = a[:, :2] + 2.0  # lower scored, also on a: a is taken, b is far
-    far = a[:, :2] + 300.0
-    preds = np.stack([also_a, near_a, far])
-    pairs = bm.match_people(preds, np.array([0.2, 0.9, 0.5]), truth, areas)
-    assert pairs == [(1, 0)]
+    truth = np.array([[10.0, 10.0, 40.0, 80.0], [150.0, 10.0, 40.0, 80.0]])  # x y w h
+    labelled = np.array([True, True])
+    near_a = [11.0, 11.0, 40.0, 80.0]  # IoU ~0.93 with a
+    also_a = [14.0, 12.0, 40.0, 80.0]  # IoU ~0.78 with a: lower scored, a is taken first
+    far = [400.0, 400.0, 40.0, 80.0]
+    boxes = np.array([also_a, near_a, far])
+    assert bm.match_people(boxes, np.array([0.2, 0.9, 0.5]), truth, labelled) == [(1, 0)]
     # the lower-scored one gets a once the better one is gone
-    assert bm.match_people(preds[[0, 2]], np.array([0.2, 0.5]), truth, areas) == [(0, 0)]
-    # b matched too when a prediction sits on it
-    preds2 = np.stack([near_a, b[:, :2] - 1.0])
-    assert sorted(bm.match_people(preds2, np.array([0.9, 0.8]), truth, areas)) == [(0, 0), (1, 1)]
+    assert bm.match_people(boxes[[0, 2]], np.array([0.2, 0.5]), truth, labelled) == [(0, 0)]
+    # b matched too when a box sits on it
+    both = np.array([near_a, [149.0, 10.0, 40.0, 80.0]])
+    assert sorted(bm.match_people(both, np.array([0.9, 0.8]), truth, labelled)) == [(0, 0), (1, 1)]
+    # IoU 0.5 is the threshold: a box half the width of a's (IoU 0.5) matches, a narrower not
+    half = np.array([[10.0, 10.0, 20.0, 80.0]])
+    assert bm.match_people(half, np.array([1.0]), truth, labelled) == [(0, 0)]
+    assert bm.match_people(half - [0, 0, 1, 0], np.array([1.0]), truth, labelled) == []
 
 
 def test_match_people_never_matches_a_truth_without_labelled_keypoint():
-    a = _person(10, 10, v=0)
-    pairs = bm.match_people(a[None, :, :2], np.array([1.0]), a[None], np.array([3200.0]))
+    truth = np.array([[10.0, 10.0, 40.0, 80.0]])
+    pairs = bm.match_people(truth.copy(), np.array([1.0]), truth, np.array([False]))
     assert pairs == []
+
+
+def test_keypoint_error_in_person_units_over_labelled_keypoints():
+    truth = np.zeros((2, K, 3))
+    truth[..., 2] = 2
+    truth[1, :5, 2] = 0  # five unlabelled: not counted
+    mu = np.zeros((2, K, 2))
+    mu[0, :, 0] = 3.0  # 3 px / sqrt(900) = 0.1
+    mu[1, :, 1] = 8.0  # 8 px / sqrt(1600) = 0.2
+    err = bm.keypoint_error(mu, truth, np.array([900.0, 1600.0]))
+    assert err.shape == (2 * K - 5,)
+    np.testing.assert_allclose(np.sort(err), [0.1] * K + [0.2] * (K - 5))
 
 
 def test_region_hits_uses_each_axis_semi_axis():
@@ -77,6 +91,8 @@ def _row(ap: float, cov: float | None = None) -> dict:
     return {
         "ap_clean": ap,
         "ap_labels": ap - 0.1,
+        "found": 0.9,
+        "err_sqrt_area": 1.0 - ap,
         "coverage": None if cov is None else {"labelled": cov, "visible": cov - 0.05},
     }
 
@@ -110,6 +126,10 @@ def test_summary_means_deltas_ratio_and_winners():
     d = s["deltas"]["dense_rle - dense_l1"]
     assert math.isclose(d["per_seed"][0], 0.05) and math.isclose(d["per_seed"][1], -0.10)
     assert math.isclose(d["mean"], -0.025)
+    assert math.isclose(d["err_per_seed"][0], -0.05) and math.isclose(d["err_per_seed"][1], 0.10)
+    assert math.isclose(d["err_mean"], 0.025)
+    assert math.isclose(s["arms"]["dense_rle"]["err_sqrt_area"], 0.55)
+    assert math.isclose(s["arms"]["dense_rle"]["found"], 0.9)
     k = s["deltas"]["kprcnn_rle - kprcnn_heatmap"]
     assert list(k["per_seed"]) == [0] and math.isclose(k["mean"], -0.05)
     assert "dense_rle - dense_oks" not in s["deltas"]  # no oks arm
@@ -135,10 +155,12 @@ def test_markdown_tables_show_every_number():
     text = bm.markdown_tables(bm.summarize(_per_seed(), _latency(60.0)))
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("| dense_rle |"))
-    assert "| 2 | 0.450 | 0.350 | 0.900 (0.850) |" in row
+    assert row == "| dense_rle | 2 | 0.450 | 0.350 | 0.900 | 0.5500 | 0.900 (0.850) |"
     assert next(line for line in lines if line.startswith("| dense_l1 |")).endswith("| - |")
     delta = next(line for line in lines if line.startswith("| dense_rle - dense_l1 |"))
     assert delta == "| dense_rle - dense_l1 | +0.050 | -0.100 | -0.025 |"
+    err = [line for line in lines if line.startswith("| dense_rle - dense_l1 |")][1]
+    assert err == "| dense_rle - dense_l1 | -0.0500 | +0.1000 | +0.0250 |"
     k = next(line for line in lines if line.startswith("| kprcnn_rle - kprcnn_heatmap |"))
     assert k == "| kprcnn_rle - kprcnn_heatmap | -0.050 | - | -0.050 |"
     dense = next(line for line in lines if line.startswith("| dense |"))
@@ -208,13 +230,15 @@ def _coco_json(path: Path, people: dict[int, list[np.ndarray]], offset: float) -
     return path
 
 
-def _result(keypoints: np.ndarray, region: np.ndarray, scores: list[float]):
+def _result(keypoints: np.ndarray, region: np.ndarray | None, scores: list[float]):
+    """A PoseResult whose boxes are (min x, min y, 40, 80) of its keypoints: the truth's box
+    (_coco_json) for keypoints on the truth."""
     from posereg.result import PoseResult
 
     n = len(keypoints)
-    boxes = np.tile(np.array([0.0, 0.0, 40.0, 80.0]), (n, 1))
+    boxes = np.concatenate([keypoints.min(axis=1), np.tile([40.0, 80.0], (n, 1))], axis=1)
     return PoseResult(keypoints, np.ones_like(keypoints), np.full((n, K), 0.9), boxes,
-                      np.asarray(scores, dtype=float), region, 0.9)  # fmt: skip
+                      np.asarray(scores, dtype=float), region, None if region is None else 0.9)  # fmt: skip
 
 
 def test_score_predictions_on_a_real_coco_json(tmp_path):
@@ -233,6 +257,8 @@ def test_score_predictions_on_a_real_coco_json(tmp_path):
     assert out["people_predicted"] == 4
     assert out["ap_clean"] > 0.99  # every person found, the spurious one ranked last
     assert out["ap_labels"] < out["ap_clean"] - 0.1  # 3 px from the labels
+    assert out["people"] == 3 and out["found"] == 1.0
+    assert math.isclose(out["err_sqrt_area"], 0.5 / math.sqrt(3200.0))
     cov = out["coverage"]
     assert cov["matched_people"] == 3
     # a: 17 labelled, 8 inside; b: 16 labelled (15 visible), 8 inside; c: 17, all inside
@@ -240,3 +266,27 @@ def test_score_predictions_on_a_real_coco_json(tmp_path):
     assert cov["visible_n"] == 49 and math.isclose(cov["visible"], 33 / 49)
     no_region = _result(c[None, :, :2], None, [0.7])
     assert bm.score_predictions(ann, [2], [no_region])["coverage"] is None
+
+
+def test_saved_results_are_scored_the_same(tmp_path):
+    """evaluate_arm's predictions file: the PoseResults come back as they were (people per
+    image, regions, an image without people) and give the same scores."""
+    a, b, c = _person(10, 10), _person(150, 10), _person(60, 120)
+    ann = _coco_json(tmp_path / "val.json", {1: [a, b], 2: [c], 3: []}, offset=3.0)
+    r1 = _result(np.stack([a[:, :2] + 1.0, b[:, :2]]), np.full((2, K, 2), 2.0), [0.9, 0.4])
+    r2 = _result((c[:, :2] - 2.0)[None], np.full((1, K, 2), 1.0), [0.7])
+    r3 = _result(np.zeros((0, K, 2)), np.zeros((0, K, 2)), [])
+    path = tmp_path / "bench_predictions.npz"
+    bm.save_results(path, [1, 2, 3], [r1, r2, r3])
+    ids, back = bm.load_results(path)
+    assert ids == [1, 2, 3] and [len(r.scores) for r in back] == [2, 1, 0]
+    for x, y in zip([r1, r2, r3], back, strict=True):
+        for name in ("keypoints", "confidence", "boxes", "scores", "sigma", "region"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+        assert y.region_p == 0.9
+    assert bm.score_predictions(ann, ids, back) == bm.score_predictions(
+        ann, [1, 2, 3], [r1, r2, r3]
+    )
+    bm.save_results(path, [2], [_result((c[:, :2])[None], None, [0.7])])  # no regions
+    _, (only,) = bm.load_results(path)
+    assert only.region is None and only.region_p is None

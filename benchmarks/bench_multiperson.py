@@ -80,7 +80,7 @@ LATENCY_DATA = "data/latency"
 PEOPLE_COUNTS = (1, 4, 8)
 DENSE_GOAL = 1.10  # dense latency with 8 people / with 1 person (issue 17 section 5)
 REGION_P = 0.9
-MATCH_IOU = 0.5  # box IoU of a found person (match_people)
+MATCH_IOU = 0.5  # box IoU of a found person (posereg.metrics.coco.match_by_box)
 DETECTOR = "fasterrcnn_resnet18_fpn_w0.5"
 TOPDOWN_INPUT = (128, 96)
 #: the version of score_predictions' numbers in a cached ``bench_eval.json`` (2: box matching,
@@ -116,45 +116,6 @@ PIPELINES = {"topdown": "topdown", "kprcnn": "kprcnn_rle", "dense": "dense_rle"}
 
 
 # ------------------------------------------------------------------ pure functions (tested)
-
-
-def match_people(
-    boxes: np.ndarray, scores: np.ndarray, truth_boxes: np.ndarray, labelled: np.ndarray,
-    threshold: float = MATCH_IOU,
-) -> list[tuple[int, int]]:  # fmt: skip
-    """Greedy one-to-one matching of predicted people to true people by box IoU, COCOeval's
-    order: predictions in decreasing score, each to the unmatched truth of highest IoU >=
-    ``threshold``. Boxes, not OKS: whether a person is found does not depend on the keypoints
-    being compared (an OKS match would keep only people whose keypoints are already good, and
-    bias both the error and the coverage measured on them).
-
-    Arguments:
-        boxes: (N, 4) predicted (x, y, w, h). scores: (N,) instance scores.
-        truth_boxes: (M, 4) true (x, y, w, h). labelled: (M,) whether the true person has a
-            labelled keypoint (one without is never matched).
-
-    Returns:
-        ``[(prediction index, truth index)]``.
-    """
-    import torch
-    from torchvision.ops import box_convert, box_iou
-
-    n, m = len(boxes), len(truth_boxes)
-    if n == 0 or m == 0:
-        return []
-    xyxy = [box_convert(torch.as_tensor(np.asarray(b, dtype=np.float64)), "xywh", "xyxy")
-            for b in (boxes, truth_boxes)]  # fmt: skip
-    sim = box_iou(*xyxy).numpy()  # (N, M)
-    sim[:, ~np.asarray(labelled, dtype=bool)] = -1.0
-    pairs: list[tuple[int, int]] = []
-    free = np.ones(m, dtype=bool)
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
-        cand = np.where(free, sim[i], -1.0)
-        j = int(np.argmax(cand))
-        if cand[j] >= threshold:
-            pairs.append((int(i), j))
-            free[j] = False
-    return pairs
 
 
 def keypoint_error(keypoints: np.ndarray, truth: np.ndarray, areas: np.ndarray) -> np.ndarray:
@@ -588,13 +549,13 @@ def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str
     Returns:
         ``{"people_predicted", "ap_clean", "ap_labels" (COCOeval's AP, pycocotools; 0 when
         nobody was predicted), "people": true people with a labelled keypoint, "found": the
-        share of them matched (:func:`match_people`, box IoU >= 0.5), "err_sqrt_area": the
+        share of them matched (:func:`posereg.metrics.coco.match_by_box`, box IoU >= 0.5), "err_sqrt_area": the
         mean :func:`keypoint_error` of the matched people against the clean truth (NaN when
         none), "coverage": :func:`region_coverage` of the matched people plus
         ``matched_people``, or None without regions}``.
     """
     from posereg.engine.multiperson import coco_entries
-    from posereg.metrics.coco import evaluate_coco
+    from posereg.metrics.coco import evaluate_coco, match_by_box
 
     truths = _truth_by_image(ann)
     inside, vis, errors = [], [], []
@@ -604,7 +565,7 @@ def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str
             continue
         truth, areas, boxes = truths[image_id]
         labelled = (truth[..., 2] > 0).any(axis=1)
-        pairs = match_people(result.boxes, result.scores, boxes, labelled)
+        pairs = match_by_box(result.boxes, result.scores, boxes, labelled, MATCH_IOU)
         people, found = people + int(labelled.sum()), found + len(pairs)
         if not pairs:
             continue

@@ -23,31 +23,6 @@ def _person(x: float, y: float, v: int = 2) -> np.ndarray:
     return kp
 
 
-def test_match_people_takes_best_scored_first_and_each_truth_once():
-    truth = np.array([[10.0, 10.0, 40.0, 80.0], [150.0, 10.0, 40.0, 80.0]])  # x y w h
-    labelled = np.array([True, True])
-    near_a = [11.0, 11.0, 40.0, 80.0]  # IoU ~0.93 with a
-    also_a = [14.0, 12.0, 40.0, 80.0]  # IoU ~0.78 with a: lower scored, a is taken first
-    far = [400.0, 400.0, 40.0, 80.0]
-    boxes = np.array([also_a, near_a, far])
-    assert bm.match_people(boxes, np.array([0.2, 0.9, 0.5]), truth, labelled) == [(1, 0)]
-    # the lower-scored one gets a once the better one is gone
-    assert bm.match_people(boxes[[0, 2]], np.array([0.2, 0.5]), truth, labelled) == [(0, 0)]
-    # b matched too when a box sits on it
-    both = np.array([near_a, [149.0, 10.0, 40.0, 80.0]])
-    assert sorted(bm.match_people(both, np.array([0.9, 0.8]), truth, labelled)) == [(0, 0), (1, 1)]
-    # IoU 0.5 is the threshold: a box half the width of a's (IoU 0.5) matches, a narrower not
-    half = np.array([[10.0, 10.0, 20.0, 80.0]])
-    assert bm.match_people(half, np.array([1.0]), truth, labelled) == [(0, 0)]
-    assert bm.match_people(half - [0, 0, 1, 0], np.array([1.0]), truth, labelled) == []
-
-
-def test_match_people_never_matches_a_truth_without_labelled_keypoint():
-    truth = np.array([[10.0, 10.0, 40.0, 80.0]])
-    pairs = bm.match_people(truth.copy(), np.array([1.0]), truth, np.array([False]))
-    assert pairs == []
-
-
 def test_keypoint_error_in_person_units_over_labelled_keypoints():
     truth = np.zeros((2, K, 3))
     truth[..., 2] = 2

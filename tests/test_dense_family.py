@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from _real_data import REPO, real, tiny_checkpoint, tiny_multi_config
-from posereg.checkpoint import load_checkpoint
+from posereg.checkpoint import load_checkpoint, save_checkpoint
 from posereg.cli import main
 from posereg.data.image_io import read_image
 from posereg.dense_losses import OKSLoss
@@ -186,3 +186,69 @@ def test_posereg_export_then_predict_with_the_onnx_gives_the_checkpoints_people(
         np.testing.assert_allclose(g["bbox"], w["bbox"], atol=2e-3)
         np.testing.assert_allclose(g["score"], w["score"], atol=1e-4)
     assert "region" not in got[0] and want[0]["region_p"] == 0.9  # the flow is not exported
+
+
+def test_each_evaluation_fits_the_sigma_calibration_on_the_people_found(run):
+    """fit_people_calibration on hand-made results: each person found by its box (a prediction
+    far from everyone changes nothing), c_k per axis = mean |residual| / sigma against the clean
+    truth; and the run's checkpoint holds the fit of its own last evaluation, which predict
+    applies."""
+    from posereg.data.multiperson import MultiPersonDataset
+    from posereg.engine.multiperson import fit_people_calibration, predict_people
+    from posereg.predict import Predictor
+    from posereg.result import PoseResult
+
+    cfg = yaml_config(run["config"])
+    val = MultiPersonDataset.from_coco(cfg["data"]["val_ann"], cfg["data"]["val_images"])
+    t = val.table
+    results = []
+    for index in range(len(val)):
+        rows = val.people(index)
+        clean = t.keypoints_clean[rows]  # (M, K, 3)
+        keypoints = clean[..., :2] + np.array([2.0, -1.0])  # 2 px right, 1 px up
+        sigma = np.broadcast_to(np.array([4.0, 0.5]), keypoints.shape)
+        far = np.array([[0.0, 0.0, 3.0, 3.0]])  # a spurious person in the corner, scored first
+        results.append(
+            PoseResult(
+                np.concatenate([np.full((1, 17, 2), 500.0), keypoints]),
+                np.concatenate([np.full((1, 17, 2), 1e-3), sigma]),
+                np.ones((len(rows) + 1, 17)),
+                np.concatenate([far, t.boxes[rows] + np.array([1.0, 0.0, 0.0, 0.0])]),
+                np.concatenate([[1.0], np.linspace(0.9, 0.5, len(rows))]),
+            )
+        )
+    fit = fit_people_calibration(val, results)
+    assert fit is not None and fit.fitted and fit.truth == "clean"
+    np.testing.assert_allclose(fit.scale, np.tile([0.5, 2.0], (17, 1)), rtol=1e-9)
+    no_sigma = [dataclasses.replace(r, sigma=None) for r in results]
+    assert fit_people_calibration(val, no_sigma) is None
+
+    # the run's checkpoint holds its last evaluation's fit: here the 3-step model's boxes
+    # match nobody (IoU < 0.5), so none, and predict's c is 1
+    last = run["run"] / "last.pt"
+    family = family_for("dense")
+    model, saved_cfg, state = family.model_from_checkpoint(last)
+    _, found = predict_people(family, model, saved_cfg, val, torch.device("cpu"))
+    assert fit_people_calibration(val, found) is None and "sigma_calibration" not in state
+    assert not Predictor.from_checkpoint(last).calibration.fitted
+    # a checkpoint with a fit (the hand-made one): predict applies it to every person's sigma
+    with_fit = run["root"] / "with_fit.pt"
+    save_checkpoint({**state, "sigma_calibration": fit.to_state()}, with_fit)
+    predictor = Predictor.from_checkpoint(with_fit)
+    assert predictor.calibration.fitted
+    np.testing.assert_allclose(predictor.calibration.scale, fit.scale)
+    result = predictor(read_image(PHOTO))
+    assert len(result.scores) > 0
+    np.testing.assert_allclose(result.sigma_calibrated, result.sigma * fit.scale)
+    out = run["root"] / "predict_fit"
+    assert main(["predict", str(PHOTO), "--checkpoint", str(with_fit), "--out", str(out)]) == 0
+    people = json.loads((out / "predictions.json").read_text())
+    sigma = np.array([p["sigma"] for p in people])  # (N, K, 2)
+    calibrated = np.array([p["sigma_calibrated"] for p in people])
+    np.testing.assert_allclose(calibrated, sigma * fit.scale, rtol=1e-3, atol=1e-3)
+
+
+def yaml_config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -22,6 +22,7 @@ from posereg.metrics.coco import (
     evaluate_coco_reports,
     instance_score,
     make_coco_predictions,
+    match_by_box,
     oks,
     oks_nms,
     oks_nms_per_image,
@@ -251,3 +252,28 @@ def test_a_person_category_with_another_id_is_scored(gt_json, tmp_path, pred_cat
     preds = [{**p, "category_id": pred_category} for p in labels_as_predictions(gt_json)]
     result = evaluate_coco(path, preds)
     assert result.ap == 1.0 and result.ar == 1.0
+
+
+def test_match_by_box_takes_best_scored_first_and_each_truth_once():
+    truth = np.array([[10.0, 10.0, 40.0, 80.0], [150.0, 10.0, 40.0, 80.0]])  # x y w h
+    labelled = np.array([True, True])
+    near_a = [11.0, 11.0, 40.0, 80.0]  # IoU ~0.93 with a
+    also_a = [14.0, 12.0, 40.0, 80.0]  # IoU ~0.78 with a: lower scored, a is taken first
+    far = [400.0, 400.0, 40.0, 80.0]
+    boxes = np.array([also_a, near_a, far])
+    assert match_by_box(boxes, np.array([0.2, 0.9, 0.5]), truth, labelled) == [(1, 0)]
+    # the lower-scored one gets a once the better one is gone
+    assert match_by_box(boxes[[0, 2]], np.array([0.2, 0.5]), truth, labelled) == [(0, 0)]
+    # b matched too when a box sits on it
+    both = np.array([near_a, [149.0, 10.0, 40.0, 80.0]])
+    assert sorted(match_by_box(both, np.array([0.9, 0.8]), truth, labelled)) == [(0, 0), (1, 1)]
+    # IoU 0.5 is the threshold: a box half the width of a's (IoU 0.5) matches, a narrower not
+    half = np.array([[10.0, 10.0, 20.0, 80.0]])
+    assert match_by_box(half, np.array([1.0]), truth, labelled) == [(0, 0)]
+    assert match_by_box(half - [0, 0, 1, 0], np.array([1.0]), truth, labelled) == []
+
+
+def test_match_by_box_never_matches_a_truth_without_labelled_keypoint():
+    truth = np.array([[10.0, 10.0, 40.0, 80.0]])
+    pairs = match_by_box(truth.copy(), np.array([1.0]), truth, np.array([False]))
+    assert pairs == []

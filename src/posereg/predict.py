@@ -360,7 +360,9 @@ class PeoplePredictor(Predictor):
     read (``posereg predict``, ``serve``, video), through the family's ``predict``
     (:class:`posereg.family.ImageFamily`); no boxes or crops. The predictive regions come from
     the family's trained loss (``family.criterion``: RLE heads; none for an ONNX export) as for
-    top-down; ``sigma_calibrated`` is sigma (c = 1: these runs fit no calibration).
+    top-down; ``sigma_calibrated`` is c_k x sigma with the checkpoint's calibration (fitted at
+    its evaluation, :func:`posereg.engine.multiperson.fit_people_calibration`; c = 1 for an
+    ONNX export or a checkpoint without one).
 
     Arguments:
         family: the image family (``finds_people``).
@@ -397,7 +399,9 @@ class PeoplePredictor(Predictor):
         self.region_level = DRAW_LEVEL
         self.score_rule = ""
         self.sigma_scale = 1.0
-        self.calibration = SigmaCalibration.identity(self.skeleton.num_keypoints, 2)
+        self.calibration = SigmaCalibration.from_state(
+            state, self.skeleton.num_keypoints, 2, str(path)
+        )
         self.depth_range = DEPTH_RANGE_MM
         self.name = str(getattr(cfg, "name", "model"))
         self.config = cfg

@@ -340,6 +340,11 @@ class MultiPersonDataset(Dataset):
         return np.asarray(keep, dtype=np.int64)
 
     # ------------------------------------------------------------------ items
+    def people(self, index: int) -> np.ndarray:
+        """The rows of ``self.table`` that are image ``index``'s people (not its crowd regions),
+        in the json's order."""
+        return self._people[index]
+
     def __len__(self) -> int:
         return len(self.image_index)
 

@@ -10,6 +10,8 @@ Evaluation is COCO keypoint AP with pycocotools on whole images, without ground-
 the model finds the people of each validation image (at its stored size; the model resizes as
 it was built to), and :func:`posereg.metrics.evaluate_coco` scores every prediction against the
 labels (``keypoints``) and, for the synthetic sets, their clean truth (``keypoints_clean``).
+Each evaluation of a model with sigma also fits the per-keypoint calibration of sigma
+(:func:`fit_people_calibration`), saved in the checkpoint it picks, as the top-down runs do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +32,9 @@ from posereg.config import MultiPersonTransformConfig, save_yaml, validate
 from posereg.data.multiperson import MultiPersonDataset, build_multiperson_loader, collate_fn
 from posereg.engine.rundir import clean_partial_writes, new_run_dir
 from posereg.losses import NonFiniteLossError
-from posereg.metrics.coco import evaluate_coco, load_coco_gt, make_coco_predictions
+from posereg.metrics.coco import evaluate_coco, load_coco_gt, make_coco_predictions, match_by_box
 from posereg.result import PoseResult
+from posereg.uncertainty import SigmaCalibration
 
 if TYPE_CHECKING:
     from posereg.families.multiperson import MultiPersonFamily
@@ -41,6 +44,7 @@ __all__ = [
     "predict_people",
     "coco_entries",
     "evaluate_people",
+    "fit_people_calibration",
     "lr_factor",
     "train_people",
     "run_people_evaluation",
@@ -132,11 +136,62 @@ def primary(metrics: dict[str, float]) -> tuple[str, float]:
     return key, metrics[key]
 
 
-def evaluate_people(
+def fit_people_calibration(
+    dataset: MultiPersonDataset, results: list[PoseResult]
+) -> SigmaCalibration | None:
+    """The per-keypoint, per-axis scales c_k of ``PoseResult.sigma_calibrated`` fitted on the
+    validation people the model found (:meth:`posereg.uncertainty.SigmaCalibration.fit`, the
+    top-down runs' Laplace MLE).
+
+    A true person with a labelled keypoint is found when a prediction's box matches its box
+    (:func:`posereg.metrics.coco.match_by_box`, IoU >= 0.5: whether a person counts does not
+    depend on its keypoints); the residuals are against the clean truth where the set has one
+    for every person (the synthetic sets), else the labels.
+
+    Arguments:
+        dataset: the validation set, untransformed (its table's pixels are the results').
+        results: one :class:`PoseResult` per image of ``dataset``, in its order.
+
+    Returns:
+        The fit, or None when the model predicts no sigma or found nobody.
+    """
+    t = dataset.table
+    clean = t.keypoints_clean is not None and not np.isnan(t.keypoints_clean).any()
+    truth_all = t.keypoints_clean if clean else t.keypoints  # (P, K, 3)
+    residual, sigma, labelled = [], [], []
+    for index, result in enumerate(results):
+        if result.sigma is None:
+            return None
+        rows = dataset.people(index)
+        if len(rows) == 0 or len(result.scores) == 0:
+            continue
+        truth = truth_all[rows]  # (M, K, 3)
+        pairs = match_by_box(result.boxes, result.scores, t.boxes[rows], (truth[..., 2] > 0).any(1))
+        if pairs:
+            p, m = (list(x) for x in zip(*pairs, strict=True))
+            residual.append(truth[m, :, :2] - result.keypoints[p])
+            sigma.append(result.sigma[p])
+            labelled.append(truth[m, :, 2] > 0)
+    if not residual:
+        return None
+    return SigmaCalibration.fit(
+        np.concatenate(residual), np.concatenate(sigma), np.concatenate(labelled),
+        per_axis=True, truth="clean" if clean else "labels",
+    )  # fmt: skip
+
+
+@dataclass
+class PeopleEvaluation:
+    """One evaluation: the metrics (:func:`summarize`) and the sigma calibration fitted on the
+    same predictions (:func:`fit_people_calibration`; None without sigma)."""
+
+    metrics: dict[str, float]
+    calibration: SigmaCalibration | None
+
+
+def _evaluate(
     family: MultiPersonFamily, model: Any, cfg: Any, device: Any = None, out: str | None = None
-) -> dict[str, float]:
-    """COCO keypoint AP of ``model`` on ``cfg``'s validation images (module docstring); with
-    ``out``, the predictions are written there (a COCO results json)."""
+) -> PeopleEvaluation:
     if device is None:
         params = getattr(model, "parameters", None)
         device = next(params()).device if params else torch.device("cpu")
@@ -146,7 +201,15 @@ def evaluate_people(
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(entries))
-    return summarize(cfg, ids, entries)
+    return PeopleEvaluation(summarize(cfg, ids, entries), fit_people_calibration(dataset, results))
+
+
+def evaluate_people(
+    family: MultiPersonFamily, model: Any, cfg: Any, device: Any = None, out: str | None = None
+) -> dict[str, float]:
+    """COCO keypoint AP of ``model`` on ``cfg``'s validation images (module docstring); with
+    ``out``, the predictions are written there (a COCO results json)."""
+    return _evaluate(family, model, cfg, device, out).metrics
 
 
 def lr_factor(step: int, total: int, cfg: Any, steps_per_unit: int) -> float:
@@ -219,21 +282,24 @@ def train_people(
         best_value, best_metrics, metrics = -math.inf, {}, {}
         step, t0, recent = 0, time.perf_counter(), []
 
-        def save(name: str, m: dict[str, float]) -> None:
+        def save(name: str, ev: PeopleEvaluation) -> None:
             from posereg.checkpoint import save_checkpoint
 
             epoch = step / steps_per_epoch
-            state = family.save_state(model, cfg, step=step, epoch=epoch, metrics=m)
+            fit = {} if ev.calibration is None else {"sigma_calibration": ev.calibration.to_state()}
+            state = family.save_state(model, cfg, step=step, epoch=epoch, metrics=ev.metrics, **fit)
             save_checkpoint(state, run_dir / name)
 
-        def evaluate_now() -> None:
+        def evaluate_now() -> PeopleEvaluation:
             nonlocal best_value, best_metrics, metrics
-            metrics = evaluate_people(family, model, cfg, dev)
+            ev = _evaluate(family, model, cfg, dev)
+            metrics = ev.metrics
             key, value = primary(metrics)
             print(f"step {step}/{total}: val {_format(metrics)}", flush=True)
             if value > best_value:
                 best_value, best_metrics = value, metrics
-                save("best.pt", metrics)
+                save("best.pt", ev)
+            return ev
 
         while step < total:
             for images, targets in loader:
@@ -278,8 +344,7 @@ def train_people(
                 if t.eval_every and step % t.eval_every == 0 and step < total:
                     evaluate_now()
         seconds = time.perf_counter() - t0
-        evaluate_now()
-        save("last.pt", metrics)
+        save("last.pt", evaluate_now())
         key, _ = primary(metrics)
         (run_dir / "metrics.json").write_text(
             json.dumps(

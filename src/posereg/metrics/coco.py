@@ -43,6 +43,7 @@ __all__ = [
     "oks",
     "oks_nms",
     "oks_nms_per_image",
+    "match_by_box",
     "INSTANCE_SCORE_RULES",
     "instance_score",
     "make_coco_predictions",
@@ -628,6 +629,59 @@ def oks_nms(
         sim = oks(keypoints[i], keypoints[rest], (areas[i] + areas[rest]) / 2.0, sigmas, visible)
         order = rest[sim <= threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def match_by_box(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    truth_boxes: np.ndarray,
+    labelled: np.ndarray,
+    threshold: float = 0.5,
+) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of predicted people to true people by box IoU, in COCOeval's
+    order: predictions by decreasing score, each to the unmatched truth of highest IoU >=
+    ``threshold`` (torchvision's ``box_iou``).
+
+    By boxes, not OKS: whether a person is found does not depend on the keypoints then measured
+    on it (an OKS match keeps only the people whose keypoints are already good, and biases an
+    error or a coverage measured on them).
+
+    Arguments:
+        boxes: (N, 4) predicted (x, y, w, h). scores: (N,) instance scores.
+        truth_boxes: (M, 4) true (x, y, w, h).
+        labelled: (M,) whether each true person has a labelled keypoint; one without is never
+            matched.
+        threshold: the smallest IoU of a match.
+
+    Returns:
+        ``[(prediction index, truth index)]`` in the order matched.
+
+    Example:
+        >>> match_by_box(np.array([[0, 0, 10, 10], [1, 0, 10, 10.0]]), np.array([0.2, 0.9]),
+        ...              np.array([[0, 0, 10, 10.0]]), np.array([True]))
+        [(1, 0)]
+    """
+    import torch
+    from torchvision.ops import box_convert, box_iou
+
+    n, m = len(boxes), len(truth_boxes)
+    if n == 0 or m == 0:
+        return []
+    xyxy = [
+        box_convert(torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(-1, 4), "xywh", "xyxy")
+        for b in (boxes, truth_boxes)
+    ]
+    sim = box_iou(*xyxy).numpy()  # (N, M)
+    sim[:, ~np.asarray(labelled, dtype=bool)] = -1.0
+    pairs: list[tuple[int, int]] = []
+    free = np.ones(m, dtype=bool)
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        cand = np.where(free, sim[i], -1.0)
+        j = int(np.argmax(cand))
+        if cand[j] >= threshold:
+            pairs.append((int(i), j))
+            free[j] = False
+    return pairs
 
 
 def oks_nms_per_image(

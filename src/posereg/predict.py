@@ -415,10 +415,7 @@ class PeoplePredictor(Predictor):
         Raises:
             ValueError: always.
         """
-        raise ValueError(
-            f"{self.path}: {given}: a {self.family.title} model finds the people itself "
-            f"({self.family.maps}); predict without {given}"
-        )
+        raise ValueError(f"{self.path}: {given}: {self.family.no_boxes_message(given)}")
 
     @torch.no_grad()
     def __call__(

@@ -242,10 +242,11 @@ class MultiPersonFamily:
             raise ValueError(self.no_boxes_message())
         return self.infer(model, cfg, [t.to(_device_of(model)) for t in images_to_tensors(images)])
 
-    def no_boxes_message(self) -> str:
+    def no_boxes_message(self, given: str = "boxes") -> str:
+        """The one message for boxes given to this family (``given``: what was given, e.g.
+        ``--boxes``, ``--detector``)."""
         return (
-            f"a {self.title} model finds the people itself ({self.maps}): give no --boxes, "
-            "--detector or boxes"
+            f"a {self.title} model finds the people itself ({self.maps}); predict without {given}"
         )
 
     def model_from_checkpoint(self, path: str | Path) -> tuple[Any, Any, dict[str, Any]]:

@@ -181,10 +181,13 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(vals) if vals else math.nan
 
 
-def _winner(values: dict[str, float], higher: bool) -> str:
-    """The key of the best value (highest or lowest); ``"tie: a, b"`` when several share it."""
-    best = max(values.values()) if higher else min(values.values())
-    tied = [k for k, v in values.items() if v == best]
+def _winner(values: dict[str, float], higher: bool, digits: int) -> str:
+    """The key of the best value (highest or lowest) at the tables' precision (``digits``
+    decimals); ``"tie: a, b"`` when several share it there (an AP of 0.0002 does not beat one of
+    0.0001: both are 0.000 in the table)."""
+    shown = {k: round(v, digits) for k, v in values.items()}
+    best = max(shown.values()) if higher else min(shown.values())
+    tied = [k for k, v in shown.items() if v == best]
     return tied[0] if len(tied) == 1 else "tie: " + ", ".join(tied)
 
 
@@ -237,14 +240,14 @@ def summarize(
     pipeline_ap = {p: arms[a]["ap_clean"] for p, a in PIPELINES.items() if a in arms}
     pipeline_ap = {p: v for p, v in pipeline_ap.items() if not math.isnan(v)}
     if pipeline_ap:
-        wins["AP (clean truth)"] = _winner(pipeline_ap, higher=True)
+        wins["AP (clean truth)"] = _winner(pipeline_ap, higher=True, digits=3)
     ratio = None
     if latency:
         counts = sorted({n for rows in latency.values() for n in rows})
         for n in counts:
             ms = {p: rows[n]["ms"] for p, rows in latency.items() if n in rows}
             if ms:
-                wins[f"latency, {n} people"] = _winner(ms, higher=False)
+                wins[f"latency, {n} people"] = _winner(ms, higher=False, digits=1)
         dense = latency.get("dense", {})
         if 1 in dense and 8 in dense:
             ratio = dense[8]["ms"] / dense[1]["ms"]

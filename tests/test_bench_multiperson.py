@@ -123,6 +123,11 @@ def test_summary_reports_a_tie_and_no_latency():
     per_seed = {"dense_rle": {0: _row(0.0)}, "kprcnn_rle": {0: _row(0.0)}}
     s = bm.summarize(per_seed, None)
     assert s["wins"] == {"AP (clean truth)": "tie: kprcnn, dense"}
+    # a tie at the table's precision: 0.0002 and 0.0001 both show as 0.000
+    per_seed = {"dense_rle": {0: _row(0.0002)}, "kprcnn_rle": {0: _row(0.0001)}}
+    assert bm.summarize(per_seed, None)["wins"] == {"AP (clean truth)": "tie: kprcnn, dense"}
+    per_seed["kprcnn_rle"] = {0: _row(0.0016)}  # 0.002 beats 0.000
+    assert bm.summarize(per_seed, None)["wins"] == {"AP (clean truth)": "kprcnn"}
     assert s["dense_ratio"] is None and s["dense_goal_holds"] is None
 
 

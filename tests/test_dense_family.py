@@ -222,6 +222,11 @@ def test_each_evaluation_fits_the_sigma_calibration_on_the_people_found(run):
     np.testing.assert_allclose(fit.scale, np.tile([0.5, 2.0], (17, 1)), rtol=1e-9)
     no_sigma = [dataclasses.replace(r, sigma=None) for r in results]
     assert fit_people_calibration(val, no_sigma) is None
+    # an image where the model found nobody (no sigma there) does not stop the fit on the others
+    nobody = dataclasses.replace(results[0].select(np.zeros(0, dtype=int)), sigma=None)
+    partial = fit_people_calibration(val, [nobody, *results[1:]])
+    assert partial is not None
+    np.testing.assert_allclose(partial.scale, fit.scale, rtol=1e-9)
 
     # the run's checkpoint holds its last evaluation's fit: here the 3-step model's boxes
     # match nobody (IoU < 0.5), so none, and predict's c is 1

@@ -160,11 +160,11 @@ def fit_people_calibration(
     truth_all = t.keypoints_clean if clean else t.keypoints  # (P, K, 3)
     residual, sigma, labelled = [], [], []
     for index, result in enumerate(results):
+        rows = dataset.people(index)
+        if len(rows) == 0 or len(result.scores) == 0:  # (an image without people has no sigma)
+            continue
         if result.sigma is None:
             return None
-        rows = dataset.people(index)
-        if len(rows) == 0 or len(result.scores) == 0:
-            continue
         truth = truth_all[rows]  # (M, K, 3)
         pairs = match_by_box(result.boxes, result.scores, t.boxes[rows], (truth[..., 2] > 0).any(1))
         if pairs:

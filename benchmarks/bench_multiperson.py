@@ -552,10 +552,10 @@ def score_predictions(ann: Path, ids: list[int], results: list[Any]) -> dict[str
     Returns:
         ``{"people_predicted", "ap_clean", "ap_labels" (COCOeval's AP, pycocotools; 0 when
         nobody was predicted), "people": true people with a labelled keypoint, "found": the
-        share of them matched (:func:`posereg.metrics.coco.match_by_box`, box IoU >= 0.5), "err_sqrt_area": the
-        mean :func:`keypoint_error` of the matched people against the clean truth (NaN when
-        none), "coverage": :func:`region_coverage` of the matched people plus
-        ``matched_people``, or None without regions}``.
+        share of them matched (:func:`posereg.metrics.coco.match_by_box`, box IoU >= 0.5),
+        "err_sqrt_area": the mean :func:`keypoint_error` of the matched people against the
+        clean truth (NaN when none), "coverage": :func:`region_coverage` of the matched people
+        plus ``matched_people``, or None without regions}``.
     """
     from posereg.engine.multiperson import coco_entries
     from posereg.metrics.coco import evaluate_coco, match_by_box

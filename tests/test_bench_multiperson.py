@@ -217,8 +217,9 @@ def _result(keypoints: np.ndarray, region: np.ndarray | None, scores: list[float
 
     n = len(keypoints)
     boxes = np.concatenate([keypoints.min(axis=1), np.tile([40.0, 80.0], (n, 1))], axis=1)
+    region_p = None if region is None else 0.9
     return PoseResult(keypoints, np.ones_like(keypoints), np.full((n, K), 0.9), boxes,
-                      np.asarray(scores, dtype=float), region, None if region is None else 0.9)  # fmt: skip
+                      np.asarray(scores, dtype=float), region, region_p)  # fmt: skip
 
 
 def test_score_predictions_on_a_real_coco_json(tmp_path):

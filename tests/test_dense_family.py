@@ -16,6 +16,7 @@ import numpy as np
 import onnx as onnx_proto
 import pytest
 import torch
+import yaml
 
 from _real_data import REPO, real, tiny_checkpoint, tiny_multi_config
 from posereg.checkpoint import load_checkpoint, save_checkpoint
@@ -198,7 +199,7 @@ def test_each_evaluation_fits_the_sigma_calibration_on_the_people_found(run):
     from posereg.predict import Predictor
     from posereg.result import PoseResult
 
-    cfg = yaml_config(run["config"])
+    cfg = yaml.safe_load(run["config"].read_text())
     val = MultiPersonDataset.from_coco(cfg["data"]["val_ann"], cfg["data"]["val_images"])
     t = val.table
     results = []
@@ -251,9 +252,3 @@ def test_each_evaluation_fits_the_sigma_calibration_on_the_people_found(run):
     sigma = np.array([p["sigma"] for p in people])  # (N, K, 2)
     calibrated = np.array([p["sigma_calibrated"] for p in people])
     np.testing.assert_allclose(calibrated, sigma * fit.scale, rtol=1e-3, atol=1e-3)
-
-
-def yaml_config(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
